@@ -1,0 +1,191 @@
+"""`bench` command line: parsing only; the work happens in spec, plan, engine, report and check.
+
+    bench run suites/quickstart.yaml            train, tune, record, rank (resumes what is recorded)
+    bench validate suites/*.yaml                check suites without touching anything
+    bench plan suites/lm.yaml                   the expanded studies and a cost estimate
+    bench ls [tasks|optimizers|schedules]       what the registries hold
+    bench leaderboard suites/quickstart.yaml    rebuild leaderboards/<suite>.* from MLflow
+    bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard
+    bench ui                                    the MLflow UI on this suite's store, on 127.0.0.1
+
+Every command takes `--set key.path=value` overrides (e.g. `--set tuning.trials=2`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.registry import UnknownNameError
+from bench.spec import SpecError
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise SpecError("--set", item, "expected key.path=value, e.g. tuning.trials=4")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    flags = {"trials": "tuning.trials", "protocol": "tuning.protocol",
+             "tracking_uri": "settings.tracking_uri", "storage": "settings.storage"}  # fmt: skip
+    for flag, key in flags.items():
+        if getattr(args, flag, None) is not None:
+            out[key] = getattr(args, flag)
+    return out
+
+
+def _load(path: str, args: argparse.Namespace) -> Any:
+    from bench.catalog import load
+    from bench.spec import load_suite
+
+    load()
+    return load_suite(path, _overrides(args))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.plan import make_plan
+
+    for path in args.suites:
+        suite = _load(path, args)
+        plan = make_plan(suite)
+        trials = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
+        print(f"ok: {path}: suite '{suite.name}', {len(plan.studies)} studies, {trials} trials")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bench.plan import format_plan, make_plan
+
+    print(format_plan(make_plan(_load(args.suite, args))))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.engine import run_suite
+
+    suite = _load(args.suite, args)
+    argv = ["run", args.suite, *sum((["--set", s] for s in args.set or []), [])]
+    for flag in ("trials", "tracking_uri", "storage", "protocol"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    bars = None if not args.quiet_bars else False
+    run_suite(suite, workers=args.workers, progress=bars, leaderboard=not args.no_leaderboard, argv=argv)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.engine import build_leaderboard
+
+    paths = build_leaderboard(_load(args.suite, args))
+    return 0 if paths else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import run_check
+
+    suite = _load(args.suite, args)
+    return run_check(suite, Path(args.baseline), rerun=args.rerun, summary=args.summary)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from bench.catalog import load
+    from bench.listing import list_registry
+
+    load()
+    print(list_registry(args.what))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri
+    if uri is None:
+        from bench.spec import load_settings
+
+        uri = load_settings(Path.cwd())[0].tracking_uri
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"bench: MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    os.execvp(cmd[0], cmd)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="A declarative benchmark suite for deep-learning optimizers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2")
+        sp.add_argument("--trials", type=int, help="trials per study (tuning.trials)")
+        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, defaults")
+        sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
+        sp.add_argument("--storage", help="Optuna storage URL (settings.storage)")
+
+    r = sub.add_parser("run", help="run a suite: tune, train, record, rank")
+    r.add_argument("suite")
+    common(r)
+    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the studies")
+    r.add_argument("--no-leaderboard", action="store_true", help="skip building the leaderboard at the end")
+    r.add_argument("--quiet-bars", action="store_true", help="no progress bars, one line per trial")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check suites; touches nothing")
+    v.add_argument("suites", nargs="+")
+    common(v)
+    v.set_defaults(func=cmd_validate)
+
+    pl = sub.add_parser("plan", help="show studies, trials and a cost estimate; touches nothing")
+    pl.add_argument("suite")
+    common(pl)
+    pl.set_defaults(func=cmd_plan)
+
+    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from MLflow")
+    lb.add_argument("suite")
+    common(lb)
+    lb.set_defaults(func=cmd_leaderboard)
+
+    c = sub.add_parser("check", help="fail (exit 1) when results regress against a baseline leaderboard")
+    c.add_argument("suite")
+    c.add_argument("--baseline", required=True, help="a leaderboard JSON, e.g. leaderboards/smoke.json")
+    c.add_argument("--rerun", action="store_true", help="run the suite first (else read recorded trials)")
+    c.add_argument("--summary", help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    common(c)
+    c.set_defaults(func=cmd_check)
+
+    ls = sub.add_parser("ls", help="list tasks, optimizers or schedules")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "optimizers", "schedules"])
+    ls.set_defaults(func=cmd_ls)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI (127.0.0.1 by default)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri")
+    ui.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, UnknownNameError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from bench.engine import SuiteConflict
+
+        if isinstance(exc, SuiteConflict):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

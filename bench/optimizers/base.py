@@ -1,0 +1,63 @@
+"""The optimizer contract: a registry entry that builds a `torch.optim.Optimizer` for a model.
+
+An optimizer never sees Lightning. The runner calls `entry.build(model, hparams)` with the sampled
+hyperparameters (search names, see `bench.space.to_kwargs`) and reads `entry.flags` for special needs:
+
+- `schedule_free`: the optimizer has `.train()` / `.eval()` that must be called around evaluation, and
+  runs without a learning-rate schedule.
+- `create_graph`: `loss.backward(create_graph=True)` is needed (Hessian-vector products, e.g. Sophia-H).
+- `no_schedule`: learning-rate-free or self-scheduling methods that should not get an LR schedule.
+- `fsdp`: works with FSDP-sharded parameters (elementwise update rule).
+
+Most entries are a library class called with the shared parameter groups (`grouped(cls)`): the
+decayed matrices and the undecayed vectors/embeddings of `bench.optimizers.param_groups`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bench.space import Param
+
+Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp"]
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    name: str
+    source: str  # the library (and class) the update rule comes from, e.g. "torch.optim.AdamW"
+    paper: str  # short citation
+    # (model, optimizer kwargs after to_kwargs, weight_decay_filter) -> optimizer
+    build_fn: Callable[[nn.Module, dict[str, Any], bool], torch.optim.Optimizer]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    search_space: Mapping[str, Param] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()
+    lr_scaling: Literal["linear", "sqrt", "none"] = "sqrt"  # batch-size transfer rule
+
+    def build(
+        self, model: nn.Module, sampled: Mapping[str, Any], *, decay_filter: bool = True
+    ) -> torch.optim.Optimizer:
+        from bench.space import to_kwargs
+
+        return self.build_fn(model, to_kwargs(self.defaults, sampled), decay_filter)
+
+
+def grouped(
+    factory: Callable[..., torch.optim.Optimizer], **fixed: Any
+) -> Callable[[nn.Module, dict[str, Any], bool], torch.optim.Optimizer]:
+    """A `build_fn` calling `factory(param_groups, **fixed, **kwargs)`, where `weight_decay` goes to the
+    decayed group only (all groups when the filter is off)."""
+
+    def build(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
+        from bench.optimizers.param_groups import param_groups
+
+        kwargs = {**fixed, **kwargs}
+        weight_decay = kwargs.pop("weight_decay", 0.0)
+        return factory(param_groups(model, weight_decay, decay_filter), **kwargs)
+
+    return build

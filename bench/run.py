@@ -1,0 +1,311 @@
+"""One trial: a LightningModule around a task, an optimizer and a schedule, trained by Lightning.
+
+This is the only module that imports Lightning. `train_trial(spec)` builds the task for the trial's
+seed, the model, the optimizer (from its registry entry) and the schedule, runs `Trainer.fit` for
+`spec.task.steps` steps with validation every `eval_every` steps and at the end, and returns a
+`TrialResult`. Every way a trial can end is an outcome, never an exception:
+
+- completed: ran its steps;  diverged: NaN/inf loss, or train loss above `divergence_factor` times its
+  first value, or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
+  pruned: stopped by the tuner's pruner (the caller's callback raises, we record);  error: anything else,
+  with the traceback in `error`.
+
+Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
+`.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
+get `loss.backward(create_graph=True)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from bench.optimizers.schedules import lr_lambda, needs_schedule
+from bench.spec import OptimizerSpec, TaskSpec, TrainerSpec
+from bench.tasks.base import Task
+
+OUTCOMES = ("completed", "pruned", "diverged", "oom", "timeout", "error")
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs. `hparams` are search names (see bench.space.to_kwargs)."""
+
+    task: TaskSpec
+    optimizer: OptimizerSpec
+    hparams: Mapping[str, Any]
+    seed: int
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    data_root: Path = Path("data")
+    divergence_factor: float = 3.0
+    time_budget_s: float | None = None
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class TrialResult:
+    outcome: str
+    value: float  # final value of the task metric (NaN when none was measured)
+    metrics: dict[str, float]  # final validation metrics, e.g. {"val/loss": ..., "val/error": ...}
+    steps: int
+    time_s: float
+    steps_to_target: float = math.nan
+    seconds_to_target: float = math.nan
+    tokens_to_target: float = math.nan
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # "train", "val", ...
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+
+class Diverged(Exception):
+    pass
+
+
+class BenchModule(L.LightningModule):
+    """Trains `model` on `task` with the optimizer built from `optimizer`; records curves."""
+
+    def __init__(self, task: Task, spec: TrialSpec):
+        super().__init__()
+        self.task, self.spec = task, spec
+        self.model = task.build_model()
+        entry = spec.optimizer.entry
+        self.schedule_free = "schedule_free" in entry.flags
+        self.create_graph = "create_graph" in entry.flags
+        self.ema: AveragedModel | None = None
+        if spec.optimizer.ema:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
+            self.ema.requires_grad_(False)
+        self.first_loss: float | None = None
+        self.diverged_at: int | None = None
+        self.curves: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
+        self.final: dict[str, float] = {}
+        self.last_val_step = -1
+        self.started = time.perf_counter()
+        self.to_target: dict[str, float] = {}
+        self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._count: dict[str, int] = {}
+
+    # -- optimization ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_spec = self.spec.optimizer
+        sampled = {**opt_spec.fixed, **self.spec.hparams}
+        optimizer = opt_spec.entry.build(self.model, sampled, decay_filter=opt_spec.decay_filter)
+        if self.schedule_free or not needs_schedule(opt_spec.entry):
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(opt_spec.schedule, self.spec.task.steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _set_optimizer_mode(self, train: bool) -> None:
+        if not self.schedule_free or self._trainer is None:
+            return
+        for opt in self.trainer.optimizers:
+            getattr(opt, "train" if train else "eval")()
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        if self.create_graph:
+            loss.backward(create_graph=True)
+        else:
+            super().backward(loss, *args, **kwargs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        loss = self.task.training_loss(self.model, batch)
+        value = loss.detach().float().item()
+        if self.first_loss is None:
+            self.first_loss = value
+        if not math.isfinite(value) or value > self.spec.divergence_factor * max(self.first_loss, 1e-8):
+            self.diverged_at = self.global_step
+            self.trainer.should_stop = True
+            return None  # skip this step: Lightning performs no backward and no optimizer step
+        if self.global_step % self.spec.log_every_n_steps == 0:
+            self.curves["train"].append((self.global_step, value))
+            self.log("train/loss", value, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_start(self) -> None:
+        self.started = time.perf_counter()
+        self._set_optimizer_mode(True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and outputs is not None:
+            self.ema.update_parameters(self.model)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        self._set_optimizer_mode(False)
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+        self._set_optimizer_mode(True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums, self._count = {}, {}
+
+    def _accumulate(self, prefix: str, model: nn.Module, batch: Any) -> None:
+        sums, count = self.task.validation_sums(model, batch)
+        acc = self._sums.setdefault(prefix, {})
+        for name, value in sums.items():
+            acc[name] = acc.get(name, 0.0) + value.detach().double()
+        self._count[prefix] = self._count.get(prefix, 0) + int(count)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._accumulate("val", self.model, batch)
+        if self.ema is not None:
+            self._accumulate("val_ema", self.ema.module, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics: dict[str, float] = {}
+        for prefix, sums in self._sums.items():
+            for name, total in sums.items():
+                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+                count = self.trainer.strategy.reduce(
+                    torch.tensor(float(self._count[prefix]), device=total.device), reduce_op="sum"
+                )
+                metrics[f"{prefix}/{name}"] = float(total / count)
+        if "val/loss" in metrics and "val/ppl" not in metrics and self.spec.task.entry.family == "gpt":
+            metrics["val/ppl"] = math.exp(min(metrics["val/loss"], 50.0))
+        step = self.global_step
+        self.final, self.last_val_step = metrics, step
+        value = metrics.get(self.spec.task.metric, math.nan)
+        self.curves["val"].append((step, value))
+        for name, v in metrics.items():
+            if name != self.spec.task.metric:
+                self.curves.setdefault(name, []).append((step, v))
+        self.log_dict(metrics, prog_bar=True, sync_dist=False)
+        if not math.isfinite(value):
+            self.diverged_at = step
+            self.trainer.should_stop = True
+            return
+        target = self.spec.task.target
+        reached = target is not None and (value <= target if self.spec.task.mode == "min" else value >= target)
+        if reached and not self.to_target:
+            tokens = self.spec.task.entry.tokens_per_step
+            self.to_target = {
+                "steps": float(step),
+                "seconds": time.perf_counter() - self.started,
+                "tokens": float(step * tokens) if tokens else math.nan,
+            }
+
+    # -- data -----------------------------------------------------------------------------------
+    def train_dataloader(self) -> Any:
+        return self.task.train_loader()
+
+    def val_dataloader(self) -> Any:
+        return self.task.val_loader()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
+
+
+def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, progress: bool) -> L.Trainer:
+    t = spec.trainer
+    steps = spec.task.steps
+    eval_every = spec.task.eval_every or steps
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        max_steps=steps,
+        max_epochs=-1,
+        max_time=timedelta(seconds=spec.time_budget_s) if spec.time_budget_s else None,
+        val_check_interval=min(eval_every, steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=spec.log_every_n_steps,
+        logger=logger if logger is not None else False,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        deterministic=False,
+        use_distributed_sampler=True,
+        default_root_dir=str(Path(".bench") / "lightning"),
+    )
+
+
+def train_trial(
+    spec: TrialSpec,
+    *,
+    callbacks: Sequence[Callback] = (),
+    logger: Any = None,
+    progress: bool = False,
+    is_prune: Callable[[BaseException], bool] = lambda e: False,
+) -> TrialResult:
+    """Train one trial and return its result. `is_prune(exc)` tells a pruner's exception apart."""
+    started = time.perf_counter()
+    module: BenchModule | None = None
+    trainer: L.Trainer | None = None
+    outcome, error = "completed", None
+    try:
+        L.seed_everything(spec.seed, workers=True, verbose=False)
+        task = spec.task.entry.build(dict(spec.task.options), spec.seed, spec.data_root)
+        module = BenchModule(task, spec)
+        if spec.trainer.compile:
+            module.model = torch.compile(module.model)
+        trainer = build_trainer(spec, callbacks, logger, progress)
+        trainer.fit(module)
+        if module.diverged_at is not None:
+            outcome = "diverged"
+        elif trainer.global_step < spec.task.steps:
+            outcome = "timeout" if spec.time_budget_s else "error"
+            if outcome == "error":
+                error = f"training stopped early at step {trainer.global_step} of {spec.task.steps}"
+        if module.last_val_step != trainer.global_step and outcome != "diverged":
+            trainer.validate(module, verbose=False)
+            if module.diverged_at is not None:
+                outcome = "diverged"
+    except BaseException as exc:  # every ending is an outcome; KeyboardInterrupt still propagates
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if is_prune(exc):
+            outcome = "pruned"
+        elif _is_oom(exc):
+            outcome, error = "oom", f"{type(exc).__name__}: {exc}"
+        else:
+            outcome, error = "error", traceback.format_exc()
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    final = module.final if module is not None else {}
+    value = final.get(spec.task.metric, math.nan)
+    to_target = module.to_target if module is not None else {}
+    return TrialResult(
+        outcome=outcome,
+        value=value,
+        metrics=dict(final),
+        steps=trainer.global_step if trainer is not None else 0,
+        time_s=time.perf_counter() - started,
+        steps_to_target=to_target.get("steps", math.nan),
+        seconds_to_target=to_target.get("seconds", math.nan),
+        tokens_to_target=to_target.get("tokens", math.nan),
+        curves=module.curves if module is not None else {},
+        error=error,
+    )
