@@ -19,19 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.registry import UnknownNameError
 from bench.spec import SpecError
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise SpecError("--set", item, "expected key.path=value, e.g. tuning.trials=4")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+    from bench.spec import parse_overrides
+
+    out = parse_overrides(getattr(args, "set", None) or [])
     flags = {"trials": "tuning.trials", "protocol": "tuning.protocol",
              "tracking_uri": "settings.tracking_uri", "storage": "settings.storage"}  # fmt: skip
     for flag, key in flags.items():
@@ -115,11 +110,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="A declarative benchmark suite for deep-learning optimizers.")
+    p = argparse.ArgumentParser(
+        prog="bench", description="A declarative benchmark suite for deep-learning optimizers."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2")
+        sp.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2"
+        )
         sp.add_argument("--trials", type=int, help="trials per study (tuning.trials)")
         sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, defaults")
         sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
@@ -128,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite: tune, train, record, rank")
     r.add_argument("suite")
     common(r)
-    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the studies")
+    r.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this machine sharing the studies"
+    )
     r.add_argument("--no-leaderboard", action="store_true", help="skip building the leaderboard at the end")
     r.add_argument("--quiet-bars", action="store_true", help="no progress bars, one line per trial")
     r.set_defaults(func=cmd_run)

@@ -34,7 +34,17 @@ from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
 
-PACKAGES = ("bench", "torch", "lightning", "optuna", "mlflow", "timm", "pytorch_optimizer", "heavyball", "schedulefree")
+PACKAGES = (
+    "bench",
+    "torch",
+    "lightning",
+    "optuna",
+    "mlflow",
+    "timm",
+    "pytorch_optimizer",
+    "heavyball",
+    "schedulefree",
+)
 
 
 class SuiteConflict(RuntimeError):
@@ -51,7 +61,9 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     trial_seconds: list[float] = field(default_factory=list)
 
-    def trial(self, study: str, label: str, result: TrialResult, hparams: dict[str, Any], metric: str) -> None:
+    def trial(
+        self, study: str, label: str, result: TrialResult, hparams: dict[str, Any], metric: str
+    ) -> None:
         self.done += 1
         self.trial_seconds.append(result.time_s)
         elapsed = time.monotonic() - self.started
@@ -72,7 +84,11 @@ def _fmt(v: Any) -> str:
 
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def provenance(suite: Suite) -> dict[str, Any]:
@@ -88,7 +104,10 @@ def provenance(suite: Suite) -> dict[str, Any]:
                 continue
     try:
         commit = subprocess.run(
-            ["git", "-C", str(suite.path.parent), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(suite.path.parent), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -334,7 +353,16 @@ def run_suite(
         progress = sys.stderr.isatty() and os.environ.get("CI") is None
     procs = []
     if workers > 1:
-        cmd = [sys.executable, "-m", "bench.cli", *(argv or []), "--workers", "1", "--no-leaderboard", "--quiet-bars"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            *(argv or []),
+            "--workers",
+            "1",
+            "--no-leaderboard",
+            "--quiet-bars",
+        ]
         procs = [subprocess.Popen(cmd) for _ in range(workers - 1)]
     total = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
     out(f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)")
@@ -355,12 +383,16 @@ def best_run_ids(table: Any) -> dict[str, str]:
     done = table[(table["kind"] == "tune") & (table["outcome"] == "completed")].dropna(subset=["value"])
     out = {}
     for _, group in done.groupby(["task", "optimizer"]):
-        row = group.loc[group["value"].idxmin() if group["mode"].iloc[0] == "min" else group["value"].idxmax()]
+        row = group.loc[
+            group["value"].idxmin() if group["mode"].iloc[0] == "min" else group["value"].idxmax()
+        ]
         out[row["trial_id"]] = row["run_id"]
     return out
 
 
-def build_leaderboard(suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print) -> list[Path]:
+def build_leaderboard(
+    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print
+) -> list[Path]:
     """Read the suite's trials back from MLflow, score them, write and log the leaderboard files."""
     from bench import report, score
 

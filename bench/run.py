@@ -201,7 +201,9 @@ class BenchModule(L.LightningModule):
             self.trainer.should_stop = True
             return
         target = self.spec.task.target
-        reached = target is not None and (value <= target if self.spec.task.mode == "min" else value >= target)
+        reached = target is not None and (
+            value <= target if self.spec.task.mode == "min" else value >= target
+        )
         if reached and not self.to_target:
             tokens = self.spec.task.entry.tokens_per_step
             self.to_target = {

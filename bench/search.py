@@ -21,9 +21,9 @@ running when its process was killed is failed on the next `bench run` of that su
 from __future__ import annotations
 
 import itertools
-import warnings
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,9 @@ def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna
     if protocol == "random" or protocol == "defaults":
         return optuna.samplers.RandomSampler(seed=seed)
     if protocol == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
+        )
     if protocol == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space) + 1)))
     if protocol == "cmaes":
@@ -138,7 +140,9 @@ def make_pruner(name: str, steps: int, eval_every: int) -> optuna.pruners.BasePr
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=eval_every)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, eval_every), max_resource=steps, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, eval_every), max_resource=steps, reduction_factor=3
+        )
     raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
 
 
@@ -259,7 +263,10 @@ def pending(study: optuna.Study) -> tuple[int, int]:
 
 
 def run_one(
-    study: optuna.Study, objective: Callable[[optuna.Trial], float], *, catch: tuple[type[Exception], ...] = ()
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    catch: tuple[type[Exception], ...] = (),
 ) -> None:
     """Pop one slot and run `objective` on it (with heartbeat and stale-trial recovery)."""
     study.optimize(objective, n_trials=1, catch=(ExcessTrial, *catch), gc_after_trial=False)
@@ -270,7 +277,9 @@ def is_slot(trial: optuna.Trial) -> bool:
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return [
+        t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

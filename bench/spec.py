@@ -382,7 +382,9 @@ def _apply_override(tree: dict, key: str, value: Any, origins: Origins) -> None:
         if isinstance(part, str) and not isinstance(node, dict):
             raise SpecError(COMMAND_LINE, _fmt(here[:-1]), f"is not a mapping; cannot set '{part}' in it")
         if depth == len(path) - 1:
-            node[part] = value
+            old = node[part] if isinstance(part, int) else node.get(part)
+            # A mapping merges like an included file would; anything else replaces.
+            node[part] = _merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
             break
         child = node[part] if isinstance(part, int) else node.get(part)
         if isinstance(child, str):  # a bare name (`- adamw`, `schedule: cosine`): make it a mapping

@@ -94,7 +94,9 @@ class Tracker:
         ps = [Param(k, _str(v)[:6000]) for k, v in (params or {}).items()]
         ts = [RunTag(k, _str(v)[:5000]) for k, v in (tags or {}).items()]
         for i in range(0, max(len(ms), len(ps), len(ts)), 100):
-            self.client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100], tags=ts[i : i + 100])
+            self.client.log_batch(
+                run_id, metrics=ms[i : i + 100], params=ps[i : i + 100], tags=ts[i : i + 100]
+            )
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.client.log_dict(run_id, json.loads(json.dumps(data, default=str)), artifact_file)
@@ -134,7 +136,11 @@ class Tracker:
         out, token = [], None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=max_results, page_token=token
+                [self.experiment_id],
+                filter_string,
+                ViewType.ACTIVE_ONLY,
+                max_results=max_results,
+                page_token=token,
             )
             out.extend(page)
             token = page.token
@@ -186,7 +192,9 @@ class Tracker:
         ]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)
 
-    def curves(self, run_ids: Mapping[str, str], metric: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    def curves(
+        self, run_ids: Mapping[str, str], metric: str
+    ) -> dict[str, dict[str, list[tuple[int, float]]]]:
         """Validation (`metric`) and training-loss curves for trial_id -> run_id."""
         out = {}
         for trial_id, run_id in run_ids.items():

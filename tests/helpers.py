@@ -1,0 +1,56 @@
+"""Small helpers shared by the end-to-end tests: write a suite, read the stores back."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_suite(directory: Path, name: str = "tiny", **overrides: Any) -> Path:
+    """A self-contained CPU suite (digits CNN, a few 20-step trials) with stores inside `directory`."""
+    suite: dict[str, Any] = {
+        "name": name,
+        "settings": {
+            "tracking_uri": f"sqlite:///{directory / 'mlflow.db'}",
+            "storage": f"sqlite:///{directory / '.bench' / 'optuna.db'}",
+            "leaderboard_dir": str(directory / "leaderboards"),
+            "heartbeat_s": 1,
+        },
+        "tasks": [{"name": "digits_cnn", "steps": 20, "eval_every": 10}],
+        "optimizers": ["sgd", "adamw"],
+        "tuning": {"protocol": "random", "trials": 2, "seeds": 1},
+        "trainer": {"accelerator": "cpu", "devices": 1},
+        "leaderboard": {"ks": [1, 2]},
+    }
+    for key, value in overrides.items():
+        suite[key] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def trial_runs(directory: Path, *, active_only: bool = True) -> list[dict[str, str]]:
+    """Trial runs in the MLflow store, read straight from its SQLite tables: one dict of tags each."""
+    con = sqlite3.connect(directory / "mlflow.db")
+    try:
+        stage = "AND r.lifecycle_stage = 'active'" if active_only else ""
+        rows = con.execute(
+            f"SELECT r.run_uuid, r.status, t.key, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            f"WHERE t.key LIKE 'bench.%' {stage}"
+        ).fetchall()
+    finally:
+        con.close()
+    runs: dict[str, dict[str, str]] = {}
+    for run_id, status, key, value in rows:
+        runs.setdefault(run_id, {"run_id": run_id, "status": status})[key] = value
+    return [r for r in runs.values() if r.get("bench.kind") in ("tune", "seed")]
+
+
+def optuna_states(directory: Path, study: str) -> list[str]:
+    import optuna
+
+    storage = f"sqlite:///{directory / '.bench' / 'optuna.db'}"
+    return [t.state.name for t in optuna.load_study(study_name=study, storage=storage).get_trials()]

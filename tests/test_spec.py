@@ -1,0 +1,398 @@
+"""Suite loading: includes, precedence, overrides, validation messages, purity.
+
+Bad suites live in tests/suites/bad/, one file per kind of mistake; each states the message it must
+produce in `# expect:` comment lines (substrings of `str(SpecError)`, the first one its prefix).
+Adding a fixture adds a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import bench.catalog
+from bench.registry import OPTIMIZERS
+from bench.space import Categorical, Float
+from bench.spec import (
+    COMMAND_LINE,
+    Settings,
+    SpecError,
+    Suite,
+    load_settings,
+    load_suite,
+    parse_overrides,
+    parse_value,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "suites"
+BAD = sorted((FIXTURES / "bad").glob("*.yaml"))
+GOOD = sorted((FIXTURES / "good").glob("*.yaml"))
+SHIPPED = sorted((REPO / "suites").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages show paths relative to the working directory; run from the repo root."""
+    bench.catalog.load()
+    monkeypatch.chdir(REPO)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def expectations(path: Path) -> list[str]:
+    return [
+        line.removeprefix("# expect:").strip()
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect:")
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures: every bad suite fails with its message, every good and shipped suite loads.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_suite_message(path: Path) -> None:
+    expected = expectations(path)
+    assert expected, f"{path.name} has no '# expect:' line"
+    with pytest.raises(SpecError) as info:
+        load_suite(path.relative_to(REPO))
+    message = str(info.value)
+    assert message.startswith(expected[0]), message
+    for fragment in expected[1:]:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("path", GOOD + SHIPPED, ids=[f"{p.parent.name}/{p.stem}" for p in GOOD + SHIPPED])
+def test_good_suite_loads(path: Path) -> None:
+    suite = load_suite(path)
+    assert isinstance(suite, Suite)
+    assert suite.tasks and suite.optimizers
+    json.dumps(suite.resolved)  # provenance must be serialisable
+
+
+def test_minimal_suite_gets_defaults() -> None:
+    suite = load_suite(FIXTURES / "good" / "minimal.yaml")
+    assert suite.name == "minimal"
+    (task,) = suite.tasks
+    entry = task.entry
+    assert (task.name, task.steps, task.batch_size, task.eval_every) == (
+        "digits_cnn",
+        entry.steps,
+        entry.batch_size,
+        entry.eval_every,
+    )
+    assert (task.metric, task.mode, task.target) == (entry.metric, entry.mode, entry.target)
+    assert task.options == dict(entry.options)
+    (opt,) = suite.optimizers
+    assert opt.label == "adamw" and opt.entry is OPTIMIZERS.get("adamw")
+    assert dict(opt.search_space) == dict(opt.entry.search_space)
+    assert opt.fixed == {} and opt.decay_filter and opt.ema is None
+    assert suite.leaderboard.reference == "adamw"
+
+
+def test_full_suite_reads_every_key() -> None:
+    suite = load_suite(FIXTURES / "good" / "full.yaml")
+    assert suite.name == "full_example" and suite.description.startswith("every key")
+    assert suite.settings.tracking_uri == "sqlite:///full.db" and suite.settings.device == "cpu"
+    assert suite.settings.data_root == "inner_data"  # from the nested include
+    mlp, cnn, gpt = suite.tasks
+    assert mlp.name == "digits_mlp"
+    assert (cnn.steps, cnn.batch_size, cnn.eval_every, cnn.target) == (40, 32, 10, 0.2)
+    assert cnn.options == {"width": 8}
+    # Another metric than the entry's: its direction comes from the entry, its target is unset.
+    assert (gpt.metric, gpt.mode, gpt.target) == ("val/ppl", "min", None)
+
+    adamw, sgd, lion = suite.optimizers
+    assert sgd.label == "sgd_nesterov" and sgd.entry.name == "sgd"
+    assert sgd.fixed == {"nesterov": True, "momentum": 0.95}
+    # search_space replaces the default space; `{}` keeps a default parameter as it is.
+    assert dict(sgd.search_space) == {
+        "lr": Float(1e-3, 1.0, log=True),
+        "weight_decay": OPTIMIZERS.get("sgd").search_space["weight_decay"],
+    }
+    assert (sgd.decay_filter, sgd.ema, sgd.batch_size) == (False, 0.99, 64)
+    # The optimizer's schedule is merged over the suite's (which merged over the include's).
+    assert (sgd.schedule.name, sgd.schedule.warmup, sgd.schedule.cooldown) == ("wsd", 0.1, 0.3)
+    assert sgd.schedule.min_lr_ratio == 0.1
+    assert (lion.schedule.name, lion.schedule.warmup) == ("linear", 0.1)  # `schedule: linear` shorthand
+    assert (adamw.schedule.name, adamw.schedule.warmup) == ("cosine", 0.1)
+    # One key of a default range: merged over the entry's default for it.
+    default_lr = OPTIMIZERS.get("lion").search_space["lr"]
+    assert lion.search_space["lr"] == Float(default_lr.low, 1e-3, log=default_lr.log)
+
+    t = suite.tuning
+    assert (t.protocol, t.trials, t.seeds, t.sampler_seed, t.pruner) == ("qmc", 3, 2, 7, "median")
+    assert (t.trial_time_budget_s, t.study_time_budget_s, t.divergence_factor) == (60.0, None, 4.0)
+    assert isinstance(t.divergence_factor, float)
+    tr = suite.trainer
+    assert (tr.accelerator, tr.precision, tr.accumulate_grad_batches) == ("cpu", "32", 2)
+    assert suite.leaderboard.ks == (1, 2) and suite.leaderboard.reference == "sgd_nesterov"
+
+
+def test_nested_includes_precedence() -> None:
+    suite = load_suite(FIXTURES / "good" / "with_includes.yaml")
+    t = suite.tuning
+    # with_includes.yaml (trials) > shared.yaml (seeds) > inner.yaml (sampler_seed, pruner)
+    assert (t.trials, t.seeds, t.sampler_seed, t.pruner) == (2, 3, 3, "hyperband")
+    assert suite.optimizers[0].schedule.warmup == 0.2
+
+
+# --------------------------------------------------------------------------------------------------
+# benchmark.yaml and precedence
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project with a benchmark.yaml, an include and a suite one directory down."""
+    write(
+        tmp_path / "benchmark.yaml",
+        "tracking_uri: sqlite:///project.db\ndata_root: project_data\ndevice: cpu\n"
+        "tuning: {trials: 11, seeds: 5, sampler_seed: 9}\ntrainer: {precision: bf16-mixed}\n",
+    )
+    write(
+        tmp_path / "suites" / "common.yaml",
+        "tuning: {trials: 7, seeds: 4}\nsettings: {data_root: common_data}\n",
+    )
+    write(
+        tmp_path / "suites" / "s.yaml",
+        "include: [common.yaml]\ntasks: [digits_cnn]\noptimizers: [adamw]\ntuning: {trials: 3}\n",
+    )
+    return tmp_path
+
+
+def test_precedence_project_include_suite_override(project: Path) -> None:
+    suite = load_suite(project / "suites" / "s.yaml", {"tuning.trials": 2})
+    t = suite.tuning
+    assert t.trials == 2  # override > suite (3) > include (7) > benchmark.yaml (11)
+    assert t.seeds == 4  # include > benchmark.yaml
+    assert t.sampler_seed == 9  # benchmark.yaml
+    assert suite.trainer.precision == "bf16-mixed"
+    assert suite.settings.tracking_uri == "sqlite:///project.db"
+    assert suite.settings.data_root == "common_data"
+    assert suite.resolved["tuning"]["trials"] == 2
+    assert suite.resolved["settings"]["data_root"] == "common_data"
+
+
+def test_overrides_settings_and_list_items(project: Path) -> None:
+    suite = load_suite(
+        project / "suites" / "s.yaml",
+        {"settings.tracking_uri": "sqlite:///x.db", "tasks[0].steps": 5, "optimizers[0].fixed.lr": 0.01},
+    )
+    assert suite.settings.tracking_uri == "sqlite:///x.db"
+    assert suite.tasks[0].name == "digits_cnn" and suite.tasks[0].steps == 5  # a bare name became a mapping
+    assert suite.optimizers[0].fixed == {"lr": 0.01}
+    assert "lr" not in suite.optimizers[0].search_space  # fixed values leave the search space
+
+
+def test_mapping_override_merges(project: Path) -> None:
+    suite = load_suite(project / "suites" / "s.yaml", {"tuning": {"seeds": 2}, "schedule": "wsd"})
+    assert (suite.tuning.trials, suite.tuning.seeds) == (3, 2)  # trials kept from the suite
+    assert suite.optimizers[0].schedule.name == "wsd"
+
+
+def test_override_errors_name_the_command_line(project: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_suite(project / "suites" / "s.yaml", {"tuning.trails": 2})
+    assert str(info.value).startswith(
+        f"{COMMAND_LINE}: tuning.trails: unknown key 'trails'. Did you mean 'trials'?"
+    )
+    with pytest.raises(SpecError, match=r"^command line: tuning.trials: must be >= 1, got 0"):
+        load_suite(project / "suites" / "s.yaml", {"tuning.trials": 0})
+    with pytest.raises(SpecError, match=r"^command line: tasks\[3\]: no such item in the suite"):
+        load_suite(project / "suites" / "s.yaml", {"tasks[3].steps": 5})
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["tuning.trials=2", "optimizers[0].fixed.lr = 1e-3", "settings.device=cpu"]) == {
+        "tuning.trials": 2,
+        "optimizers[0].fixed.lr": 0.001,
+        "settings.device": "cpu",
+    }
+    assert parse_value("[1, 4]") == [1, 4] and parse_value("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(SpecError, match="expected an override like tuning.trials=2"):
+        parse_overrides(["tuning.trials"])
+
+
+def test_load_settings_upward_then_cwd(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+) -> None:
+    settings, defaults = load_settings(project / "suites")
+    assert settings == Settings(tracking_uri="sqlite:///project.db", data_root="project_data", device="cpu")
+    assert defaults == {
+        "tuning": {"trials": 11, "seeds": 5, "sampler_seed": 9},
+        "trainer": {"precision": "bf16-mixed"},
+    }
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(project)
+    assert load_settings(elsewhere)[0].tracking_uri == "sqlite:///project.db"  # falls back to the cwd
+    monkeypatch.chdir(elsewhere)
+    assert load_settings(elsewhere) == (Settings(), {})  # none anywhere: the defaults
+
+
+def test_repo_benchmark_yaml_is_the_default() -> None:
+    settings, _ = load_settings(REPO / "suites")
+    assert settings == Settings()  # the committed file spells out the defaults
+
+
+def test_benchmark_yaml_errors(tmp_path: Path) -> None:
+    write(tmp_path / "benchmark.yaml", "tracking_url: sqlite:///x.db\n")
+    with pytest.raises(SpecError) as info:
+        load_settings(tmp_path)
+    assert "tracking_url: unknown key 'tracking_url'. Did you mean 'tracking_uri'?" in str(info.value)
+    write(tmp_path / "benchmark.yaml", "settings: {device: cpu}\n")
+    with pytest.raises(SpecError, match="settings keys go at the top level"):
+        load_settings(tmp_path)
+    write(tmp_path / "benchmark.yaml", "tuning: {trials: -1}\n")
+    with pytest.raises(SpecError, match=r"benchmark.yaml: tuning.trials: must be >= 1, got -1"):
+        load_settings(tmp_path)
+    # ... and a suite below it names benchmark.yaml, not the suite, for that key.
+    suite = write(tmp_path / "s.yaml", "tasks: [digits_cnn]\noptimizers: [adamw]\n")
+    with pytest.raises(SpecError, match=r"benchmark.yaml: tuning.trials: must be >= 1, got -1"):
+        load_suite(suite)
+
+
+# --------------------------------------------------------------------------------------------------
+# Individual rules
+# --------------------------------------------------------------------------------------------------
+
+
+def test_yaml_reads_exponent_floats(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "s.yaml",
+        "tasks: [digits_cnn]\noptimizers:\n  - name: adamw\n    search_space: {lr: {low: 1e-4, high: 1e-1, log: true}}\n",
+    )
+    assert load_suite(path).optimizers[0].search_space["lr"] == Float(1e-4, 1e-1, log=True)
+
+
+def test_fixed_removes_covered_search_names(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "s.yaml",
+        "tasks: [digits_cnn]\noptimizers:\n"
+        "  - {name: sgd, fixed: {momentum: 0.8}}\n"
+        "  - {name: lion, fixed: {beta1: 0.95}}\n"
+        "  - {name: sgd, label: sgd_choice, search_space: {nesterov: {choices: [true, false]}}}\n",
+    )
+    sgd, lion, choice = load_suite(path).optimizers
+    assert "one_minus_momentum" not in sgd.search_space and "lr" in sgd.search_space
+    assert "one_minus_beta1" not in lion.search_space and "one_minus_beta2" in lion.search_space
+    assert dict(choice.search_space) == {"nesterov": Categorical((True, False))}
+
+
+def test_schedule_free_optimizers_get_a_constant_schedule(tmp_path: Path) -> None:
+    flagged = [n for n, e in OPTIMIZERS.items() if e.flags & {"schedule_free", "no_schedule"}]
+    if not flagged:
+        pytest.skip("no schedule-free optimizer registered")
+    name = flagged[0]
+    path = write(
+        tmp_path / "s.yaml",
+        f"tasks: [digits_cnn]\noptimizers: [{name}, {{name: {name}, label: explicit, schedule: cosine}}]\n"
+        "schedule: {name: cosine, warmup: 0.1}\n",
+    )
+    implicit, explicit = load_suite(path).optimizers
+    assert (implicit.schedule.name, implicit.schedule.warmup) == ("constant", 0.0)
+    assert (explicit.schedule.name, explicit.schedule.warmup) == ("cosine", 0.1)
+
+
+def test_leaderboard_reference_defaults_to_first_label_without_adamw(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "tasks: [digits_cnn]\noptimizers: [lion, sgd]\n")
+    assert load_suite(path).leaderboard.reference == "lion"
+
+
+def test_error_in_included_item_names_the_include(tmp_path: Path) -> None:
+    write(tmp_path / "parts" / "opts.yaml", "optimizers: [sgd, adamw, lino]\n")
+    path = write(tmp_path / "s.yaml", "include: parts/opts.yaml\ntasks: [digits_cnn]\n")
+    with pytest.raises(SpecError) as info:
+        load_suite(path)
+    assert info.value.file.endswith(os.path.join("parts", "opts.yaml"))
+    assert info.value.key == "optimizers[2]"
+    assert "Did you mean 'lion'?" in str(info.value)
+
+
+def test_suite_replaces_included_lists(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "tasks: [digits_mlp, digits_cnn]\noptimizers: [sgd, adamw]\n")
+    path = write(tmp_path / "s.yaml", "include: base.yaml\noptimizers: [lion]\n")
+    suite = load_suite(path)
+    assert [t.name for t in suite.tasks] == ["digits_mlp", "digits_cnn"]
+    assert [o.label for o in suite.optimizers] == ["lion"]
+
+
+def test_missing_suite_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such suite file"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_resolved_is_a_loadable_suite(tmp_path: Path) -> None:
+    suite = load_suite(FIXTURES / "good" / "full.yaml")
+    resolved = suite.resolved
+    assert "include" not in resolved
+    assert resolved["tasks"][1]["version"] == suite.tasks[1].entry.version
+    assert resolved["optimizers"][1]["search_space"]["lr"] == {"low": 1e-3, "high": 1.0, "log": True}
+    path = write(tmp_path / "full_example.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    again = load_suite(path)
+    assert again.resolved == resolved
+    assert again.optimizers == suite.optimizers and again.tasks == suite.tasks
+
+
+def test_loaded_suite_is_frozen() -> None:
+    suite = load_suite(FIXTURES / "good" / "minimal.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        suite.tuning.trials = 100  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        suite.name = "other"  # type: ignore[misc]
+
+
+def test_loading_is_pure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate/plan must not create stores: loading writes nothing, neither beside the suite nor in cwd."""
+    write(tmp_path / "benchmark.yaml", "tracking_uri: sqlite:///t.db\nstorage: sqlite:///.bench/o.db\n")
+    write(tmp_path / "common.yaml", "tuning: {trials: 2}\n")
+    path = write(tmp_path / "s.yaml", "include: common.yaml\ntasks: [digits_cnn]\noptimizers: [adamw]\n")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    load_suite(path)
+    load_settings(tmp_path)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_user_optimizer_by_import_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("bench.optimizers.custom")
+    write(
+        tmp_path / "my_opts.py",
+        "import torch\n\nclass MySGD(torch.optim.SGD):\n"
+        "    def __init__(self, params, lr=0.1, whatever=1.0):\n"
+        "        super().__init__(params, lr=lr)\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(
+        tmp_path / "s.yaml",
+        "tasks: [digits_cnn]\noptimizers:\n"
+        "  - name: my_opts:MySGD\n    fixed: {whatever: 2.0}\n"
+        "    search_space: {lr: {low: 1e-3, high: 1.0, log: true}, anything_goes: {low: 0, high: 1}}\n",
+    )
+    (opt,) = load_suite(path).optimizers
+    assert opt.label == "MySGD" and opt.entry.name == "my_opts:MySGD"
+    assert set(opt.search_space) == {"lr", "anything_goes"} and opt.fixed == {"whatever": 2.0}
+
+    bad = write(tmp_path / "bad.yaml", "tasks: [digits_cnn]\noptimizers: [my_opts:Missing]\n")
+    with pytest.raises(SpecError) as info:
+        load_suite(bad)
+    assert info.value.key == "optimizers[0]"
+    assert "cannot use user optimizer 'my_opts:Missing'" in str(info.value)
+    gone = write(
+        tmp_path / "gone.yaml", "tasks: [digits_cnn]\noptimizers: [{name: no_such_pkg_xyz.mod:Opt}]\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_suite(gone)
+    assert info.value.key == "optimizers[0].name" and "no_such_pkg_xyz" in str(info.value)
