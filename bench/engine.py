@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import search
+from bench import distributed, search
 from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, trial_id
 from bench.run import TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
@@ -120,6 +120,31 @@ def provenance(suite: Suite) -> dict[str, Any]:
         "hardware": f"{platform.machine()} {os.cpu_count()} cpus, gpu: {gpu}, {platform.platform()}",
         "python": platform.python_version(),
     }
+
+
+def trial_spec(suite: Suite, sp: StudyPlan, hparams: dict[str, Any], seed: int) -> TrialSpec:
+    return TrialSpec(
+        task=sp.task,
+        optimizer=sp.optimizer,
+        hparams=hparams,
+        seed=seed,
+        trainer=suite.trainer,
+        data_root=Path(suite.settings.data_root),
+        divergence_factor=suite.tuning.divergence_factor,
+        time_budget_s=suite.tuning.trial_time_budget_s,
+    )
+
+
+def follow_leader(suite: Suite, plan: Plan) -> None:
+    """Non-zero ranks of a multi-process trial (torchrun, srun): train what rank 0 announces, record
+    nothing (rank 0 alone talks to Optuna and MLflow)."""
+    studies = {sp.name: sp for sp in plan.studies}
+
+    def run(payload: dict[str, Any]) -> None:
+        sp = studies[payload["study"]]
+        train_trial(trial_spec(suite, sp, payload["hparams"], payload["seed"]))
+
+    distributed.follow(run)
 
 
 class Worker:
@@ -265,16 +290,8 @@ class Worker:
             callbacks = []
             if kind == "tune" and suite.tuning.pruner != "none":
                 callbacks.append(search.PruningCallback(trial, monitor=sp.task.metric))
-            spec = TrialSpec(
-                task=sp.task,
-                optimizer=sp.optimizer,
-                hparams=hparams,
-                seed=seed,
-                trainer=suite.trainer,
-                data_root=Path(suite.settings.data_root),
-                divergence_factor=suite.tuning.divergence_factor,
-                time_budget_s=suite.tuning.trial_time_budget_s,
-            )
+            spec = trial_spec(suite, sp, hparams, seed)
+            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
             result = train_trial(
                 spec,
                 callbacks=callbacks,
@@ -349,10 +366,19 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run every trial of `suite` (resuming what is already recorded) and build its leaderboard."""
     plan = make_plan(suite)
+    distributed.setup()
+    if not distributed.is_leader():
+        follow_leader(suite, plan)
+        return {"trials_run": 0}
     if progress is None:
         progress = sys.stderr.isatty() and os.environ.get("CI") is None
     procs = []
-    if workers > 1:
+    if workers > 1:  # share the cores instead of oversubscribing them
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
         cmd = [
             sys.executable,
             "-m",
@@ -368,7 +394,10 @@ def run_suite(
     out(f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)")
     out(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
     worker = Worker(suite, plan, progress=progress, out=out)
-    worker.work()
+    try:
+        worker.work()
+    finally:
+        distributed.announce(None)  # release the followers of a multi-process trial
     failed = [p.wait() for p in procs]
     if any(failed):
         out(f"bench: {sum(1 for r in failed if r)} worker process(es) exited with an error")
