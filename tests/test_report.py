@@ -1,0 +1,202 @@
+"""Leaderboard files: written, parseable, plots non-empty, and the JSON round-trips through `bench check`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import check, report, score
+from bench.spec import LeaderboardSpec
+
+NAN = float("nan")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def trial(task: str, optimizer: str, value: float, number: int, **kw) -> dict:
+    row = {
+        "task": task,
+        "optimizer": optimizer,
+        "trial_id": f"{task}/{optimizer}/{number}",
+        "number": number,
+        "kind": "tune",
+        "seed": 0,
+        "outcome": "completed",
+        "value": value,
+        "mode": "min",
+        "target": 0.5,
+        "metric": "val/loss",
+        "lr": 1e-3,
+        "steps": 100,
+        "time_s": 1.0,
+        "steps_to_target": NAN,
+        "tokens_to_target": NAN,
+        "seconds_to_target": NAN,
+        "tokens_per_step": NAN,
+    }
+    row.update(kw)
+    return row
+
+
+def trials_table() -> pd.DataFrame:
+    """lm (min, tokens measured): adamw with seeds, sgd that never reaches the target.
+    img (max, no target): adamw and sgd with one trial each."""
+    lm = {"task": "lm/tiny"}  # a name that is not a safe file name
+    rows = [
+        trial(
+            optimizer="adamw", value=0.3, number=0, lr=1e-3, steps_to_target=60, tokens_to_target=6e3, **lm
+        ),
+        trial(
+            optimizer="adamw", value=0.45, number=1, lr=1e-2, steps_to_target=90, tokens_to_target=9e3, **lm
+        ),
+        trial(optimizer="adamw", value=NAN, number=2, lr=1.0, outcome="diverged", **lm),
+        trial(optimizer="adamw", value=0.8, number=3, lr=1e-5, outcome="pruned", **lm),
+        trial(
+            optimizer="adamw",
+            value=0.31,
+            number=4,
+            kind="seed",
+            seed=1,
+            steps_to_target=70,
+            tokens_to_target=7e3,
+            **lm,
+        ),
+        trial(
+            optimizer="adamw",
+            value=0.33,
+            number=5,
+            kind="seed",
+            seed=2,
+            steps_to_target=80,
+            tokens_to_target=8e3,
+            **lm,
+        ),
+        trial(optimizer="sgd", value=0.7, number=0, lr=1e-2, **lm),
+        trial(optimizer="sgd", value=0.6, number=1, lr=1e-1, **lm),
+        trial(optimizer="sgd", value=NAN, number=2, lr=1.0, outcome="timeout", **lm),
+        trial("img", "adamw", 0.9, 0, mode="max", target=NAN, metric="val/accuracy"),
+        trial("img", "sgd", 0.85, 0, mode="max", target=NAN, metric="val/accuracy", lr=1e-1),
+    ]
+    for r in rows:
+        if r["seconds_to_target"] != r["seconds_to_target"] and r["steps_to_target"] == r["steps_to_target"]:
+            r["seconds_to_target"] = r["steps_to_target"] / 100
+    return pd.DataFrame(rows)
+
+
+CURVES = {
+    "lm/tiny/adamw/0": {
+        "val": [(0, 2.0), (50, 0.6), (100, 0.3)],
+        "train": [(0, 2.1), (50, 0.7), (100, 0.35)],
+    },
+    "lm/tiny/sgd/1": [(0, 2.0), (100, 0.6)],  # a bare list: validation values only
+}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[score.Leaderboard, list[Path], Path]:
+    df = trials_table()
+    board = score.leaderboard(df, LeaderboardSpec(ks=(1, 2, 8), reference="adamw"))
+    out = tmp_path_factory.mktemp("leaderboards")
+    return board, report.write_leaderboard(board, df, CURVES, out, "quick"), out
+
+
+def test_files_are_written_and_non_empty(written):
+    _, paths, out = written
+    names = {p.relative_to(out).as_posix() for p in paths}
+    assert {"quick.md", "quick.csv", "quick.json"} <= names
+    expected_plots = {
+        "quick/lr_sensitivity_lm_tiny.png",
+        "quick/expected_best_lm_tiny.png",
+        "quick/curves_lm_tiny.png",
+        "quick/lr_sensitivity_img.png",
+        "quick/expected_best_img.png",
+        "quick/performance_profile_steps.png",
+        "quick/performance_profile_tokens.png",
+        "quick/performance_profile_seconds.png",
+    }
+    assert expected_plots <= names
+    assert "quick/curves_img.png" not in names  # no curves given for img
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 0, p
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG
+
+
+def test_markdown_states_what_is_behind_the_numbers(written):
+    _, _, out = written
+    md = (out / "quick.md").read_text()
+    assert "# Leaderboard: quick" in md
+    assert "**9 tune trials** and **2 seed reruns**" in md
+    assert "## lm/tiny" in md and "## img" in md
+    assert "Metric `val/loss` (lower is better), target 0.5" in md
+    assert "Metric `val/accuracy` (higher is better), no target" in md
+    assert "0.32 ± 0.014 (2)" in md  # seed mean ± std (n)
+    assert "n/a" in md  # E[best of 8] with 3 trials
+    assert "never" in md  # sgd never reaches the target
+    assert "1 completed" in md and "1 pruned" in md and "1 diverged" in md and "1 timeout" in md
+    assert "## Legend" in md and "E[best of k]" in md
+    assert "![learning-rate sensitivity](quick/lr_sensitivity_lm_tiny.png)" in md
+    assert "| =" not in md  # no ties on this table
+
+
+def test_csv_round_trips(written):
+    board, _, out = written
+    csv = pd.read_csv(out / "quick.csv")
+    assert list(csv.columns) == list(board.rows.columns)
+    assert len(csv) == len(board.rows) == 4
+    assert (
+        csv.loc[(csv["task"] == "lm/tiny") & (csv["optimizer"] == "sgd"), "steps_to_target"].item()
+        == math.inf
+    )
+
+
+def test_json_is_strict_and_complete(written):
+    board, _, out = written
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    data = json.loads((out / "quick.json").read_text(), parse_constant=no_constants)
+    assert data["format"] == report.JSON_FORMAT and data["suite"] == "quick"
+    assert data["spec"]["ks"] == [1, 2, 8] and data["spec"]["reference"] == "adamw"
+    lm = data["tasks"]["lm/tiny"]
+    assert (lm["metric"], lm["mode"], lm["target"], lm["worst"]) == ("val/loss", "min", 0.5, 0.7)
+    adamw = lm["optimizers"]["adamw"]
+    assert adamw["best"] == 0.3 and adamw["n_trials"] == 4 and adamw["n_scored"] == 3
+    assert adamw["seed_mean"] == pytest.approx(0.32) and adamw["n_seeds"] == 2
+    assert adamw["outcomes"] == {
+        "completed": 2,
+        "pruned": 1,
+        "diverged": 1,
+        "oom": 0,
+        "timeout": 0,
+        "error": 0,
+    }
+    assert adamw["expected_best"]["1"] == pytest.approx((0.3 + 0.45 + 0.7) / 3)
+    assert adamw["expected_best"]["8"] is None  # k > n
+    assert adamw["steps_to_target"] == 75 and adamw["tokens_to_target"] == 7500 and adamw["reached_target"]
+    sgd = lm["optimizers"]["sgd"]
+    assert sgd["steps_to_target"] is None and sgd["reached_target"] is False
+    assert data["tasks"]["img"]["optimizers"]["adamw"]["reached_target"] is None  # no target
+    assert data["optimizers"]["adamw"]["profile_scores"]["steps"] == 1.0
+    assert data["optimizers"]["sgd"]["profile_scores"]["steps vs adamw"] == 0.0
+    assert data == report.leaderboard_dict(board, "quick")
+
+
+def test_json_round_trips_through_check(written):
+    _, _, out = written
+    data = json.loads((out / "quick.json").read_text())
+    result = check.compare(data, data)
+    assert result.ok
+    assert {r.status for r in result.rows} == {"ok"}
+    assert len(result.rows) == 4
+
+
+def test_render_markdown_without_plots():
+    board = score.leaderboard(trials_table(), LeaderboardSpec(ks=(1,), reference="nobody"))
+    md = report.render_markdown(board, "quick")
+    assert "![" not in md
+    assert "vs nobody" not in md  # the reference did not run: no reference profile
