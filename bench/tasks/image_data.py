@@ -1,0 +1,282 @@
+"""Shared pieces of the image-classification tasks (digits, resnet, vit): data, batches, metrics.
+
+- `ClassificationTask`: training loss (cross-entropy, optional label smoothing) and validation sums
+  (`loss`, `error`) for any task whose batches are `(inputs, labels)`.
+- `seeded_loader`: a DataLoader whose order *and augmentation* are a function of the seed only. Its
+  `SeededSampler` yields `(index, aug_seed)` pairs drawn from one seeded `torch.Generator`, and the
+  datasets below augment from `aug_seed`, so every optimizer sees the same images in the same order,
+  with any `num_workers`, and the training loop's own RNG (dropout, stochastic depth) is left alone.
+- `Source`: where the splits of an image dataset in the Hugging Face hub schema (an image column and an
+  integer label column) come from: local files or the hub. Resolution order, first match wins:
+  option `data_files` (a {split: path, glob or list} mapping of parquet/arrow/json files),
+  option `data_dir` (a directory `datasets.load_dataset` understands: parquet/arrow files named by
+  split, or an `imagefolder` tree `train/<class>/*.jpg`), `<data_root>/<local_name>` when it exists,
+  else the hub name in option `dataset` (needs a network or a warm HF cache).
+- `decode_uint8`: a whole small-image split decoded once into a uint8 tensor (CIFAR).
+- `CroppedFlipped` (pad-crop-flip on uint8 tensors) and `PilTransformed` (any PIL transform, e.g.
+  timm's `create_transform`, run under an RNG seeded from `aug_seed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs [B, ...], integer labels [B])
+
+
+class ClassificationTask:
+    """Loss and metrics for `(inputs, labels)` batches. Subclasses add the model and the loaders and
+    may override `prepare` (e.g. uint8 -> normalised float on the batch's device)."""
+
+    label_smoothing: float = 0.0  # training loss only; val/loss is plain cross-entropy
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(self.prepare(x)), y, label_smoothing=self.label_smoothing)
+
+    def validation_sums(self, model: nn.Module, batch: Batch) -> tuple[dict[str, torch.Tensor], int]:
+        x, y = batch
+        logits = model(self.prepare(x)).float()
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        error = (logits.argmax(dim=-1) != y).sum().float()  # top-1
+        return {"loss": loss, "error": error}, int(y.numel())
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields `(index, aug_seed)`: a fresh permutation per pass (or 0..n-1) and a random 62-bit
+    augmentation seed per example, all drawn from `generator`, so passes continue one seeded stream."""
+
+    def __init__(self, n: int, generator: torch.Generator, shuffle: bool):
+        self.n, self.generator, self.shuffle = n, generator, shuffle
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
+        return zip(order.tolist(), seeds.tolist(), strict=True)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def seeded_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    *,
+    train: bool,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Training loaders shuffle and drop the last partial batch (every step has `batch_size` examples);
+    validation loaders keep the order and every example. `dataset` takes `(index, aug_seed)` items."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=SeededSampler(len(dataset), torch.Generator().manual_seed(seed), shuffle=train),  # type: ignore[arg-type]
+        drop_last=train,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        # The loader draws its workers' base seed from this one on every new iterator (not on a
+        # persistent-worker reset), so it must not share the sampler's stream, nor use the global RNG.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class TensorPairs(Dataset):
+    """Pre-computed `(x, y)` tensors, no augmentation (digits)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, item: tuple[int, int]) -> Batch:
+        return self.x[item[0]], self.y[item[0]]
+
+
+class CroppedFlipped(Dataset):
+    """uint8 images `[N, C, H, W]` with the CIFAR augmentation: zero-pad by `padding`, random crop
+    back to H x W, horizontal flip with probability 1/2. Offsets and flip are read from `aug_seed`'s
+    digits (base `2 * padding + 1`), which needs no RNG state at all."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, augment: bool, padding: int = 4):
+        self.images, self.labels, self.augment, self.padding = images, labels, augment, padding
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, int]) -> Batch:
+        index, aug = item
+        image = self.images[index]
+        if self.augment:
+            p, (h, w) = self.padding, image.shape[-2:]
+            span = 2 * p + 1
+            dy, dx, flip = aug % span, (aug // span) % span, (aug // span**2) % 2
+            image = F.pad(image, (p, p, p, p))[:, dy : dy + h, dx : dx + w]
+            if flip:
+                image = image.flip(-1)
+        return image, self.labels[index]
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Seed Python's and torch's CPU RNGs for the block (torchvision and timm transforms draw from
+    them), then restore both so the caller's streams are untouched."""
+    py_state, torch_state = random.getstate(), torch.get_rng_state()
+    random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # torch.manual_seed would also queue CUDA seeding: ~3 ms
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        torch.set_rng_state(torch_state)
+
+
+class PilTransformed(Dataset):
+    """Rows of a Hugging Face dataset decoded to PIL and passed through `transform` (ViT).
+
+    `data`'s image column must be cast to `datasets.Image(decode=False)`: images are decoded here so
+    that JPEGs can be decoded at a reduced scale (`PIL.Image.draft`, DCT-domain 1/2, 1/4, 1/8) when
+    the image is much larger than the transform needs: the result stays at least `min_side` pixels on
+    each side, so only downsampling that the transform would do anyway is done earlier and cheaper."""
+
+    def __init__(
+        self,
+        data: Any,
+        image_key: str,
+        label_key: str,
+        transform: Callable[[Any], torch.Tensor],
+        min_side: int,
+    ):
+        self.data, self.image_key, self.label_key = data, image_key, label_key
+        self.transform, self.min_side = transform, min_side
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: tuple[int, int]) -> Batch:
+        import PIL.Image
+
+        index, aug = item
+        row = self.data[index]
+        stored = row[self.image_key]  # {"bytes": ..., "path": ...}
+        image = PIL.Image.open(io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored["path"])
+        image.draft("RGB", (self.min_side, self.min_side))  # a no-op for anything but JPEG
+        with seeded_rng(aug):
+            x = self.transform(image.convert("RGB"))
+        return x, torch.tensor(row[self.label_key], dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's splits come from (hashable, so decoded splits can be cached per process).
+    `load(split)` returns a `datasets.Dataset` with only the image and label columns; see the module
+    docstring for the lookup order."""
+
+    dataset: str  # hub name
+    data_files: tuple[tuple[str, Any], ...] | None  # {split: path, glob or list of them}, frozen
+    data_dir: str | None
+    data_root: str
+    local_name: str  # <data_root>/<local_name> is used when it exists
+    image_key: str
+    label_key: str
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any], data_root: Path, local_name: str) -> Source:
+        files = opts["data_files"]
+        if files is not None and not isinstance(files, Mapping):
+            raise ValueError(
+                f"option data_files must map split names to files, e.g. {{train: ..., test: ...}}, got {files!r}"
+            )
+        return cls(
+            opts["dataset"],
+            freeze(files),
+            opts["data_dir"],
+            str(data_root),
+            local_name,
+            opts["image_key"],
+            opts["label_key"],
+        )
+
+    def load(self, split: str) -> Any:
+        import datasets
+
+        local = Path(self.data_root) / self.local_name
+        if self.data_files is not None:
+            files = dict(self.data_files)
+            if split not in files:
+                raise ValueError(f"option data_files has no split '{split}' (has: {', '.join(files)})")
+            ds = datasets.load_dataset(
+                _format_of(files[split]), data_files={split: files[split]}, split=split
+            )
+        elif self.data_dir is not None or local.is_dir():
+            ds = datasets.load_dataset(
+                str(self.data_dir if self.data_dir is not None else local), split=split
+            )
+        else:
+            ds = datasets.load_dataset(self.dataset, split=split)
+        columns = [self.image_key, self.label_key]
+        missing = [c for c in columns if c not in ds.column_names]
+        if missing:
+            raise ValueError(
+                f"dataset split '{split}' has no column(s) {missing}; columns: {ds.column_names} "
+                "(set the task options image_key / label_key)"
+            )
+        return ds.select_columns(columns)
+
+
+def freeze(value: Any) -> Any:
+    """A hashable copy of an option value: mappings become sorted (key, value) tuples, lists tuples."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def _format_of(files: Any) -> str:
+    """The `datasets` builder for a data file (or the first of a list) by its extension."""
+    first = str(files[0] if isinstance(files, tuple) else files)
+    builders = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json"}
+    for suffix, builder in builders.items():
+        if first.endswith(suffix):
+            return builder
+    raise ValueError(f"cannot tell the format of data file '{first}' (expected {', '.join(builders)})")
+
+
+def decode_uint8(ds: Any, image_key: str, label_key: str, limit: int | None = None) -> Batch:
+    """Decode a split of small, equally sized images into `uint8 [N, 3, H, W]` and labels `[N]`."""
+    import numpy as np
+
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    images, labels = [], []
+    for rows in ds.iter(batch_size=1000):
+        images.extend(np.asarray(im.convert("RGB")) for im in rows[image_key])
+        labels.extend(rows[label_key])
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(labels, dtype=torch.long)
+
+
+def check_options(task: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with `options`; an unknown key is an error naming the valid ones. The key
+    `batch_size` is reserved for the runner's per-suite batch size and always accepted."""
+    unknown = sorted(set(options) - set(defaults) - {"batch_size"})
+    if unknown:
+        raise ValueError(f"task {task}: unknown option(s) {unknown}; valid: {', '.join(sorted(defaults))}")
+    return {**defaults, **options}

@@ -1,0 +1,280 @@
+"""Vision tasks (digits, resnet, vit): every CPU task trains on its real loader fed by local files in
+the hub schema and its loss falls; batches are a function of the seed; metric sums add up; the declared
+FLOPs match a recount. Nothing touches the hub (HF_*_OFFLINE, local files under a tmp data_root)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.registry import TASKS
+from bench.tasks import digits, resnet, vit  # noqa: F401  (registration)
+from bench.tasks.base import TaskEntry
+
+VISION_FAMILIES = ("digits", "resnet", "vit")
+# Tiny local datasets: a class is a colour (plus noise), so a few steps of training must help.
+PALETTE = np.array(
+    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+    dtype=np.float32,
+)  # fmt: skip
+VIT_CLASSES = 4
+# Per-task options for the CPU runs: local data is tiny, so evaluate all of it.
+CPU_TASKS: dict[str, dict[str, Any]] = {
+    "digits_cnn": {},
+    "digits_mlp": {},
+    "cifar10_resnet_tiny": {"val_examples": 0},
+    "imagenet_vit_tiny": {"num_classes": VIT_CLASSES, "val_examples": 0, "batch_size": 16},
+}
+
+
+def vision_entries() -> list[TaskEntry]:
+    return [entry for _, entry in TASKS.items() if entry.family in VISION_FAMILIES]
+
+
+def coloured_images(n: int, size: int, classes: int, seed: int) -> tuple[list[Any], list[int]]:
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % classes).tolist()
+    rng.shuffle(labels)
+    images = []
+    for label in labels:
+        noise = rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+        pixels = 0.6 * PALETTE[label % len(PALETTE)] + 0.4 * noise
+        images.append(PIL.Image.fromarray(pixels.astype(np.uint8)))
+    return images, labels
+
+
+def write_cifar(root: Path, name: str, label_key: str, classes: int) -> None:
+    """`<root>/<name>/plain_text/{train,test}-00000-of-00001.parquet`, the layout of the hub repo."""
+    import datasets
+
+    features = datasets.Features(
+        {"img": datasets.Image(), label_key: datasets.ClassLabel(num_classes=classes)}
+    )
+    for split, n in (("train", 256), ("test", 120)):
+        images, labels = coloured_images(n, 32, classes, seed=len(split))
+        ds = datasets.Dataset.from_dict({"img": images, label_key: labels}, features=features)
+        ds.to_parquet(str(root / name / "plain_text" / f"{split}-00000-of-00001.parquet"))
+
+
+def write_imagefolder(root: Path) -> None:
+    """`<root>/imagenet/{train,validation}/<class>/<i>.png` (an imagefolder tree)."""
+    for split, n in (("train", 96), ("validation", 40)):
+        images, labels = coloured_images(n, 72, VIT_CLASSES, seed=len(split))
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            folder = root / "imagenet" / split / f"n0{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """These models are too small to gain from intra-op threads, and on a busy 2-core machine OpenMP
+    threads waiting on each other make a step several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("vision_data")
+    write_cifar(root, "cifar10", "label", 10)
+    write_cifar(root, "cifar100", "fine_label", 100)
+    write_imagefolder(root)
+    return root
+
+
+def batches(loader: Any) -> Iterator[Any]:
+    """The runner's view of a finite loader: cycled."""
+    while True:
+        yield from loader
+
+
+def first_batches(loader: Any, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(itertools.islice(batches(loader), n))
+
+
+def train(task: Any, steps: int, lr: float) -> tuple[list[float], torch.nn.Module]:
+    torch.manual_seed(0)
+    model = task.build_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for batch in itertools.islice(batches(task.train_loader()), steps):
+        loss = task.training_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, model
+
+
+def test_registry_declares_the_vision_tasks() -> None:
+    names = {e.name for e in vision_entries()}
+    assert {
+        "digits_cnn",
+        "digits_mlp",
+        "cifar10_resnet18",
+        "cifar100_resnet18",
+        "cifar10_resnet_tiny",
+    } <= names
+    assert {"imagenet_vit_small", "imagenet_vit_tiny"} <= names
+    for entry in vision_entries():
+        assert entry.metric == "val/error" and entry.mode == "min"
+        assert entry.metrics == {"val/error": "min", "val/loss": "min"}
+        assert entry.target is not None and 0 < entry.target < 1
+        assert entry.steps > 0 and entry.batch_size > 0 and 0 < entry.eval_every <= entry.steps
+        assert entry.requires_gpu == (entry.size not in ("tiny",)), entry.name
+
+
+@pytest.mark.parametrize("name", [e.name for e in vision_entries()] if TASKS else [])
+def test_flops_per_step_matches_a_recount(name: str) -> None:
+    """The declared constant is forward + backward of one default batch, counted on the meta device."""
+    entry = TASKS.get(name)
+    task = entry.build({}, 0, Path("unused"))
+    with torch.device("meta"):
+        model = task.build_model()
+        if entry.family == "digits":
+            x = torch.randn(entry.batch_size, 1, 8, 8)
+        else:
+            size = int(entry.options.get("img_size", 32))
+            x = torch.randn(entry.batch_size, 3, size, size)
+        y = torch.zeros(entry.batch_size, dtype=torch.long)
+        with FlopCounterMode(display=False) as counter:
+            F.cross_entropy(model(x), y).backward()
+    assert entry.flops_per_step == pytest.approx(counter.get_total_flops(), rel=0.01)
+
+
+@pytest.mark.parametrize("name", list(CPU_TASKS))
+def test_cpu_task_loss_falls_and_sums_add_up(name: str, data_root: Path) -> None:
+    entry = TASKS.get(name)
+    task = entry.build(CPU_TASKS[name], 0, data_root)
+    losses, model = train(task, steps=24, lr=3e-3)
+    assert all(np.isfinite(losses))
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < first - 0.3, f"{name}: loss {first:.3f} -> {last:.3f}"
+
+    model.eval()
+    totals: dict[str, float] = {"loss": 0.0, "error": 0.0}
+    count = 0
+    with torch.no_grad():
+        for x, y in task.val_loader():
+            sums, n = task.validation_sums(model, (x, y))
+            assert set(sums) == {"loss", "error"} and n == len(y)
+            logits = model(task.prepare(x))
+            assert sums["loss"].item() == pytest.approx(
+                F.cross_entropy(logits, y, reduction="sum").item(), rel=1e-4
+            )
+            assert 0 <= sums["error"].item() <= n
+            totals = {k: totals[k] + sums[k].item() for k in totals}
+            count += n
+    expected = {"digits_cnn": 360, "digits_mlp": 360, "cifar10_resnet_tiny": 120, "imagenet_vit_tiny": 40}[
+        name
+    ]
+    assert count == expected  # every validation example, once
+    assert totals["error"] / count < 0.9  # better than chance after a few steps on colour-coded classes
+
+
+@pytest.mark.parametrize("name", list(CPU_TASKS))
+def test_batches_are_a_function_of_the_seed(name: str, data_root: Path) -> None:
+    entry = TASKS.get(name)
+    options = CPU_TASKS[name]
+    a = first_batches(entry.build(options, 7, data_root).train_loader(), 3)
+    b = first_batches(entry.build(options, 7, data_root).train_loader(), 3)
+    c = first_batches(entry.build(options, 8, data_root).train_loader(), 3)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not all(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(a, c, strict=True))
+    batch = (
+        entry.build(options, 7, data_root).batch_size
+        if "batch_size" not in options
+        else options["batch_size"]
+    )
+    assert all(len(y) == batch for _, y in a)  # drop_last: every step sees a full batch
+
+
+def test_epochs_reshuffle_and_augmentation_is_seeded(data_root: Path) -> None:
+    task = TASKS.get("cifar10_resnet_tiny").build(
+        {"batch_size": 256}, 0, data_root
+    )  # 256: one batch per epoch
+    loader = task.train_loader()
+    (x1, y1), (x2, y2) = first_batches(loader, 2)
+    assert not torch.equal(y1, y2)  # a new permutation per pass
+    assert sorted(y1.tolist()) == sorted(y2.tolist())  # of the same examples
+    # Same seed with worker processes: the same augmented images (augmentation does not use worker RNG).
+    workers = TASKS.get("cifar10_resnet_tiny").build({"batch_size": 256, "num_workers": 2}, 0, data_root)
+    (w1, _), (w2, _) = first_batches(workers.train_loader(), 2)
+    assert torch.equal(x1, w1) and torch.equal(x2, w2)
+
+
+def test_seeded_augmentation_leaves_the_global_rng_alone(data_root: Path) -> None:
+    task = TASKS.get("imagenet_vit_tiny").build(CPU_TASKS["imagenet_vit_tiny"], 0, data_root)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    next(iter(task.train_loader()))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_full_size_tasks_build_on_local_files(data_root: Path) -> None:
+    """The GPU tasks' loaders and models work on CPU too (num_workers=0 to keep it quick)."""
+    task = TASKS.get("cifar100_resnet18").build({"num_workers": 0, "batch_size": 8}, 0, data_root)
+    x, y = next(iter(task.train_loader()))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8 and int(y.max()) < 100
+    assert task.build_model()(task.prepare(x)).shape == (8, 100)
+    vit_task = TASKS.get("imagenet_vit_small").build(
+        {"num_workers": 0, "batch_size": 2, "num_classes": VIT_CLASSES, "model_kwargs": {"depth": 1}},
+        0,
+        data_root,
+    )
+    x, y = next(iter(vit_task.val_loader()))
+    assert x.shape[1:] == (3, 224, 224) and x.dtype == torch.float32
+    assert vit_task.build_model()(x[:2]).shape == (2, VIT_CLASSES)
+    other = TASKS.get("imagenet_vit_small").build({"model": "resnet18", "num_classes": 3}, 0, data_root)
+    assert other.build_model()(x[:1]).shape == (1, 3)  # option model: any timm name, here a CNN
+    too_few = TASKS.get("imagenet_vit_tiny").build({"num_classes": 2}, 0, data_root)
+    with pytest.raises(ValueError, match="4 classes, more than option num_classes 2"):
+        too_few.train_loader()
+
+
+def test_data_files_option_and_errors(data_root: Path) -> None:
+    files = {
+        s: str(data_root / "cifar10" / "plain_text" / f"{s}-00000-of-00001.parquet")
+        for s in ("train", "test")
+    }
+    task = TASKS.get("cifar10_resnet_tiny").build(
+        {"data_files": files, "val_examples": 50}, 0, Path("nowhere")
+    )
+    assert sum(len(y) for _, y in task.val_loader()) == 50
+    with pytest.raises(ValueError, match="unknown option.*widht.*valid: .*width"):
+        TASKS.get("cifar10_resnet_tiny").build({"widht": 8}, 0, data_root)
+    with pytest.raises(ValueError, match="data_files must map split names"):
+        TASKS.get("cifar10_resnet_tiny").build({"data_files": files["train"]}, 0, data_root)
+    bad_labels = TASKS.get("cifar10_resnet_tiny").build(
+        {"label_key": "nope", "data_files": files}, 0, data_root
+    )
+    with pytest.raises(ValueError, match="no column.*nope"):
+        bad_labels.train_loader()
+    too_few = TASKS.get("cifar10_resnet_tiny").build({"num_classes": 4}, 0, data_root)
+    with pytest.raises(ValueError, match="label 9 >= num_classes 4"):
+        too_few.train_loader()
+
+
+def test_options_are_declared_with_defaults() -> None:
+    for entry in vision_entries():
+        assert isinstance(entry.options, Mapping) and "batch_size" not in entry.options
+        entry.build(dict(entry.options), 0, Path("unused"))  # every default is accepted back
