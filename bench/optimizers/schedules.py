@@ -1,0 +1,101 @@
+"""Learning-rate schedules: constant, linear, cosine and wsd, each after a linear warmup.
+
+A schedule is a multiplier of the peak learning rate, for `torch.optim.lr_scheduler.LambdaLR`:
+
+    scheduler = LambdaLR(opt, lr_lambda(ScheduleSpec("cosine", warmup=0.05), total_steps=1000))
+
+`step` counts optimizer steps from 0 (LambdaLR's `last_epoch`); the runner steps the scheduler after
+every optimizer step. With `W` warmup steps, `C` cooldown steps, `N = total - W` and `s = step - W`:
+
+    warmup     step < W:  (step + 1) / W                 (reaches the peak at step W - 1)
+    constant             1
+    linear               m + (1 - m) (1 - s/N)
+    cosine               m + (1 - m) (1 + cos(pi s/N)) / 2
+    wsd                  1 while s < N - C, then m + (1 - m) (1 - (s - N + C)/C)  (linear cooldown)
+
+where `m` is `min_lr_ratio`. `warmup` and `cooldown` in a `ScheduleSpec` are fractions of the total
+steps when < 1, else step counts. WSD (warmup-stable-decay) is from Hu et al. 2024 (MiniCPM) and
+Hägele et al. 2024 (Scaling laws and compute-optimal training beyond fixed training durations).
+
+Schedule-free optimizers and `no_schedule` entries run without a schedule: see `needs_schedule`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.registry import SCHEDULES
+
+if TYPE_CHECKING:
+    from bench.optimizers.base import OptimizerEntry
+    from bench.spec import ScheduleSpec
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A registered schedule shape. `shape(s, n, cooldown)` is the position between the minimum (0)
+    and the peak (1) at `s` steps after warmup, out of `n` post-warmup steps."""
+
+    name: str
+    description: str
+    shape: Callable[[int, int, int], float]
+
+
+def _constant(s: int, n: int, cooldown: int) -> float:
+    return 1.0
+
+
+def _linear(s: int, n: int, cooldown: int) -> float:
+    return 1.0 - min(s / max(n, 1), 1.0)
+
+
+def _cosine(s: int, n: int, cooldown: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(s / max(n, 1), 1.0)))
+
+
+def _wsd(s: int, n: int, cooldown: int) -> float:
+    start = n - cooldown
+    if s < start:
+        return 1.0
+    return 1.0 - min((s - start) / max(cooldown, 1), 1.0)
+
+
+SCHEDULES.add("constant", Schedule("constant", "the peak lr after warmup", _constant))
+SCHEDULES.add("linear", Schedule("linear", "linear decay to min_lr_ratio", _linear))
+SCHEDULES.add("cosine", Schedule("cosine", "cosine decay to min_lr_ratio", _cosine))
+SCHEDULES.add("wsd", Schedule("wsd", "warmup-stable-decay: constant, then a linear cooldown", _wsd))
+
+
+def resolve_steps(value: float, total_steps: int) -> int:
+    """A fraction of `total_steps` when `value` < 1, else a step count; clipped to [0, total_steps]."""
+    steps = round(value * total_steps) if value < 1 else int(value)
+    return max(0, min(steps, total_steps))
+
+
+def lr_lambda(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
+    """The lr multiplier for optimizer step `step` (0-based) of a run of `total_steps` steps."""
+    schedule: Schedule = SCHEDULES.get(spec.name)
+    warmup = resolve_steps(spec.warmup, total_steps)
+    cooldown = resolve_steps(spec.cooldown, total_steps - warmup)
+    n = total_steps - warmup
+    low = spec.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return low + (1.0 - low) * schedule.shape(step - warmup, n, cooldown)
+
+    return factor
+
+
+def needs_schedule(entry: OptimizerEntry) -> bool:
+    """False for schedule-free and self-scheduling optimizers, which run at a constant lr."""
+    return not ({"schedule_free", "no_schedule"} & set(entry.flags))
+
+
+def warmup_steps(spec: ScheduleSpec, total_steps: int) -> int:
+    """The warmup of `spec` in steps: what a schedule-free optimizer takes as its `warmup_steps`."""
+    return resolve_steps(spec.warmup, total_steps)

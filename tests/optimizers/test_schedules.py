@@ -1,0 +1,83 @@
+"""Schedule values at key steps, the warmup/cooldown units, and which entries get a schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.optimizers.schedules import lr_lambda, needs_schedule, resolve_steps, warmup_steps
+from bench.registry import OPTIMIZERS, SCHEDULES
+from bench.spec import ScheduleSpec
+
+
+def values(spec: ScheduleSpec, total: int) -> list[float]:
+    f = lr_lambda(spec, total)
+    return [f(s) for s in range(total)]
+
+
+def test_registered_schedules():
+    assert SCHEDULES.names() == ["constant", "cosine", "linear", "wsd"]
+
+
+def test_warmup_is_linear_and_reaches_the_peak():
+    v = values(ScheduleSpec("constant", warmup=4), 10)
+    assert v[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert v[4:] == [1.0] * 6
+
+
+def test_cosine_key_steps():
+    v = values(ScheduleSpec("cosine", warmup=0.1, min_lr_ratio=0.1), 110)  # 11 warmup steps
+    assert v[0] == pytest.approx(1 / 11)
+    assert v[10] == pytest.approx(1.0)
+    assert v[11] == pytest.approx(1.0)  # first post-warmup step: s = 0
+    assert v[11 + 49] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 49 / 99)))
+    assert v[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 98 / 99)))
+    assert lr_lambda(ScheduleSpec("cosine", min_lr_ratio=0.1), 110)(500) == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(v[11:-1], v[12:], strict=True))
+
+
+def test_linear_key_steps():
+    v = values(ScheduleSpec("linear"), 100)
+    assert v[0] == 1.0 and v[50] == pytest.approx(0.5) and v[99] == pytest.approx(0.01)
+
+
+def test_wsd_is_flat_then_cools_down():
+    v = values(ScheduleSpec("wsd", warmup=10, cooldown=0.2), 110)  # cooldown: 20 of the 100 left
+    assert v[9] == 1.0
+    assert set(v[10:90]) == {1.0}
+    assert v[90] == pytest.approx(1.0) and v[100] == pytest.approx(0.5) and v[109] == pytest.approx(0.05)
+
+
+def test_fractions_and_counts():
+    assert resolve_steps(0.05, 1000) == 50
+    assert resolve_steps(25, 1000) == 25
+    assert resolve_steps(2000, 1000) == 1000
+    assert resolve_steps(0.0, 1000) == 0
+    assert warmup_steps(ScheduleSpec("cosine", warmup=0.1), 300) == 30
+
+
+def test_unknown_schedule_name_suggests():
+    with pytest.raises(KeyError, match="Did you mean 'cosine'"):
+        lr_lambda(ScheduleSpec("cosin"), 10)
+
+
+def test_drives_lambda_lr():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(ScheduleSpec("cosine", warmup=2), 10))
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx(0.05) and seen[1] == pytest.approx(0.1) and seen[-1] < 0.01
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("adamw", True), ("sgd", True), ("prodigy", True), ("schedulefree_adamw", False), ("dog", False)],
+)
+def test_needs_schedule(name: str, expected: bool):
+    assert needs_schedule(OPTIMIZERS.get(name)) is expected
