@@ -127,10 +127,26 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def step_scale(task: TaskSpec, accumulate_grad_batches: int = 1) -> float:
+    """How much bigger one optimizer step is than the task's declared default (batch x accumulation x
+    context length, for tasks with a `block_size` option)."""
+    scale = task.batch_size / task.entry.batch_size * accumulate_grad_batches
+    block, default_block = task.options.get("block_size"), task.entry.options.get("block_size")
+    if block and default_block:
+        scale *= block / default_block
+    return scale
+
+
+def tokens_per_step(task: TaskSpec, accumulate_grad_batches: int = 1) -> float | None:
+    """Tokens one optimizer step consumes with the suite's batch size, accumulation and context."""
+    per_step = task.entry.tokens_per_step
+    return None if per_step is None else per_step * step_scale(task, accumulate_grad_batches)
+
+
 def _cost(suite: Suite, task: TaskSpec, runs: int) -> Cost:
     """Per-step figures are declared at the task's default batch size; scale them to the suite's."""
     entry = task.entry
-    scale = task.batch_size / entry.batch_size * suite.trainer.accumulate_grad_batches
+    scale = step_scale(task, suite.trainer.accumulate_grad_batches)
     steps = runs * task.steps
 
     def total(per_step: float | None) -> float | None:

@@ -1,0 +1,379 @@
+"""Text for the language-model tasks: tokenizers, document sources, packing into fixed-length windows.
+
+Nothing here knows about models. Three pieces:
+
+- **Tokenizers** behind one small protocol (`encode_batch`, `vocab_size`, `eot`), chosen by a string:
+  `bytes` (UTF-8 bytes, vocab 256, needs nothing), `gpt2` or any other tiktoken encoding name (tiktoken
+  downloads the BPE files once and caches them), or a path to a Hugging Face `tokenizer.json`.
+- **Documents**: CPython's own embedded prose (`pydoc_data.topics`, always there, offline), and records
+  in the C4 schema (a `text` field) read through Hugging Face `datasets` in streaming mode, from local
+  json/jsonl/parquet/txt files or from the hub (`allenai/c4`, config `en`). See `open_corpus`.
+- **Packing**: documents are tokenized, joined with the end-of-text token and cut into windows of
+  `block_size + 1` tokens; a model reads `window[:-1]` and predicts `window[1:]`.
+
+Determinism: the training order depends only on the seed passed in (document shuffle buffer, window
+shuffle buffer and DataLoader generator are all seeded from it), so every optimizer in a study sees the
+same batches. Validation is a fixed tensor of windows taken from the start of the held-out stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+# Vocabulary sizes of the tokenizers we can name without loading them (to size models in `plan`).
+KNOWN_VOCAB_SIZES: dict[str, int] = {"bytes": 256, "gpt2": 50257, "r50k_base": 50257, "cl100k_base": 100277}
+
+# Special tokens that mark the end of a document in common tokenizer.json files, in order of preference.
+EOT_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[EOS]", "<|end_of_text|>", "[SEP]")
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int  # ids are in [0, vocab_size)
+    eot: int  # separates documents in the packed stream
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens. Byte 0 (NUL) is the document separator: it never occurs in prose."""
+
+    name = "bytes"
+    vocab_size = 256
+    eot = 0
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(t.encode("utf-8")) for t in texts]
+
+
+class TiktokenTokenizer:
+    """A tiktoken encoding (`gpt2`: GPT-2's 50257-token BPE). Special-token text in documents is encoded
+    as ordinary text, so a document can't inject an end-of-text token."""
+
+    def __init__(self, encoding: str):
+        import tiktoken
+
+        self._enc = tiktoken.get_encoding(encoding)
+        self.name = encoding
+        self.vocab_size = self._enc.n_vocab
+        self.eot = self._enc.eot_token
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._enc.encode_ordinary_batch(list(texts))
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizers` file (tokenizer.json). Its end-of-text token is the first of
+    `EOT_CANDIDATES` it knows; without one, a new id `vocab_size` is used as separator."""
+
+    def __init__(self, path: str | Path):
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self._tok = _Tokenizer.from_file(str(path))
+        self.name = str(path)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        ids = [self._tok.token_to_id(t) for t in EOT_CANDIDATES]
+        known = [i for i in ids if i is not None]
+        if known:
+            self.eot = known[0]
+        else:
+            self.eot = self.vocab_size
+            self.vocab_size += 1
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+
+@functools.cache
+def load_tokenizer(spec: str) -> Tokenizer:
+    """`bytes`, a tiktoken encoding name (`gpt2`), or a path to a tokenizer.json."""
+    if spec == "bytes":
+        return ByteTokenizer()
+    if spec.endswith(".json") or Path(spec).is_file():
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"tokenizer file not found: {spec}")
+        return HFTokenizer(spec)
+    return TiktokenTokenizer(spec)
+
+
+def vocab_size_of(spec: str) -> int | None:
+    """The vocabulary size of a tokenizer spec without loading it, when it is known."""
+    return KNOWN_VOCAB_SIZES.get(spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# Packing
+
+
+def pack(token_lists: Iterable[list[int]], eot: int, window: int) -> Iterator[list[int]]:
+    """Concatenate documents, each followed by `eot`, and cut the stream into `window`-token pieces.
+    The incomplete tail is dropped."""
+    buf: list[int] = []
+    for ids in token_lists:
+        buf.extend(ids)
+        buf.append(eot)
+        n = len(buf) // window
+        for i in range(n):
+            yield buf[i * window : (i + 1) * window]
+        buf = buf[n * window :]
+
+
+def tokenized(texts: Iterable[str], tokenizer: Tokenizer, chunk: int = 256) -> Iterator[list[int]]:
+    """Token ids of each text, encoded `chunk` texts at a time (tokenizers are faster in batches)."""
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == chunk:
+            yield from tokenizer.encode_batch(batch)
+            batch = []
+    if batch:
+        yield from tokenizer.encode_batch(batch)
+
+
+def take_windows(
+    texts: Iterable[str], tokenizer: Tokenizer, window: int, n_windows: int
+) -> tuple[torch.Tensor, int]:
+    """The first `n_windows` packed windows of `texts` as a (n_windows, window) tensor, and how many
+    documents were (at least partly) used for them. Raises if the texts run out first."""
+    counted = _Counted(texts)
+    rows: list[list[int]] = []
+    if n_windows > 0:
+        for row in pack(tokenized(counted, tokenizer, chunk=1), tokenizer.eot, window):
+            rows.append(row)
+            if len(rows) == n_windows:
+                break
+    if len(rows) < n_windows:
+        raise ValueError(
+            f"validation needs {n_windows} windows of {window} tokens, the held-out text gave {len(rows)}"
+        )
+    return torch.tensor(rows, dtype=torch.long).reshape(n_windows, window), counted.n
+
+
+class _Counted:
+    """Iterate texts while counting how many were handed out."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts, self.n = texts, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for t in self.texts:
+            self.n += 1
+            yield t
+
+
+class Windows(Dataset):
+    """Non-overlapping windows of `window` tokens over one long token tensor (map-style)."""
+
+    def __init__(self, tokens: torch.Tensor, window: int):
+        self.tokens, self.window = tokens, window
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.window
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.tokens[i * self.window : (i + 1) * self.window]
+
+
+class PackedStream(IterableDataset):
+    """Training windows from a stream of documents: tokenize, pack, then shuffle through a buffer of
+    `shuffle_windows` windows (so one batch is not many pieces of one long document).
+
+    With DataLoader workers, each worker reads its own part of the documents (`split_dataset_by_node`)
+    and seeds its window buffer with (seed, worker id): the stream stays a function of the seed."""
+
+    def __init__(
+        self,
+        documents: Any,  # datasets.IterableDataset with a text column
+        tokenizer: Tokenizer,
+        window: int,
+        seed: int,
+        text_field: str = "text",
+        shuffle_windows: int = 1024,
+    ):
+        self.documents, self.tokenizer, self.window = documents, tokenizer, window
+        self.seed, self.text_field, self.shuffle_windows = seed, text_field, shuffle_windows
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        docs, worker = self.documents, get_worker_info()
+        if worker is not None and worker.num_workers > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            docs = split_dataset_by_node(docs, rank=worker.id, world_size=worker.num_workers)
+        rng = random.Random(f"{self.seed}/{worker.id if worker else 0}")
+        texts = (row[self.text_field] for row in docs)
+        windows = pack(tokenized(texts, self.tokenizer), self.tokenizer.eot, self.window)
+        for w in shuffle_buffer(windows, self.shuffle_windows, rng):
+            yield torch.tensor(w, dtype=torch.long)
+
+
+def shuffle_buffer(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Approximate shuffle of a stream with a buffer of `size` items (size <= 1: unchanged)."""
+    if size <= 1:
+        yield from items
+        return
+    buf: list[Any] = []
+    for x in items:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        i = rng.randrange(size)
+        yield buf[i]
+        buf[i] = x
+    rng.shuffle(buf)
+    yield from buf
+
+
+def seeded_loader(
+    dataset: Dataset | IterableDataset, batch_size: int, seed: int, *, shuffle: bool, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader whose order is a function of `seed` only. Incomplete last batches are dropped so
+    every step sees `batch_size` windows."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Documents
+
+
+def pydoc_text() -> str:
+    """CPython's embedded documentation prose (~465 kB of English), topics in a fixed (sorted) order."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Streams of documents (`datasets.IterableDataset`) for training and validation. When `validation`
+    is None, the first documents of `train` are held out for validation (and skipped for training)."""
+
+    origin: str  # where the documents come from, for provenance and messages
+    train: Any
+    validation: Any | None
+
+
+# File suffix -> the `datasets` packaged builder that reads it.
+_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".txt": "text"}
+
+
+def _builder_for(path: str) -> str:
+    name = path.lower()
+    for compressed in (".gz", ".zst", ".bz2", ".xz"):
+        name = name.removesuffix(compressed)
+    for suffix, builder in _BUILDERS.items():
+        if name.endswith(suffix):
+            return builder
+    raise ValueError(f"can't tell the format of data file {path!r}: expected .json, .jsonl, .parquet or .txt")
+
+
+def _expand(patterns: str | Sequence[str]) -> list[str]:
+    """Files matching each pattern (glob), in sorted order; a missing file is an error."""
+    files: list[str] = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        matched = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+        if not matched:
+            raise FileNotFoundError(f"no data file matches {pattern!r}")
+        files.extend(matched)
+    return files
+
+
+def stream_files(files: Sequence[str]) -> Any:
+    """A streaming `datasets.IterableDataset` over local files of one format."""
+    from datasets import load_dataset
+
+    builders = {_builder_for(f) for f in files}
+    if len(builders) != 1:
+        raise ValueError(f"data files mix formats ({', '.join(sorted(builders))}): {list(files)}")
+    return load_dataset(builders.pop(), data_files={"train": list(files)}, split="train", streaming=True)
+
+
+def open_corpus(
+    *,
+    dataset: str,
+    config: str | None,
+    data_files: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None,
+    data_root: Path,
+) -> Corpus:
+    """Find the documents, in this order of preference:
+
+    1. `data_files`: a path/glob or list of them (validation held out from the start), or a mapping
+       `{train: ..., validation: ...}`. json/jsonl (optionally .gz), parquet or txt, C4 schema.
+    2. `<data_root>/<last part of dataset name>/` when it exists (e.g. `data/c4/`): files whose name
+       contains `validation` are the validation split, the rest train (C4's own file names:
+       `c4-train.00000-of-01024.json.gz`, `c4-validation.00000-of-00008.json.gz`).
+    3. The hub, streamed: `load_dataset(dataset, config, split=..., streaming=True)`.
+    """
+    if data_files:
+        if isinstance(data_files, Mapping):
+            unknown = set(data_files) - {"train", "validation"}
+            if unknown or "train" not in data_files:
+                raise ValueError(
+                    f"data_files mapping needs a 'train' key (and optionally 'validation'), "
+                    f"got keys {sorted(data_files)}"
+                )
+            val = data_files.get("validation")
+            return Corpus(
+                origin=f"files {data_files}",
+                train=stream_files(_expand(data_files["train"])),
+                validation=stream_files(_expand(val)) if val else None,
+            )
+        return Corpus(origin=f"files {data_files}", train=stream_files(_expand(data_files)), validation=None)
+
+    local = data_root / dataset.rstrip("/").split("/")[-1]
+    if local.is_dir():
+        files = sorted(str(p) for p in local.rglob("*") if p.is_file() and _has_known_format(p.name))
+        val_files = [f for f in files if "validation" in Path(f).name]
+        train_files = [f for f in files if f not in val_files]
+        if not train_files:
+            raise FileNotFoundError(f"{local} has no .json/.jsonl/.parquet/.txt training files")
+        return Corpus(
+            origin=f"local {local}",
+            train=stream_files(train_files),
+            validation=stream_files(val_files) if val_files else None,
+        )
+
+    from datasets import load_dataset
+
+    try:
+        return Corpus(
+            origin=f"hub {dataset}/{config}",
+            train=load_dataset(dataset, config, split="train", streaming=True),
+            validation=load_dataset(dataset, config, split="validation", streaming=True),
+        )
+    except Exception as e:  # offline, unknown dataset, no validation split...
+        raise RuntimeError(
+            f"could not stream {dataset!r} (config {config!r}) from the Hugging Face hub: {e}. "
+            f"Point the task at local files with `options: {{data_files: path/or/glob}}` (json/jsonl/parquet "
+            f"with a 'text' field) or put them under {local}/"
+        ) from e
+
+
+def _has_known_format(name: str) -> bool:
+    try:
+        _builder_for(name)
+    except ValueError:
+        return False
+    return True

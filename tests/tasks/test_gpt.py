@@ -1,0 +1,314 @@
+"""The GPT model and the language-model tasks: shapes, real loaders fed by local C4-schema files,
+deterministic batches, exact validation sums, pluggable tokenizers, loss that falls."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.registry import TASKS
+from bench.tasks import gpt, text_data
+from bench.tasks.gpt import GPT, SIZES, GPTConfig, LanguageModelTask
+
+# A model small enough that a few dozen steps take a second on a CPU; the data path is the real one.
+MICRO = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "val_tokens": 1024, "batch_size": 8}
+LM_TASKS = ["pydocs_gpt_tiny", "c4_gpt_tiny", "c4_gpt_small", "c4_gpt_124m", "c4_gpt_350m"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny matmuls gain nothing from threads, and on a busy machine OpenMP threads waiting on each
+    other make a step several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name: str, options: dict, tmp_path: Path, seed: int = 0) -> LanguageModelTask:
+    entry = TASKS.get(name)
+    return entry.build(options, seed, tmp_path)
+
+
+def first_batches(task: LanguageModelTask, n: int) -> list[torch.Tensor]:
+    return list(islice(iter(task.train_loader()), n))
+
+
+def validate(task: LanguageModelTask, model: torch.nn.Module) -> tuple[float, int]:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in task.val_loader():
+            sums, n = task.validation_sums(model, batch)
+            total, count = total + sums["loss"].item(), count + n
+    model.train()
+    return total / count, count
+
+
+def train(task: LanguageModelTask, steps: int, lr: float = 3e-3, seed: int = 0) -> tuple[float, float]:
+    """(validation loss before, after) `steps` of AdamW."""
+    torch.manual_seed(seed)
+    model = task.build_model()
+    before, _ = validate(task, model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    for batch in islice(iter(task.train_loader()), steps):
+        loss = task.training_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after, _ = validate(task, model)
+    return before, after
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+
+
+def test_forward_shapes_and_tied_head() -> None:
+    cfg = GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(cfg)
+    idx = torch.randint(0, 256, (3, 16))
+    assert model(idx).shape == (3, 16, 256)
+    assert model(idx[:, :5]).shape == (3, 5, 256)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert isinstance(model.transformer.wte, torch.nn.Embedding) and isinstance(
+        model.lm_head, torch.nn.Linear
+    )
+    names = [n for n, _ in model.named_parameters()]
+    assert "transformer.wte.weight" in names and "lm_head.weight" not in names  # listed once
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_attention_is_causal() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    a = torch.randint(0, 256, (1, 16))
+    b = a.clone()
+    b[0, 10:] = (b[0, 10:] + 1) % 256  # change only the future of position 9
+    with torch.no_grad():
+        assert torch.allclose(model(a)[0, :10], model(b)[0, :10], atol=1e-6)
+        assert not torch.allclose(model(a)[0, 10:], model(b)[0, 10:])
+
+
+def test_optimizers_can_tell_hidden_matrices_from_embeddings_and_head() -> None:
+    from bench.optimizers.param_groups import muon_split
+
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    hidden, _ = muon_split(model)
+    ids = {id(p) for p in hidden}
+    assert id(model.transformer.wte.weight) not in ids and id(model.transformer.wpe.weight) not in ids
+    assert id(model.transformer.h[0].attn.c_attn.weight) in ids
+    assert len(hidden) == 2 * 4 and all(p.ndim == 2 for p in hidden)  # c_attn, c_proj, c_fc, c_proj per block
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32),
+        GPTConfig(vocab_size=320, block_size=8, n_layer=3, n_head=4, n_embd=64),
+    ],
+)
+def test_parameter_count_formula_matches_the_model(cfg: GPTConfig) -> None:
+    model = GPT(cfg)
+    for non_embedding in (True, False):
+        assert gpt.num_params(cfg, non_embedding) == model.num_params(non_embedding)
+    assert gpt.num_params(cfg, False) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("size", "low", "high"), [("124m", 123e6, 126e6), ("350m", 352e6, 358e6)])
+def test_gpt2_sizes_have_gpt2_parameter_counts(size: str, low: float, high: float) -> None:
+    assert low < gpt.num_params(GPTConfig(vocab_size=gpt.padded_vocab(50257), **SIZES[size]), False) < high
+
+
+def test_config_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry entries
+
+
+@pytest.mark.parametrize("name", LM_TASKS)
+def test_entries_declare_budgets(name: str) -> None:
+    e = TASKS.get(name)
+    block = e.options["block_size"]
+    assert e.metric == "val/loss" and e.mode == "min" and e.metrics == {"val/loss": "min", "val/ppl": "min"}
+    assert e.tokens_per_step == e.batch_size * block
+    n_params = 6 * (e.options["n_layer"] * 12 * e.options["n_embd"] ** 2)  # hidden matrices only
+    assert e.flops_per_step > n_params * e.tokens_per_step
+    assert e.requires_gpu == (e.size not in ("tiny",))
+    assert e.target is not None and 0 < e.target < math.log(50304)
+    assert 0 < e.eval_every <= e.steps
+
+
+def test_token_budgets() -> None:
+    assert TASKS.get("c4_gpt_124m").steps * TASKS.get("c4_gpt_124m").tokens_per_step == pytest.approx(
+        2.5e9, rel=1e-3
+    )
+    assert TASKS.get("c4_gpt_350m").steps * TASKS.get("c4_gpt_350m").tokens_per_step == pytest.approx(
+        7e9, rel=1e-3
+    )
+
+
+def test_unknown_option_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['n_layers'\]"):
+        build("pydocs_gpt_tiny", {"n_layers": 2}, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# pydocs_gpt_tiny: the default model, the real (embedded) data
+
+
+def test_pydocs_loss_falls_with_adamw(tmp_path: Path) -> None:
+    assert build("pydocs_gpt_tiny", {}, tmp_path).config == GPTConfig(vocab_size=256, **SIZES["tiny"])
+    # A narrower model than the default keeps the test quick; the data path is the task's own.
+    small = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "batch_size": 8, "val_tokens": 2048}
+    task = build("pydocs_gpt_tiny", small, tmp_path)
+    before, after = train(task, steps=30, lr=1e-2)
+    assert before > 5.0  # ~ln(256) at initialisation
+    assert after < before - 1.5
+
+
+def test_pydocs_validation_sums_are_exact(tmp_path: Path) -> None:
+    task = build("pydocs_gpt_tiny", MICRO | {"val_tokens": 1000, "batch_size": 7}, tmp_path)
+    assert task.val_windows.shape == (1000 // 32, 33)
+    torch.manual_seed(0)
+    model = task.build_model()
+    mean, count = validate(task, model)
+    assert count == (1000 // 32) * 32
+    with torch.no_grad():  # the same mean over the whole split at once
+        logits = model(task.val_windows[:, :-1])
+        direct = F.cross_entropy(logits.flatten(0, 1), task.val_windows[:, 1:].flatten()).item()
+    assert mean == pytest.approx(direct, rel=1e-5)
+
+
+def test_pydocs_split_is_held_out_and_fixed(tmp_path: Path) -> None:
+    a = build("pydocs_gpt_tiny", MICRO, tmp_path, seed=0)
+    b = build("pydocs_gpt_tiny", MICRO, tmp_path, seed=1)
+    assert torch.equal(a.val_windows, b.val_windows)  # validation does not depend on the seed
+    tokens = gpt._pydoc_tokens("bytes")
+    split = int(len(tokens) * 0.9)
+    assert torch.equal(a.val_windows[0], tokens[split : split + 33])
+    assert len(a.train_data) * 33 <= split  # training windows stay before the split
+
+
+def test_batches_are_a_function_of_the_seed(tmp_path: Path) -> None:
+    a = first_batches(build("pydocs_gpt_tiny", MICRO, tmp_path, seed=3), 3)
+    b = first_batches(build("pydocs_gpt_tiny", MICRO, tmp_path, seed=3), 3)
+    c = first_batches(build("pydocs_gpt_tiny", MICRO, tmp_path, seed=4), 3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+    assert a[0].shape == (8, 33) and a[0].dtype == torch.long
+
+
+# --------------------------------------------------------------------------------------------------
+# C4 tasks through the real loader, fed local files in the hub's schema
+
+
+def test_c4_local_files_hold_out_validation(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    path = write_c4("c4/en/mine.jsonl", english_docs)
+    task = build("c4_gpt_tiny", MICRO | {"data_files": str(path), "shuffle_buffer": 8}, tmp_path / "none")
+    assert task.origin.startswith("files")
+    assert task.val_windows.shape == (1024 // 32, 33)
+    val_text = bytes(task.val_windows.flatten().tolist()).decode("utf-8", errors="replace")
+    held_out = {m for m in (f"[doc {i:03d}]" for i in range(len(english_docs))) if m in val_text}
+    assert "[doc 000]" in held_out
+    # Training never sees a held-out document: collect every training window of one pass.
+    train_text = b"".join(bytes(w.tolist()) for w in task.train_data).decode("utf-8", errors="replace")
+    assert not any(m in train_text for m in held_out)
+    assert f"[doc {len(english_docs) - 1:03d}]" in train_text
+
+
+def test_c4_data_root_layout_and_determinism(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    # C4's own file names under <data_root>/c4/: the validation file is the validation split.
+    write_c4("data/c4/en/c4-train.00000-of-00002.json.gz", english_docs[:50])
+    write_c4("data/c4/en/c4-train.00001-of-00002.json.gz", english_docs[50:100])
+    write_c4("data/c4/en/c4-validation.00000-of-00001.json.gz", english_docs[100:])
+    a = build("c4_gpt_tiny", MICRO, tmp_path / "data", seed=0)
+    assert a.origin == f"local {tmp_path / 'data' / 'c4'}"
+    assert bytes(a.val_windows[0, :9].tolist()) == b"[doc 100]"
+    b = build("c4_gpt_tiny", MICRO, tmp_path / "data", seed=0)
+    c = build("c4_gpt_tiny", MICRO, tmp_path / "data", seed=1)
+    batches_a, batches_b, batches_c = first_batches(a, 3), first_batches(b, 3), first_batches(c, 3)
+    assert all(torch.equal(x, y) for x, y in zip(batches_a, batches_b, strict=True))
+    assert not torch.equal(batches_a[0], batches_c[0])
+    assert torch.equal(a.val_windows, c.val_windows)
+
+
+def test_c4_tiny_loss_falls_with_a_validation_split(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    files = {
+        "train": str(write_c4("train.json.gz", english_docs[:100])),
+        "validation": str(write_c4("validation.json.gz", english_docs[100:])),
+    }
+    task = build("c4_gpt_tiny", MICRO | {"data_files": files}, tmp_path)
+    assert bytes(task.val_windows[0, :9].tolist()) == b"[doc 100]"
+    before, after = train(task, steps=40, lr=1e-2)
+    assert after < before - 1.5
+
+
+def test_c4_reads_parquet(tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]) -> None:
+    # (datasets sleeps 5 s when a parquet stream closes, apache/arrow#45214: one read only)
+    path = write_c4("c4.parquet", english_docs[:20])
+    task = build("c4_gpt_tiny", MICRO | {"data_files": str(path), "val_tokens": 64}, tmp_path)
+    assert bytes(task.val_windows[0, :9].tolist()) == b"[doc 000]"
+
+
+def test_c4_with_a_tokenizer_json(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(english_docs, trainer=trainer)
+    tok_path = tmp_path / "tokenizer.json"
+    tok.save(str(tok_path))
+
+    loaded = text_data.load_tokenizer(str(tok_path))
+    assert loaded.eot == tok.token_to_id("<|endoftext|>") == 1
+    path = write_c4("docs.jsonl", english_docs)
+    task = build("c4_gpt_tiny", MICRO | {"data_files": str(path), "tokenizer": str(tok_path)}, tmp_path)
+    assert task.config.vocab_size == gpt.padded_vocab(loaded.vocab_size) == 448
+    batch = first_batches(task, 1)[0]
+    assert batch.max() < loaded.vocab_size and (task.val_windows == 1).any()  # documents end with EOT
+    before, after = train(task, steps=30, lr=1e-2)
+    assert after < before - 1.0
+
+
+def test_tokenizer_specs() -> None:
+    b = text_data.load_tokenizer("bytes")
+    assert (b.vocab_size, b.eot) == (256, 0)
+    assert b.encode_batch(["hé"]) == [[104, 195, 169]]
+    with pytest.raises(FileNotFoundError):
+        text_data.load_tokenizer("missing/tokenizer.json")
+
+
+def test_pack_joins_documents_with_eot() -> None:
+    windows = list(text_data.pack([[1, 2], [3, 4, 5], [6]], eot=0, window=3))
+    assert windows == [[1, 2, 0], [3, 4, 5], [0, 6, 0]]
+
+
+def test_hub_offline_error_names_the_way_out(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="data_files"):
+        build("c4_gpt_tiny", MICRO, tmp_path)
