@@ -46,8 +46,11 @@ def _load(path: str, args: argparse.Namespace) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.plan import make_plan
 
+    from bench.distributed import check_suite
+
     for path in args.suites:
         suite = _load(path, args)
+        check_suite(suite)
         plan = make_plan(suite)
         trials = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
         print(f"ok: {path}: suite '{suite.name}', {len(plan.studies)} studies, {trials} trials")

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import distributed, search
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, trial_id
-from bench.run import TrialResult, TrialSpec, train_trial
+from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.run import OUTCOMES, TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -135,6 +135,20 @@ def trial_spec(suite: Suite, sp: StudyPlan, hparams: dict[str, Any], seed: int) 
     )
 
 
+def open_store(make: Callable[[], Any], tries: int = 6) -> Any:
+    """Open a store, retrying while another worker creates the same empty database's tables: workers
+    started together on a fresh shared PostgreSQL race to create the Optuna/MLflow schema, and the
+    losers fail with "... already exists" until the winner commits."""
+    for attempt in range(tries):
+        try:
+            return make()
+        except Exception as exc:
+            if attempt == tries - 1 or "already exists" not in str(exc):
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def follow_leader(suite: Suite, plan: Plan) -> None:
     """Non-zero ranks of a multi-process trial (torchrun, srun): train what rank 0 announces, record
     nothing (rank 0 alone talks to Optuna and MLflow)."""
@@ -153,8 +167,9 @@ class Worker:
     def __init__(self, suite: Suite, plan: Plan, *, progress: bool, out: Callable[[str], None]):
         self.suite, self.plan, self.out = suite, plan, out
         self.show_bars = progress
-        self.storage = search.open_storage(suite.settings.storage, suite.settings.heartbeat_s)
-        self.tracker = Tracker(suite.settings.tracking_uri, suite.name)
+        settings = suite.settings
+        self.storage = open_store(lambda: search.open_storage(settings.storage, settings.heartbeat_s))
+        self.tracker = open_store(lambda: Tracker(suite.settings.tracking_uri, suite.name))
         self.meta = provenance(suite)
         total = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
         self.progress = Progress(total=total, out=out)
@@ -270,7 +285,7 @@ class Worker:
                 "bench.target": sp.task.target if sp.task.target is not None else math.nan,
                 "bench.lr": lr,
                 "bench.params": json.dumps(hparams, default=str),
-                "bench.tokens_per_step": sp.task.entry.tokens_per_step or math.nan,
+                "bench.tokens_per_step": tokens_per_step(sp.task, suite.trainer.accumulate_grad_batches) or math.nan,
                 "bench.task_version": sp.task.entry.version,
                 "bench.optimizer_source": sp.optimizer.entry.source,
                 "bench.git_commit": self.meta["git_commit"],
@@ -284,11 +299,16 @@ class Worker:
                 run_id,
                 params={**{f"hp.{k}": v for k, v in hparams.items()},
                         **{f"opt.{k}": v for k, v in kwargs.items()}, "seed": seed, "steps": sp.task.steps,
-                        "batch_size": sp.task.batch_size, "schedule": sp.optimizer.schedule.name},
+                        "batch_size": sp.task.batch_size, "schedule": sp.optimizer.schedule.name,
+                        "world_size": distributed.world_size(),
+                        "batch_size_per_device": distributed.per_device_batch(sp.task.batch_size),
+                        "global_batch_size": distributed.global_batch(
+                            sp.task.batch_size, suite.trainer.accumulate_grad_batches)},
             )  # fmt: skip
             tracker.log_dict(run_id, suite.resolved, "suite.resolved.json")
             callbacks = []
-            if kind == "tune" and suite.tuning.pruner != "none":
+            # optuna-integration's callback needs the trial on every rank: no pruning in multi-process trials
+            if kind == "tune" and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 callbacks.append(search.PruningCallback(trial, monitor=sp.task.metric))
             spec = trial_spec(suite, sp, hparams, seed)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
@@ -324,15 +344,47 @@ class Worker:
         if result.error:
             self.tracker.client.log_text(run_id, result.error, "error.txt")
         self.tracker.finish(run_id, "FAILED" if result.outcome == "error" else "FINISHED")
-        for key, value in (("outcome", result.outcome), ("value", result.value), ("steps", result.steps)):
+        for key, value in (("outcome", result.outcome), ("value", result.value), ("steps", result.steps),
+                           ("time_s", result.time_s)):  # fmt: skip
             trial.set_user_attr(key, value if not isinstance(value, float) or math.isfinite(value) else None)
 
     # -- the loop -------------------------------------------------------------------------------
-    def drain(self, sp: StudyPlan, study: Any) -> None:
+    def spent(self, study: Any, *, log: bool = False) -> float:
+        """Training seconds of a tuning study's finished trials (all workers'); with `log`, logged to its
+        MLflow parent run with the steps and the outcome counts. Every optimizer's budget is counted so."""
+        done = search.finished_trials(study)
+        seconds = sum(float(t.user_attrs.get("time_s") or 0.0) for t in done)
+        outcomes = [t.user_attrs.get("outcome") for t in done]
+        metrics = {
+            "budget/trials": len(done),
+            "budget/steps": sum(int(t.user_attrs.get("steps") or 0) for t in done),
+            "budget/time_s": seconds,
+            **{f"outcomes/{o}": outcomes.count(o) for o in OUTCOMES},
+        }
+        if log and study.user_attrs.get("mlflow_parent"):
+            self.tracker.log(study.user_attrs["mlflow_parent"], metrics=metrics, step=len(done))
+        return seconds
+
+    def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False) -> bool:
+        """Run waiting slots until none is left or, for a tuning study with `study_time_budget_s`,
+        until its finished trials' training time reaches the cap (the trial that crosses it ends
+        normally; the slots left stay waiting, so a larger cap resumes them). True when capped."""
+        cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
         search.fail_stale(study)
-        while search.pending(study)[0] > 0:
+        ran = False
+        while True:
+            spent = self.spent(study, log=ran) if tuning else 0.0
+            if cap is not None and spent >= cap:
+                if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
+                    study.set_user_attr("bench.time_budget_spent_s", spent)
+                    self.out(f"bench: {sp.name}: study time budget spent ({spent:.1f}s of {cap:g}s); "
+                             f"{search.pending(study)[0]} slot(s) left unrun")  # fmt: skip
+                return True
+            if search.pending(study)[0] == 0:
+                return False
             search.run_one(study, objective)
+            ran = True
 
     def work(self, poll_s: float = 2.0) -> None:
         """Run slots until every study of the plan (and its seed reruns) is finished."""
@@ -340,8 +392,9 @@ class Worker:
             busy = False
             for sp in self.plan.studies:
                 tuning = self.open_tuning(sp)
-                self.drain(sp, tuning)
+                capped = self.drain(sp, tuning, tuning=True)
                 waiting, running = search.pending(tuning)
+                waiting = 0 if capped else waiting
                 if waiting or running:
                     busy = True
                     continue
@@ -366,7 +419,8 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run every trial of `suite` (resuming what is already recorded) and build its leaderboard."""
     plan = make_plan(suite)
-    distributed.setup()
+    distributed.check(suite, workers)
+    distributed.setup(suite.trainer.accelerator)
     if not distributed.is_leader():
         follow_leader(suite, plan)
         return {"trials_run": 0}
@@ -393,6 +447,9 @@ def run_suite(
     total = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
     out(f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)")
     out(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
+    if distributed.world_size() > 1:
+        off = "" if suite.tuning.pruner == "none" else " (pruning is off: it needs the trial on every rank)"
+        out(f"bench: each trial runs on {distributed.world_size()} processes ({distributed.launcher()}){off}")
     worker = Worker(suite, plan, progress=progress, out=out)
     try:
         worker.work()
@@ -407,18 +464,6 @@ def run_suite(
     return result
 
 
-def best_run_ids(table: Any) -> dict[str, str]:
-    """trial_id -> run_id of the best completed tuning trial of each (task, optimizer)."""
-    done = table[(table["kind"] == "tune") & (table["outcome"] == "completed")].dropna(subset=["value"])
-    out = {}
-    for _, group in done.groupby(["task", "optimizer"]):
-        row = group.loc[
-            group["value"].idxmin() if group["mode"].iloc[0] == "min" else group["value"].idxmax()
-        ]
-        out[row["trial_id"]] = row["run_id"]
-    return out
-
-
 def build_leaderboard(
     suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print
 ) -> list[Path]:
@@ -431,8 +476,12 @@ def build_leaderboard(
         out("bench: no finished trials recorded yet; no leaderboard written")
         return []
     board = score.leaderboard(table, suite.leaderboard)
-    best_runs = best_run_ids(table)
-    curves = tracker.curves(best_runs, metric=table["metric"].dropna().iloc[0]) if best_runs else {}
+    run_of = dict(zip(table["trial_id"], table["run_id"], strict=True))
+    curves = {}
+    for task, rows in board.rows.groupby("task"):
+        best = {t: run_of[t] for t in rows["best_trial_id"].dropna() if t in run_of}
+        metric = table.loc[table["task"] == task, "metric"].iloc[0]
+        curves.update(tracker.curves(best, metric=metric))
     paths = report.write_leaderboard(board, table, curves, Path(suite.settings.leaderboard_dir), suite.name)
     run_id = tracker.find_run(kind="suite", suite=suite.name)
     if run_id is None:

@@ -34,7 +34,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from bench.distributed import per_device_batch, shard_loader
 from bench.optimizers.schedules import lr_lambda, needs_schedule
+from bench.plan import tokens_per_step
 from bench.spec import OptimizerSpec, TaskSpec, TrainerSpec
 from bench.tasks.base import Task
 
@@ -44,6 +46,8 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
+# Validation metrics are reduced over ranks by hand (sums and counts), not by `sync_dist`.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,9 @@ class BenchModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         loss = self.task.training_loss(self.model, batch)
-        value = loss.detach().float().item()
+        # The mean over all ranks (the global batch's loss): every rank takes the same divergence decision
+        # (one rank skipping its backward alone would hang DDP) and logs what a single process would.
+        value = float(self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean"))
         if self.first_loss is None:
             self.first_loss = value
         if not math.isfinite(value) or value > self.spec.divergence_factor * max(self.first_loss, 1e-8):
@@ -205,7 +211,7 @@ class BenchModule(L.LightningModule):
             value <= target if self.spec.task.mode == "min" else value >= target
         )
         if reached and not self.to_target:
-            tokens = self.spec.task.entry.tokens_per_step
+            tokens = tokens_per_step(self.spec.task, self.spec.trainer.accumulate_grad_batches)
             self.to_target = {
                 "steps": float(step),
                 "seconds": time.perf_counter() - self.started,
@@ -213,11 +219,13 @@ class BenchModule(L.LightningModule):
             }
 
     # -- data -----------------------------------------------------------------------------------
+    # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
+    # batches together are the single-process batch (see bench.distributed.shard_loader).
     def train_dataloader(self) -> Any:
-        return self.task.train_loader()
+        return shard_loader(self.task.train_loader(), self.global_rank, self.trainer.world_size, train=True)
 
     def val_dataloader(self) -> Any:
-        return self.task.val_loader()
+        return shard_loader(self.task.val_loader(), self.global_rank, self.trainer.world_size, train=False)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -248,7 +256,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, p
         enable_model_summary=False,
         enable_progress_bar=progress,
         deterministic=False,
-        use_distributed_sampler=True,
+        use_distributed_sampler=False,  # BenchModule shards the loaders itself
         default_root_dir=str(Path(".bench") / "lightning"),
     )
 
@@ -268,7 +276,9 @@ def train_trial(
     outcome, error = "completed", None
     try:
         L.seed_everything(spec.seed, workers=True, verbose=False)
-        task = spec.task.entry.build(dict(spec.task.options), spec.seed, spec.data_root)
+        # The suite's batch_size is global; each process of a multi-process trial loads its share.
+        options = {**spec.task.options, "batch_size": per_device_batch(spec.task.batch_size)}
+        task = spec.task.entry.build(options, spec.seed, spec.data_root)
         module = BenchModule(task, spec)
         if spec.trainer.compile:
             module.model = torch.compile(module.model)

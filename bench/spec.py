@@ -26,6 +26,7 @@ A few rules the loader applies so that downstream code need not:
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 import re
 import types
@@ -396,6 +397,9 @@ def _apply_override(tree: dict, key: str, value: Any, origins: Origins) -> None:
     _record(origins, {path[-1]: value}, COMMAND_LINE, path[:-1])
 
 
+ENV_SETTINGS = {"BENCH_TRACKING_URI": "tracking_uri", "BENCH_STORAGE": "storage", "BENCH_DATA_ROOT": "data_root"}
+
+
 def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:
     """Read, merge and validate a suite. Raises SpecError for anything wrong; touches no store."""
     import bench.catalog
@@ -406,7 +410,10 @@ def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         raise SpecError(_show(path), "", "no such suite file")
     tree, origins = _read_project(path.parent)
     tree = _merge(tree, _load_tree(path, (path.resolve(),), origins))
-    for key, value in (overrides or {}).items():
+    # Shared stores for a fleet of workers are set once in the environment: it beats the files,
+    # and the command line beats it.
+    env = {f"settings.{key}": os.environ[var] for var, key in ENV_SETTINGS.items() if os.environ.get(var)}
+    for key, value in {**env, **(overrides or {})}.items():
         _apply_override(tree, key, copy.deepcopy(value), origins)
     return _build_suite(tree, path, _Context(_show(path), origins))
 
