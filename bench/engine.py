@@ -51,12 +51,17 @@ class SuiteConflict(RuntimeError):
     """The stores already hold a study of this name with a different configuration."""
 
 
+def say(line: str) -> None:
+    """Print a progress line now, also when stdout is a pipe or a CI log (block-buffered)."""
+    print(line, flush=True)
+
+
 @dataclass
 class Progress:
     """Plain line-per-trial progress with elapsed and remaining-time estimates."""
 
     total: int
-    out: Callable[[str], None] = print
+    out: Callable[[str], None] = say
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     trial_seconds: list[float] = field(default_factory=list)
@@ -414,7 +419,7 @@ def run_suite(
     workers: int = 1,
     progress: bool | None = None,
     leaderboard: bool = True,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = say,
     argv: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run every trial of `suite` (resuming what is already recorded) and build its leaderboard."""
@@ -465,7 +470,7 @@ def run_suite(
 
 
 def build_leaderboard(
-    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print
+    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = say
 ) -> list[Path]:
     """Read the suite's trials back from MLflow, score them, write and log the leaderboard files."""
     from bench import report, score

@@ -294,8 +294,8 @@ def train_trial(
             trainer.validate(module, verbose=False)
             if module.diverged_at is not None:
                 outcome = "diverged"
-    except BaseException as exc:  # every ending is an outcome; KeyboardInterrupt still propagates
-        if isinstance(exc, KeyboardInterrupt):
+    except BaseException as exc:  # every ending is an outcome; Ctrl-C and SIGTERM stop the suite
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         if is_prune(exc):
             outcome = "pruned"

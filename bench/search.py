@@ -12,16 +12,22 @@ a PostgreSQL storage) run exactly the budget between them.
 
 **Resume.** RDB storages run with a heartbeat: a trial whose process died (kill -9, a lost node)
 stops beating, is failed after the grace period by `fail_stale_trials`, and Optuna's
-`RetryFailedTrialCallback` re-enqueues it with the same parameters and user attrs (including the
+`RetryHeartbeatStaleTrialCallback` re-enqueues it with the same parameters and user attrs (including the
 MLflow run id of the dead attempt, which the engine then retires). A rerun of the suite therefore
-finishes every slot exactly once. Journal-file storage has no heartbeat in Optuna: a trial that was
-running when its process was killed is failed on the next `bench run` of that suite instead.
+finishes every slot exactly once. Journal-file storage has no heartbeat in Optuna: each trial records
+the process running it (`bench.worker`, host:pid), and a worker on the same machine that finds that
+process gone fails and re-enqueues the trial the same way; a trial whose machine died can only be
+recovered on an RDB storage.
+
+Adaptive samplers are made afresh for every trial, seeded with (sampler seed, trial number), so
+workers and resumed runs never repeat each other's random draws (see `TrialSeeded`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +124,45 @@ def grid_size(space: Mapping[str, Param]) -> int:
     return math.prod(len(v) for v in grid(space).values()) if space else 1
 
 
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """An adaptive sampler made afresh for each trial, seeded with (suite seed, trial number).
+
+    A sampler seeded once per process repeats its random draws in every process that shares the study:
+    two workers, or a run and its resume, would propose the same first configurations and spend budget
+    twice on them. TPE and CMA-ES keep their state in the study, so a fresh instance per trial loses
+    nothing; one worker's run stays reproducible and no two trials share their random numbers."""
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int):
+        self._make, self._seed = make, seed
+        self._number, self._sampler = -1, make(seed)
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if trial.number != self._number:  # one trial at a time per process (n_jobs=1)
+            seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+            self._number, self._sampler = trial.number, self._make(seed)
+        return self._sampler
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
 def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
     if protocol == "random" or protocol == "defaults":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -126,9 +171,12 @@ def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna
             qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
         )
     if protocol == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space) + 1)))
+        startup = min(10, max(2, len(space) + 1))
+        return TrialSeeded(lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=startup), seed)
     if protocol == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return TrialSeeded(
+            lambda s: optuna.samplers.CmaEsSampler(seed=s, warn_independent_sampling=False), seed
+        )
     if protocol == "grid":
         return optuna.samplers.GridSampler(grid(space), seed=seed)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -152,16 +200,16 @@ def draw_configurations(protocol: str, seed: int, space: Mapping[str, Param], n:
         return [{} for _ in range(n)]
     if protocol == "defaults" or not space:
         return [{} for _ in range(n)]
-    if protocol == "grid":
-        axes = grid(space)
-        combos = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-        return combos[:n]
+    if protocol == "grid":  # the whole grid at most; a smaller budget gets a seeded random part of it
+        n = min(n, grid_size(space))
     scratch = optuna.create_study(sampler=make_sampler(protocol, seed, space))
-    configs = []
-    for _ in range(n):
-        trial = scratch.ask()
+    configs: list[dict[str, Any]] = []
+
+    def draw(trial: optuna.Trial) -> float:
         configs.append(suggest(trial, space))
-        scratch.tell(trial, 0.0)
+        return 0.0
+
+    scratch.optimize(draw, n_trials=n)  # not ask/tell: the grid sampler calls study.stop() when used up
     return configs
 
 
@@ -245,7 +293,37 @@ def _enqueue_missing(
 
 
 def fail_stale(study: optuna.Study) -> None:
+    """Fail and re-enqueue the running trials whose process died: by heartbeat on RDB storages; on a
+    journal file (no heartbeat in Optuna) those whose recorded worker is a dead process of this machine."""
     optuna.storages.fail_stale_trials(study)
+    storage = study._storage  # private, as in Optuna's own fail_stale_trials
+    if not isinstance(storage, JournalStorage):
+        return
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, _, pid = str(t.user_attrs.get("bench.worker", "")).rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue  # another machine's trials need a heartbeat (an RDB storage) to be recovered
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first, and retries it
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(t._trial_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")  # a killed worker not yet reaped by its parent is a zombie
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -268,8 +346,34 @@ def run_one(
     *,
     catch: tuple[type[Exception], ...] = (),
 ) -> None:
-    """Pop one slot and run `objective` on it (with heartbeat and stale-trial recovery)."""
-    study.optimize(objective, n_trials=1, catch=(ExcessTrial, *catch), gc_after_trial=False)
+    """Pop one slot and run `objective` on it (with heartbeat and stale-trial recovery). The trial records
+    which process runs it (`bench.worker`: host:pid), for recovery without a heartbeat."""
+
+    def run(trial: optuna.Trial) -> float:
+        trial.set_user_attr("bench.worker", f"{socket.gethostname()}:{os.getpid()}")
+        return objective(trial)
+
+    try:
+        study.optimize(run, n_trials=1, catch=(ExcessTrial, *catch), gc_after_trial=False)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: Optuna failed the trial; give its slot back
+        requeue_lost_slots(study)
+        raise
+
+
+def requeue_lost_slots(study: optuna.Study) -> list[int]:
+    """Re-enqueue every slot none of whose trials is finished, running or waiting (its last attempt
+    failed: an interrupted run), with the failed attempt's parameters and user attrs."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    trials = study.get_trials(deepcopy=False)
+    alive = {t.user_attrs.get("slot") for t in trials if t.state in live}
+    lost: dict[int, FrozenTrial] = {}
+    for t in trials:
+        slot = t.user_attrs.get("slot")
+        if t.state == TrialState.FAIL and slot is not None and slot not in alive:
+            lost[slot] = t  # the latest failed attempt of the slot
+    for t in lost.values():
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
+    return sorted(lost)
 
 
 def is_slot(trial: optuna.Trial) -> bool:
