@@ -44,9 +44,8 @@ def _load(path: str, args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench.plan import make_plan
-
     from bench.distributed import check_suite
+    from bench.plan import make_plan
 
     for path in args.suites:
         suite = _load(path, args)

@@ -140,6 +140,15 @@ def trial_spec(suite: Suite, sp: StudyPlan, hparams: dict[str, Any], seed: int) 
     )
 
 
+# What the losers of a schema-creation race see (PostgreSQL, then SQLite via Optuna and MLflow).
+SCHEMA_RACE = (
+    "already exists",
+    "UNIQUE constraint failed",
+    "Online migration expected",
+    "database is locked",
+)
+
+
 def open_store(make: Callable[[], Any], tries: int = 6) -> Any:
     """Open a store, retrying while another worker creates the same empty database's tables: workers
     started together on a fresh shared PostgreSQL race to create the Optuna/MLflow schema, and the
@@ -148,7 +157,7 @@ def open_store(make: Callable[[], Any], tries: int = 6) -> Any:
         try:
             return make()
         except Exception as exc:
-            if attempt == tries - 1 or "already exists" not in str(exc):
+            if attempt == tries - 1 or not any(m in str(exc) for m in SCHEMA_RACE):
                 raise
             time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
@@ -290,7 +299,8 @@ class Worker:
                 "bench.target": sp.task.target if sp.task.target is not None else math.nan,
                 "bench.lr": lr,
                 "bench.params": json.dumps(hparams, default=str),
-                "bench.tokens_per_step": tokens_per_step(sp.task, suite.trainer.accumulate_grad_batches) or math.nan,
+                "bench.tokens_per_step": tokens_per_step(sp.task, suite.trainer.accumulate_grad_batches)
+                or math.nan,
                 "bench.task_version": sp.task.entry.version,
                 "bench.optimizer_source": sp.optimizer.entry.source,
                 "bench.git_commit": self.meta["git_commit"],

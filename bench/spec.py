@@ -26,8 +26,8 @@ A few rules the loader applies so that downstream code need not:
 from __future__ import annotations
 
 import copy
-import os
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -397,7 +397,11 @@ def _apply_override(tree: dict, key: str, value: Any, origins: Origins) -> None:
     _record(origins, {path[-1]: value}, COMMAND_LINE, path[:-1])
 
 
-ENV_SETTINGS = {"BENCH_TRACKING_URI": "tracking_uri", "BENCH_STORAGE": "storage", "BENCH_DATA_ROOT": "data_root"}
+ENV_SETTINGS = {
+    "BENCH_TRACKING_URI": "tracking_uri",
+    "BENCH_STORAGE": "storage",
+    "BENCH_DATA_ROOT": "data_root",
+}
 
 
 def load_suite(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Suite:

@@ -37,10 +37,14 @@ def bare_loop(spec: TrialSpec) -> tuple[float, float]:
     """The same trial written by hand: (seconds, final metric)."""
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    task = spec.task.entry.build({**spec.task.options, "batch_size": spec.task.batch_size}, spec.seed, spec.data_root)
+    task = spec.task.entry.build(
+        {**spec.task.options, "batch_size": spec.task.batch_size}, spec.seed, spec.data_root
+    )
     model = task.build_model()
     opt_spec = spec.optimizer
-    optimizer = opt_spec.entry.build(model, {**opt_spec.fixed, **spec.hparams}, decay_filter=opt_spec.decay_filter)
+    optimizer = opt_spec.entry.build(
+        model, {**opt_spec.fixed, **spec.hparams}, decay_filter=opt_spec.decay_filter
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(opt_spec.schedule, spec.task.steps))
     steps, every = spec.task.steps, spec.task.eval_every or spec.task.steps
     value = float("nan")
@@ -113,10 +117,16 @@ def main() -> int:
             o, ov = bench_trial(spec, tracker)
             bare.append(b)
             ours.append(o)
-            print(f"bare {b:7.2f}s ({task.metric}={bv:.4f})   bench {o:7.2f}s ({task.metric}={ov:.4f})   ratio {o / b:.3f}")
+            print(
+                f"bare {b:7.2f}s ({task.metric}={bv:.4f})   bench {o:7.2f}s ({task.metric}={ov:.4f})   ratio {o / b:.3f}"
+            )
     ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
-    print(f"\n{args.task}, {args.steps} steps, eval every {args.eval_every}, torch threads {torch.get_num_threads()}")
-    print(f"median wall time: bare loop {statistics.median(bare):.2f}s, bench trial {statistics.median(ours):.2f}s")
+    print(
+        f"\n{args.task}, {args.steps} steps, eval every {args.eval_every}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"median wall time: bare loop {statistics.median(bare):.2f}s, bench trial {statistics.median(ours):.2f}s"
+    )
     print(f"overhead ratio (bench / bare, median of {args.repeats}): {ratio:.3f}   target <= 1.05")
     return 0
 

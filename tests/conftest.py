@@ -8,3 +8,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# One torch thread per process: tests start several processes at once on a 2-core machine, where
+# oversubscribed threads make steps several times slower. Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
