@@ -275,6 +275,9 @@ class Worker:
 
         def run(trial: Any) -> float:
             if not search.is_slot(trial):
+                # Another worker popped the last slot between our look and our ask: this trial runs
+                # nothing and is left FAIL, marked, outside the budget.
+                trial.set_user_attr("bench.excess", True)
                 raise search.ExcessTrial("no slot left")
             stale = trial.user_attrs.get("mlflow_run")
             if stale:  # a retry of a trial whose process died: retire the dead attempt's run

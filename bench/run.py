@@ -32,6 +32,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
@@ -136,7 +137,13 @@ class BenchModule(L.LightningModule):
             super().backward(loss, *args, **kwargs)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        loss = self.task.training_loss(self.model, batch)
+        if self.create_graph:
+            # Hessian-vector products differentiate the backward pass; the fused attention kernels
+            # have no double backward, the math one does.
+            with sdpa_kernel(SDPBackend.MATH):
+                loss = self.task.training_loss(self.model, batch)
+        else:
+            loss = self.task.training_loss(self.model, batch)
         # The mean over all ranks (the global batch's loss): every rank takes the same divergence decision
         # (one rank skipping its backward alone would hang DDP) and logs what a single process would.
         value = float(self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean"))
