@@ -51,7 +51,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         suite = _load(path, args)
         check_suite(suite)
         plan = make_plan(suite)
-        trials = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
+        trials = plan.estimate.runs
         print(f"ok: {path}: suite '{suite.name}', {len(plan.studies)} studies, {trials} trials")
     return 0
 

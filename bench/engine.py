@@ -185,8 +185,7 @@ class Worker:
         self.storage = open_store(lambda: search.open_storage(settings.storage, settings.heartbeat_s))
         self.tracker = open_store(lambda: Tracker(suite.settings.tracking_uri, suite.name))
         self.meta = provenance(suite)
-        total = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
-        self.progress = Progress(total=total, out=out)
+        self.progress = Progress(total=plan.estimate.runs, out=out)
         self.ran = 0
 
     # -- stores ---------------------------------------------------------------------------------
@@ -462,7 +461,7 @@ def run_suite(
             "--quiet-bars",
         ]
         procs = [subprocess.Popen(cmd) for _ in range(workers - 1)]
-    total = sum(s.trials + max(0, s.seeds - 1) for s in plan.studies)
+    total = plan.estimate.runs  # tuning trials plus seed reruns
     out(f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)")
     out(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
     if distributed.world_size() > 1:

@@ -32,7 +32,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 TRIAL_KINDS = ("tune", "seed")
-SUMMARY_METRICS = ("value", "steps", "time_s", "steps_to_target", "seconds_to_target", "tokens_to_target")
 
 
 def _str(value: Any) -> str:
