@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bench.space import grid_size
 from bench.spec import OptimizerSpec, Suite, TaskSpec, optimizer_dict, task_dict
 
 
@@ -54,7 +55,7 @@ class StudyPlan:
     name: str  # f"{suite}.{task}.{label}": the Optuna study name and the MLflow parent run name
     task: TaskSpec
     optimizer: OptimizerSpec
-    trials: int  # tuning trials (1 for protocol `defaults` or an empty search space)
+    trials: int  # tuning trials (1 for protocol `defaults` or an empty space; grid: its points at most)
     seeds: int  # seeds the best configuration runs on, counting the tuning run (1: no reruns)
     steps: int  # optimizer steps per run
     fingerprint: str  # short hash of everything that changes this study's results
@@ -168,7 +169,10 @@ def make_plan(suite: Suite) -> Plan:
     for task in suite.tasks:
         for opt in suite.optimizers:
             searched = suite.tuning.protocol != "defaults" and bool(opt.search_space)
-            trials = suite.tuning.trials if searched else 1
+            budget = suite.tuning.trials if searched else 1
+            # Grid runs each of its points once at most (bench.search.draw_configurations). The fingerprint
+            # keeps the configured budget, as before this cap, so stored grid studies stay resumable.
+            trials = min(budget, grid_size(opt.search_space)) if suite.tuning.protocol == "grid" else budget
             seeds = suite.tuning.seeds
             studies.append(
                 StudyPlan(
@@ -178,7 +182,7 @@ def make_plan(suite: Suite) -> Plan:
                     trials=trials,
                     seeds=seeds,
                     steps=task.steps,
-                    fingerprint=_fingerprint(suite, task, opt, trials),
+                    fingerprint=_fingerprint(suite, task, opt, budget),
                     cost=_cost(suite, task, trials + seeds - 1),
                 )
             )

@@ -37,11 +37,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
 from bench.optimizers.schedules import lr_lambda, needs_schedule
+from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
 from bench.plan import tokens_per_step
 from bench.spec import OptimizerSpec, TaskSpec, TrainerSpec
 from bench.tasks.base import Task
-
-OUTCOMES = ("completed", "pruned", "diverged", "oom", "timeout", "error")
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)

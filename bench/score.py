@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from bench.outcomes import FAILED, OUTCOMES
+
 if TYPE_CHECKING:  # bench.spec pulls in torch; scoring must stay cheap to import
     from bench.spec import LeaderboardSpec
 
 Mode = Literal["min", "max"]
 
-FAILED: tuple[str, ...] = ("diverged", "oom", "timeout", "error")
-OUTCOMES: tuple[str, ...] = ("completed", "pruned", *FAILED)
 KINDS: tuple[str, ...] = ("tune", "seed")
 TTT: tuple[str, ...] = ("steps", "tokens", "seconds")  # the units of time-to-target
 

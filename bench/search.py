@@ -42,7 +42,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from bench.space import Categorical, Float, Int, Param
+from bench.space import Float, Int, Param, grid, grid_size
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats, stale-trial retry and QMC are marked experimental by Optuna; we rely on them on purpose.
@@ -51,7 +51,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 PROTOCOLS = ("random", "qmc", "tpe", "cmaes", "grid", "defaults")
 PRUNERS = ("none", "median", "hyperband")
 ADAPTIVE = ("tpe", "cmaes")
-GRID_POINTS = 4  # points per continuous axis for the grid protocol
 
 TrialPruned = optuna.TrialPruned
 Trial = optuna.Trial
@@ -103,25 +102,6 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
         else:
             values[name] = trial.suggest_categorical(name, list(p.choices))
     return values
-
-
-def grid(space: Mapping[str, Param], points: int = GRID_POINTS) -> dict[str, list[Any]]:
-    """A grid over `space`: `points` values per continuous axis (log-spaced on log axes)."""
-    axes: dict[str, list[Any]] = {}
-    for name, p in space.items():
-        if isinstance(p, Categorical):
-            axes[name] = list(p.choices)
-        elif isinstance(p, Int):
-            vals = np.geomspace(p.low, p.high, points) if p.log else np.linspace(p.low, p.high, points)
-            axes[name] = sorted({int(round(v)) for v in vals})
-        else:
-            vals = np.geomspace(p.low, p.high, points) if p.log else np.linspace(p.low, p.high, points)
-            axes[name] = [float(v) for v in vals]
-    return axes
-
-
-def grid_size(space: Mapping[str, Param]) -> int:
-    return math.prod(len(v) for v in grid(space).values()) if space else 1
 
 
 class TrialSeeded(optuna.samplers.BaseSampler):

@@ -3,7 +3,8 @@
 A search space maps a hyperparameter name to a `Float`, `Int` or `Categorical`. Names follow
 `torch.optim` keywords (`lr`, `weight_decay`, `momentum`, `eps`); `beta1`/`beta2` become `betas`, and a
 name `one_minus_X` is sampled as 1 - X (AlgoPerf's trick: log-uniform in 1 - beta1 spreads samples
-where they matter). `bench.search` turns these into Optuna distributions.
+where they matter). `bench.search` turns these into Optuna distributions; `grid` is the grid protocol's
+space, here so that `bench.plan` can count its points without importing Optuna.
 
 In YAML a parameter is written `{low: 1e-4, high: 1e-1, log: true}`, `{low: 1, high: 8, type: int}`
 or `{choices: [true, false]}`; `parse_param` reads that form.
@@ -11,9 +12,12 @@ or `{choices: [true, false]}`; `parse_param` reads that form.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,28 @@ class Categorical:
 
 Param = Float | Int | Categorical
 SearchSpace = Mapping[str, Param]
+
+GRID_POINTS = 4  # points per continuous axis for the grid protocol
+
+
+def grid(space: Mapping[str, Param], points: int = GRID_POINTS) -> dict[str, list[Any]]:
+    """A grid over `space`: `points` values per continuous axis (log-spaced on log axes)."""
+    axes: dict[str, list[Any]] = {}
+    for name, p in space.items():
+        if isinstance(p, Categorical):
+            axes[name] = list(p.choices)
+        elif isinstance(p, Int):
+            vals = np.geomspace(p.low, p.high, points) if p.log else np.linspace(p.low, p.high, points)
+            axes[name] = sorted({int(round(v)) for v in vals})
+        else:
+            vals = np.geomspace(p.low, p.high, points) if p.log else np.linspace(p.low, p.high, points)
+            axes[name] = [float(v) for v in vals]
+    return axes
+
+
+def grid_size(space: Mapping[str, Param]) -> int:
+    """Points of `grid(space)`: the most trials the grid protocol runs (1 for an empty space)."""
+    return math.prod(len(v) for v in grid(space).values()) if space else 1
 
 
 class SpaceError(ValueError):
