@@ -4,7 +4,8 @@ Nothing here knows about models. Three pieces:
 
 - **Tokenizers** behind one small protocol (`encode_batch`, `vocab_size`, `eot`), chosen by a string:
   `bytes` (UTF-8 bytes, vocab 256, needs nothing), `gpt2` or any other tiktoken encoding name (tiktoken
-  downloads the BPE files once and caches them), or a path to a Hugging Face `tokenizer.json`.
+  downloads the BPE files once and caches them), a path to a tiktoken BPE file (`*.tiktoken`: GPT-2's
+  vocabulary offline), or a path to a Hugging Face `tokenizer.json`.
 - **Documents**: CPython's own embedded prose (`pydoc_data.topics`, always there, offline), and records
   in the C4 schema (a `text` field) read through Hugging Face `datasets` in streaming mode, from local
   json/jsonl/parquet/txt files or from the hub (`allenai/c4`, config `en`). See `open_corpus`.
@@ -66,13 +67,34 @@ class TiktokenTokenizer:
     def __init__(self, encoding: str):
         import tiktoken
 
-        self._enc = tiktoken.get_encoding(encoding)
+        self._enc = (
+            _tiktoken_file(encoding) if encoding.endswith(".tiktoken") else tiktoken.get_encoding(encoding)
+        )
         self.name = encoding
         self.vocab_size = self._enc.n_vocab
         self.eot = self._enc.eot_token
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self._enc.encode_ordinary_batch(list(texts))
+
+
+def _tiktoken_file(path: str) -> Any:
+    """A BPE ranks file in tiktoken's format, split with GPT-2's pattern, `<|endoftext|>` after the last
+    rank. GPT-2's own file (sha256 306cd27f..., e.g. `whisper/assets/gpt2.tiktoken` in openai-whisper)
+    tokenizes exactly like `gpt2`, with no download."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer file not found: {path}")
+    ranks = load_tiktoken_bpe(path)
+    return tiktoken.Encoding(
+        name=Path(path).stem,
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": len(ranks)},
+    )
 
 
 class HFTokenizer:
@@ -99,9 +121,12 @@ class HFTokenizer:
 
 @functools.cache
 def load_tokenizer(spec: str) -> Tokenizer:
-    """`bytes`, a tiktoken encoding name (`gpt2`), or a path to a tokenizer.json."""
+    """`bytes`, a tiktoken encoding name (`gpt2`), a path to a tiktoken BPE file (`*.tiktoken`), or a
+    path to a tokenizer.json."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec.endswith(".tiktoken"):
+        return TiktokenTokenizer(spec)
     if spec.endswith(".json") or Path(spec).is_file():
         if not Path(spec).is_file():
             raise FileNotFoundError(f"tokenizer file not found: {spec}")

@@ -304,6 +304,22 @@ def test_tokenizer_specs() -> None:
         text_data.load_tokenizer("missing/tokenizer.json")
 
 
+def test_tiktoken_file_uses_gpt2_splitting_and_appends_eot(tmp_path: Path) -> None:
+    import base64
+
+    # A byte-level vocabulary plus two merges, in tiktoken's file format (base64 token, rank).
+    ranks = {bytes([i]): i for i in range(256)} | {b"th": 256, b"the": 257}
+    path = tmp_path / "tiny.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()))
+    tok = text_data.load_tokenizer(str(path))
+    assert (tok.vocab_size, tok.eot) == (259, 258)
+    # GPT-2's pattern splits before the space, so " the" is a space token then the merged "the".
+    assert tok.encode_batch(["the the"]) == [[257, 32, 257]]
+    assert tok.encode_batch(["<|endoftext|>"])[0] != [258]  # document text can't inject the separator
+    with pytest.raises(FileNotFoundError):
+        text_data.load_tokenizer(str(tmp_path / "missing.tiktoken"))
+
+
 def test_pack_joins_documents_with_eot() -> None:
     windows = list(text_data.pack([[1, 2], [3, 4, 5], [6]], eot=0, window=3))
     assert windows == [[1, 2, 0], [3, 4, 5], [0, 6, 0]]
