@@ -30,15 +30,16 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
+from bench.optimizers.param_groups import remember_shapes
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
-from bench.plan import tokens_per_step
+from bench.plan import step_scale, tokens_per_step
 from bench.spec import OptimizerSpec, TaskSpec, TrainerSpec
 from bench.tasks.base import Task
 
@@ -94,6 +95,7 @@ class BenchModule(L.LightningModule):
         super().__init__()
         self.task, self.spec = task, spec
         self.model = task.build_model()
+        remember_shapes(self.model)  # FSDP flattens parameters before configure_optimizers
         entry = spec.optimizer.entry
         self.schedule_free = "schedule_free" in entry.flags
         self.create_graph = "create_graph" in entry.flags
@@ -110,6 +112,16 @@ class BenchModule(L.LightningModule):
         self.to_target: dict[str, float] = {}
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._count: dict[str, int] = {}
+
+    @property
+    def flops_per_batch(self) -> float | None:
+        """Forward+backward FLOPs of one micro-batch on one device, for Lightning's ThroughputMonitor
+        (its `device/mfu` on GPUs whose peak it knows). None when the task declares no FLOPs."""
+        per_step = self.spec.task.entry.flops_per_step
+        if per_step is None:
+            return None
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return per_step * step_scale(self.spec.task) / world
 
     # -- optimization ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -257,7 +269,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, p
         num_sanity_val_steps=0,
         log_every_n_steps=spec.log_every_n_steps,
         logger=logger if logger is not None else False,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, throughput_monitor(steps)],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
@@ -265,6 +277,19 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, p
         use_distributed_sampler=False,  # BenchModule shards the loaders itself
         default_root_dir=str(Path(".bench") / "lightning"),
     )
+
+
+def throughput_monitor(steps: int) -> ThroughputMonitor:
+    """Lightning's ThroughputMonitor: `train/batches_per_sec`, `train/samples_per_sec`, `train/device/mfu`
+    (GPUs) over a sliding window of a fifth of the run (at most 100 steps), logged with the curves."""
+    return ThroughputMonitor(
+        batch_size_fn=_batch_size, window_size=max(2, min(100, steps // 5)), separator="/"
+    )
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, tuple | list) else batch
+    return len(first)
 
 
 def train_trial(

@@ -12,15 +12,36 @@ its last registered `nn.Linear` as head (the classifier of an `nn.Sequential`, w
 
     groups = param_groups(model, weight_decay=0.1)          # decayed group first, then the rest
     opt = torch.optim.AdamW(groups, lr=1e-3)
+
+FSDP hands the optimizer each parameter as a flat 1-D shard, so `ndim` can't be read off it then.
+`remember_shapes(model)`, called on the unwrapped model (BenchModule does), records every parameter's
+shape; the rules above read the recorded shape when there is one (FSDP keeps the Parameter objects).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 HEAD_NAMES = frozenset({"lm_head", "head", "fc", "classifier", "output"})
+
+
+_SHAPES = WeakIdKeyDictionary()  # parameter -> shape as built (keyed by identity, not tensor ==)
+
+
+def remember_shapes(model: nn.Module) -> None:
+    """Record each parameter's shape now, before a sharding wrapper flattens it."""
+    for p in model.parameters():
+        _SHAPES.setdefault(p, p.shape)
+
+
+def ndim(p: torch.Tensor) -> int:
+    """The parameter's number of dimensions as built (see `remember_shapes`)."""
+    shape = _SHAPES.get(p)
+    return p.ndim if shape is None else len(shape)
 
 
 def embedding_param_ids(model: nn.Module) -> set[int]:
@@ -36,7 +57,7 @@ def embedding_param_ids(model: nn.Module) -> set[int]:
 def decays(model: nn.Module) -> dict[int, bool]:
     """id(param) -> whether the param gets weight decay under the filter."""
     embeddings = embedding_param_ids(model)
-    return {id(p): p.ndim >= 2 and id(p) not in embeddings for p in model.parameters()}
+    return {id(p): ndim(p) >= 2 and id(p) not in embeddings for p in model.parameters()}
 
 
 def param_groups(
@@ -74,5 +95,5 @@ def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]
     hidden, rest = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (hidden if p.ndim >= 2 and id(p) not in excluded else rest).append(p)
+            (hidden if ndim(p) >= 2 and id(p) not in excluded else rest).append(p)
     return hidden, rest

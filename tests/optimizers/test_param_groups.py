@@ -6,7 +6,7 @@ import torch
 from optim_helpers import make_model
 from torch import nn
 
-from bench.optimizers.param_groups import head_param_ids, muon_split, param_groups
+from bench.optimizers.param_groups import head_param_ids, muon_split, param_groups, remember_shapes
 
 
 def names_in(model: nn.Module, params: list[torch.Tensor]) -> set[str]:
@@ -20,6 +20,24 @@ def test_decay_on_matrices_only():
     assert decayed["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
     assert names_in(model, decayed["params"]) == {"fc1.weight", "fc2.weight", "head.weight"}
     assert "embed.weight" in names_in(model, rest["params"])
+
+
+def test_recorded_shapes_survive_flattening():
+    """What FSDP does before configure_optimizers: every parameter becomes a flat 1-D shard. Shapes
+    recorded on the unwrapped model keep the filter right; without them every matrix would lose decay."""
+    model, flat = make_model(), make_model()
+    remember_shapes(model)
+    for m in (model, flat):
+        for p in m.parameters():
+            p.data = p.data.flatten()
+    assert names_in(model, param_groups(model, 0.1)[0]["params"]) == {
+        "fc1.weight",
+        "fc2.weight",
+        "head.weight",
+    }
+    assert param_groups(flat, 0.1)[0]["weight_decay"] == 0.0  # unrecorded: one no-decay group
+    hidden, _ = muon_split(model)
+    assert names_in(model, hidden) == {"fc1.weight", "fc2.weight"}
 
 
 def test_no_filter_and_extra_keys():
