@@ -7,6 +7,7 @@
     bench leaderboard suites/quickstart.yaml    rebuild leaderboards/<suite>.* from MLflow
     bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard
     bench ui                                    the MLflow UI on this suite's store, on 127.0.0.1
+    bench standins [DIR]                        offline stand-ins for C4, CIFAR-10, ImageNet (no hub)
 
 Every command takes `--set key.path=value` overrides (e.g. `--set tuning.trials=2`).
 """
@@ -111,6 +112,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_standins(args: argparse.Namespace) -> int:
+    from bench.tasks import standins
+
+    print(f"bench: writing offline stand-ins under {args.dir}/ (existing ones are kept unless --force)")
+    standins.write_standins(args.dir, args.seed, force=args.force)
+    for line in standins.describe(args.dir):
+        print(f"  {line}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench", description="A declarative benchmark suite for deep-learning optimizers."
@@ -162,6 +173,15 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list tasks, optimizers or schedules")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "optimizers", "schedules"])
     ls.set_defaults(func=cmd_ls)
+
+    si = sub.add_parser(
+        "standins",
+        help="write offline stand-ins for C4, CIFAR-10 and ImageNet in the hub schema (see suites/cpu.yaml)",
+    )
+    si.add_argument("dir", nargs="?", default="data/standins", help="where to write (default data/standins)")
+    si.add_argument("--seed", type=int, default=0)
+    si.add_argument("--force", action="store_true", help="rewrite stand-ins that already exist")
+    si.set_defaults(func=cmd_standins)
 
     ui = sub.add_parser("ui", help="start the MLflow UI (127.0.0.1 by default)")
     ui.add_argument("--host", default="127.0.0.1")

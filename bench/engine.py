@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import distributed, search
+from bench.outcomes import OUTCOMES
 from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
-from bench.run import OUTCOMES, TrialResult, TrialSpec, train_trial
+from bench.run import TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -147,6 +148,16 @@ SCHEMA_RACE = (
     "Online migration expected",
     "database is locked",
 )
+
+
+def write_standins(data_root: str, out: Callable[[str], None]) -> None:
+    """The offline stand-in datasets a `settings.standins` suite trains on, written once (seconds)."""
+    from bench.tasks import standins
+
+    missing = [n for n in standins.NAMES if not standins.present(Path(data_root) / n)]
+    if missing:
+        out(f"bench: writing offline stand-ins for {', '.join(missing)} under {data_root}/ (once)")
+        standins.write_standins(data_root)
 
 
 def open_store(make: Callable[[], Any], tries: int = 6) -> Any:
@@ -443,6 +454,8 @@ def run_suite(
         return {"trials_run": 0}
     if progress is None:
         progress = sys.stderr.isatty() and os.environ.get("CI") is None
+    if suite.settings.standins:
+        write_standins(suite.settings.data_root, out)
     procs = []
     if workers > 1:  # share the cores instead of oversubscribing them
         threads = max(1, (os.cpu_count() or 1) // workers)

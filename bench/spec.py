@@ -62,6 +62,7 @@ class Settings:
     leaderboard_dir: str = "leaderboards"
     device: str = "auto"  # Lightning accelerator: auto, cpu, gpu
     heartbeat_s: float = 10.0  # Optuna heartbeat of running trials; a dead trial is retried after 3x this
+    standins: bool = False  # data_root holds offline stand-ins (bench.tasks.standins), written when missing
 
 
 @dataclass(frozen=True)
