@@ -38,6 +38,7 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     assert one.data.params["steps"] == "20" and any(k.startswith("hp.") for k in one.data.params)
     assert len(client.get_metric_history(one.info.run_id, "val/error")) == 2  # steps 10 and 20
     assert client.get_metric_history(one.info.run_id, "train/loss")
+    assert one.data.metrics["train/device/samples_per_sec"] > 0  # Lightning's ThroughputMonitor
     assert one.data.tags["mlflow.parentRunId"]  # a child of its study's run
     artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
     assert "suite.resolved.json" in artifacts

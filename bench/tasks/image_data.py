@@ -8,7 +8,8 @@
   with any `num_workers`, and the training loop's own RNG (dropout, stochastic depth) is left alone.
 - `Source`: where the splits of an image dataset in the Hugging Face hub schema (an image column and an
   integer label column) come from: local files or the hub. Resolution order, first match wins:
-  option `data_files` (a {split: path, glob or list} mapping of parquet/arrow/json files),
+  option `data_files` (a {split: path, glob or list} mapping of parquet/arrow/json files, or of
+  webdataset `.tar` shards, whose image and label keys are the file extensions, e.g. `jpg` and `cls`),
   option `data_dir` (a directory `datasets.load_dataset` understands: parquet/arrow files named by
   split, or an `imagefolder` tree `train/<class>/*.jpg`), `<data_root>/<local_name>` when it exists,
   else the hub name in option `dataset` (needs a network or a warm HF cache).
@@ -252,7 +253,13 @@ def freeze(value: Any) -> Any:
 def _format_of(files: Any) -> str:
     """The `datasets` builder for a data file (or the first of a list) by its extension."""
     first = str(files[0] if isinstance(files, tuple) else files)
-    builders = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json"}
+    builders = {
+        ".parquet": "parquet",
+        ".arrow": "arrow",
+        ".json": "json",
+        ".jsonl": "json",
+        ".tar": "webdataset",
+    }
     for suffix, builder in builders.items():
         if first.endswith(suffix):
             return builder

@@ -274,6 +274,35 @@ def test_data_files_option_and_errors(data_root: Path) -> None:
         too_few.train_loader()
 
 
+def test_vit_reads_webdataset_shards(tmp_path: Path) -> None:
+    """ImageNet as webdataset `.tar` shards (`<key>.jpg` + `<key>.cls` per sample), the layout of the
+    timm/imagenet-1k-wds copies, read through the same task."""
+    import io
+    import tarfile
+
+    images, labels = coloured_images(24, 72, VIT_CLASSES, seed=5)
+    shard = tmp_path / "imagenet-train-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            jpg = io.BytesIO()
+            image.save(jpg, format="JPEG")
+            for ext, data in (("jpg", jpg.getvalue()), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    options = {
+        "data_files": {"train": str(shard), "validation": str(shard)},
+        "image_key": "jpg",
+        "label_key": "cls",
+        "num_classes": VIT_CLASSES,
+        "batch_size": 8,
+    }
+    task = TASKS.get("imagenet_vit_tiny").build(options, 0, tmp_path / "nowhere")
+    x, y = next(iter(task.train_loader()))
+    assert x.shape == (8, 3, 64, 64) and set(y.tolist()) <= set(range(VIT_CLASSES))
+    assert sorted(int(v) for _, ys in task.val_loader() for v in ys) == sorted(labels)
+
+
 def test_options_are_declared_with_defaults() -> None:
     for entry in vision_entries():
         assert isinstance(entry.options, Mapping) and "batch_size" not in entry.options
