@@ -11,9 +11,8 @@ loaders can still be exercised end to end on data that exists offline. `write_st
   layout, columns `img` (PNG) and `label` (ClassLabel), 32x32 RGB.
 - `<root>/imagenet/{train,validation}/<class>/<i>.jpg`: an `imagefolder` tree, 80x80 RGB JPEG.
 
-The images are scikit-learn's 1,797 handwritten digits (8x8, offline) rendered in colour: each digit is
-scaled, placed at a random position in a random colour on a darker shaded background of another
-colour, with noise, several times per training digit. Train and test/validation renders come from disjoint digits (80/20,
+The images are scikit-learn's 1,797 handwritten digits (8x8, offline), each scaled, placed at a random
+position, drawn light on dark at random grey levels with noise, several times per training digit. Train and test/validation renders come from disjoint digits (80/20,
 seeded), so the error measures generalisation to unseen handwriting. Ten classes (`0`..`9`).
 
 These are *not* the real datasets: figures measured on them say that the pipeline (loader, model,
@@ -39,7 +38,7 @@ HELD_OUT = 0.2  # fraction of the digits kept for the test / validation split
 VAL_EVERY = 20  # every 20th stdlib module is a C4 validation document
 # Parts of the standard library that hold little prose or mostly test code.
 SKIP_STDLIB = {"test", "tests", "site-packages", "idlelib", "lib2to3", "tkinter", "turtledemo", "__pycache__"}
-CONTRAST = 0.3  # least luminance by which a digit is brighter than its background (in [0, 1])
+LIGHT = 0.65  # digits are drawn at grey level [LIGHT, 1] on a background in [0, 1 - LIGHT]
 TIMESTAMP = "2019-04-25T12:57:54Z"
 
 
@@ -141,10 +140,14 @@ def digit_renders(
 
 
 def render_digit(ink: np.ndarray, size: int, rng: np.random.Generator) -> Any:
-    """One 8x8 ink map (values in [0, 1]) drawn in colour: the digit covers 85-95% of the side at a
-    random position, in a random colour at least CONTRAST brighter (luminance) than a random background
-    colour that shades by up to +-0.15 across the image, with pixel noise. (Measured: digits that also vary
-    in polarity, or cover as little as 45% of the side, leave a small ResNet at chance for 300+ steps.)"""
+    """One 8x8 ink map (values in [0, 1]) drawn as an RGB image: the digit covers 85-95% of the side at
+    a random position, light (grey level 0.65-1) on dark (0-0.35), with pixel noise.
+
+    Measured with the CPU variants: digits in random colours on random backgrounds leave the tiny
+    ResNet at chance for 300+ steps at AdamW learning rates below ~3e-3 and the tiny ViT at chance for
+    400 steps at any rate tried, and digits covering as little as 45% of the side do the same to the
+    ResNet; grey digits are learnt by both within suites/cpu.yaml's 400 steps (best of 3 trials: ResNet
+    13% error, ViT 78%; chance is 90%)."""
     import PIL.Image
 
     side = max(8, int(size * rng.uniform(0.85, 0.95)))
@@ -152,20 +155,10 @@ def render_digit(ink: np.ndarray, size: int, rng: np.random.Generator) -> Any:
     alpha = np.zeros((size, size), np.float32)
     top, left = rng.integers(0, size - side + 1, size=2)
     alpha[top : top + side, left : left + side] = np.asarray(glyph, np.float32) / 255.0
-    for _ in range(1000):  # about a third of the pairs qualify: this ends within a few draws
-        bg, fg = rng.uniform(0, 1, (2, 3))
-        if _luminance(fg) - _luminance(bg) >= CONTRAST:
-            break
-    ramp = np.linspace(-1, 1, size, dtype=np.float32)[:, None, None]
-    ramp = ramp if rng.integers(2) == 0 else ramp.transpose(1, 0, 2)  # vertical or horizontal
-    background = np.clip(bg + rng.uniform(-0.15, 0.15, 3) * ramp, 0, 1)
-    pixels = background * (1 - alpha[..., None]) + fg * alpha[..., None]
-    pixels = pixels + rng.normal(0, 0.03, pixels.shape)
+    dark, light = rng.uniform(0.0, 1 - LIGHT), rng.uniform(LIGHT, 1.0)
+    grey = dark + (light - dark) * alpha
+    pixels = np.repeat(grey[..., None], 3, axis=-1) + rng.normal(0, 0.03, (size, size, 3))
     return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8), "RGB")
-
-
-def _luminance(rgb: np.ndarray) -> float:
-    return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
 def write_cifar_standin(folder: Path, seed: int = 0) -> None:
