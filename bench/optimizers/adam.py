@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bench.optimizers.base import OptimizerEntry, grouped
+from bench.optimizers.base import OptimizerEntry, grouped, lazy
 from bench.registry import OPTIMIZERS
 from bench.space import Float, Param
 
@@ -110,13 +110,11 @@ def adafactor() -> OptimizerEntry:
 
 @OPTIMIZERS.register("adopt")
 def adopt() -> OptimizerEntry:
-    from pytorch_optimizer import ADOPT
-
     return OptimizerEntry(
         name="adopt",
         source="pytorch_optimizer.ADOPT",
         paper="Taniguchi et al. 2024, ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal Rate",
-        build_fn=grouped(ADOPT, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:ADOPT"), weight_decouple=True),
         defaults={**ADAM_DEFAULTS, "beta2": 0.9999, "eps": 1e-6},
         search_space={**adam_space(), "one_minus_beta2": Float(1e-5, 1e-2, log=True)},
         flags=frozenset({"fsdp"}),
@@ -125,13 +123,11 @@ def adopt() -> OptimizerEntry:
 
 @OPTIMIZERS.register("ademamix")
 def ademamix() -> OptimizerEntry:
-    from pytorch_optimizer import AdEMAMix
-
     return OptimizerEntry(
         name="ademamix",
         source="pytorch_optimizer.AdEMAMix",
         paper="Pagliardini et al. 2024, The AdEMAMix Optimizer: Better, Faster, Older",
-        build_fn=grouped(AdEMAMix, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:AdEMAMix"), weight_decouple=True),
         # beta3 0.999 (not the paper's 0.9999): the slow EMA must fit in the short runs we benchmark.
         defaults={**ADAM_DEFAULTS, "beta3": 0.999, "alpha": 5.0},
         search_space={
@@ -145,14 +141,14 @@ def ademamix() -> OptimizerEntry:
 
 @OPTIMIZERS.register("mars")
 def mars() -> OptimizerEntry:
-    from pytorch_optimizer import MARS
-
     return OptimizerEntry(
         name="mars",
         source="pytorch_optimizer.MARS(mars_type='adamw')",
         paper="Yuan et al. 2024, MARS: Unleashing the Power of Variance Reduction for Training Large Models",
         # optimize_1d=True: vectors follow the same (scheduled) lr instead of a separate `lr_1d`.
-        build_fn=grouped(MARS, mars_type="adamw", optimize_1d=True, weight_decouple=True),
+        build_fn=grouped(
+            lazy("pytorch_optimizer:MARS"), mars_type="adamw", optimize_1d=True, weight_decouple=True
+        ),
         defaults={**ADAM_DEFAULTS, "lr": 3e-3, "beta1": 0.95, "beta2": 0.99, "gamma": 0.025},
         search_space={**adam_space(lr=(1e-4, 3e-2)), "gamma": Float(1e-3, 0.1, log=True)},
     )
@@ -160,13 +156,11 @@ def mars() -> OptimizerEntry:
 
 @OPTIMIZERS.register("adamp")
 def adamp() -> OptimizerEntry:
-    from pytorch_optimizer import AdamP
-
     return OptimizerEntry(
         name="adamp",
         source="pytorch_optimizer.AdamP",
         paper="Heo et al. 2021, AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights",
-        build_fn=grouped(AdamP, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:AdamP"), weight_decouple=True),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
     )
@@ -174,13 +168,11 @@ def adamp() -> OptimizerEntry:
 
 @OPTIMIZERS.register("diffgrad")
 def diffgrad() -> OptimizerEntry:
-    from pytorch_optimizer import DiffGrad
-
     return OptimizerEntry(
         name="diffgrad",
         source="pytorch_optimizer.DiffGrad",
         paper="Dubey et al. 2019, diffGrad: An Optimization Method for Convolutional Neural Networks",
-        build_fn=grouped(DiffGrad, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:DiffGrad"), weight_decouple=True),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
         flags=frozenset({"fsdp"}),

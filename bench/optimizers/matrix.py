@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.optimizers.base import OptimizerEntry, grouped
+from bench.optimizers.base import OptimizerEntry, grouped, lazy
 from bench.optimizers.param_groups import decays, muon_split
 from bench.registry import OPTIMIZERS
 from bench.space import Float
@@ -122,13 +122,11 @@ def muon() -> OptimizerEntry:
 
 @OPTIMIZERS.register("soap")
 def soap() -> OptimizerEntry:
-    from pytorch_optimizer import SOAP
-
     return OptimizerEntry(
         name="soap",
         source="pytorch_optimizer.SOAP",
         paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam",
-        build_fn=grouped(SOAP),
+        build_fn=grouped(lazy("pytorch_optimizer:SOAP")),
         defaults={
             "lr": 3e-3,
             "beta1": 0.95,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.optimizers.base import OptimizerEntry, grouped
+from bench.optimizers.base import OptimizerEntry, grouped, lazy
 from bench.registry import OPTIMIZERS
 from bench.space import Float
 
@@ -43,13 +43,11 @@ def sgd() -> OptimizerEntry:
 
 @OPTIMIZERS.register("signum")
 def signum() -> OptimizerEntry:
-    from pytorch_optimizer import SignSGD
-
     return OptimizerEntry(
         name="signum",
         source="pytorch_optimizer.SignSGD",
         paper="Bernstein et al. 2018, signSGD: Compressed Optimisation for Non-Convex Problems",
-        build_fn=grouped(SignSGD, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:SignSGD"), weight_decouple=True),
         defaults={"lr": 3e-4, "momentum": 0.9, "weight_decay": 0.1},
         search_space={
             "lr": Float(1e-5, 1e-2, log=True),
@@ -63,13 +61,11 @@ def signum() -> OptimizerEntry:
 
 @OPTIMIZERS.register("lion")
 def lion() -> OptimizerEntry:
-    from pytorch_optimizer import Lion
-
     return OptimizerEntry(
         name="lion",
         source="pytorch_optimizer.Lion",
         paper="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms",
-        build_fn=grouped(Lion, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:Lion"), weight_decouple=True),
         # The paper's advice: an lr 3-10x smaller and a weight decay 3-10x larger than AdamW's.
         defaults={"lr": 3e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1},
         search_space={
@@ -85,13 +81,11 @@ def lion() -> OptimizerEntry:
 
 @OPTIMIZERS.register("sgd_sai")
 def sgd_sai() -> OptimizerEntry:
-    from pytorch_optimizer import SGDSaI
-
     return OptimizerEntry(
         name="sgd_sai",
         source="pytorch_optimizer.SGDSaI",
         paper="Xu et al. 2024, No More Adam: Learning Rate Scaling at Initialization is All You Need",
-        build_fn=grouped(SGDSaI, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:SGDSaI"), weight_decouple=True),
         defaults={"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.01, "eps": 1e-8},
         search_space={
             "lr": Float(1e-5, 1e-1, log=True),

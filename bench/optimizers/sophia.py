@@ -19,20 +19,18 @@ This lr is ~100x the paper's (whose clip threshold is folded differently), so th
 
 from __future__ import annotations
 
-from bench.optimizers.base import OptimizerEntry, grouped
+from bench.optimizers.base import OptimizerEntry, grouped, lazy
 from bench.registry import OPTIMIZERS
 from bench.space import Float
 
 
 @OPTIMIZERS.register("sophia")
 def sophia() -> OptimizerEntry:
-    from pytorch_optimizer import SophiaH
-
     return OptimizerEntry(
         name="sophia",
         source="pytorch_optimizer.SophiaH",
         paper="Liu et al. 2024, Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training",
-        build_fn=grouped(SophiaH, weight_decouple=True),
+        build_fn=grouped(lazy("pytorch_optimizer:SophiaH"), weight_decouple=True),
         defaults={
             "lr": 0.06,
             "beta1": 0.96,
