@@ -115,6 +115,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_standins(args: argparse.Namespace) -> int:
     from bench.tasks import standins
 
+    if Path(args.dir).exists() and not Path(args.dir).is_dir():
+        print(f"error: {args.dir} exists and is not a directory", file=sys.stderr)
+        return 2
     print(f"bench: writing offline stand-ins under {args.dir}/ (existing ones are kept unless --force)")
     standins.write_standins(args.dir, args.seed, force=args.force)
     for line in standins.describe(args.dir):
@@ -128,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text)
+
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2"
@@ -137,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
         sp.add_argument("--storage", help="Optuna storage URL (settings.storage)")
 
-    r = sub.add_parser("run", help="run a suite: tune, train, record, rank")
+    r = command("run", "run a suite: tune, train, record, rank")
     r.add_argument("suite")
     common(r)
     r.add_argument(
@@ -147,22 +153,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet-bars", action="store_true", help="no progress bars, one line per trial")
     r.set_defaults(func=cmd_run)
 
-    v = sub.add_parser("validate", help="check suites; touches nothing")
+    v = command("validate", "check suites; touches nothing")
     v.add_argument("suites", nargs="+")
     common(v)
     v.set_defaults(func=cmd_validate)
 
-    pl = sub.add_parser("plan", help="show studies, trials and a cost estimate; touches nothing")
+    pl = command("plan", "show studies, trials and a cost estimate; touches nothing")
     pl.add_argument("suite")
     common(pl)
     pl.set_defaults(func=cmd_plan)
 
-    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from MLflow")
+    lb = command("leaderboard", "rebuild the leaderboard from MLflow")
     lb.add_argument("suite")
     common(lb)
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("check", help="fail (exit 1) when results regress against a baseline leaderboard")
+    c = command("check", "fail (exit 1) when results regress against a baseline leaderboard")
     c.add_argument("suite")
     c.add_argument("--baseline", required=True, help="a leaderboard JSON, e.g. leaderboards/smoke.json")
     c.add_argument("--rerun", action="store_true", help="run the suite first (else read recorded trials)")
@@ -170,23 +176,26 @@ def parser() -> argparse.ArgumentParser:
     common(c)
     c.set_defaults(func=cmd_check)
 
-    ls = sub.add_parser("ls", help="list tasks, optimizers or schedules")
+    ls = command("ls", "list tasks, optimizers or schedules")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "optimizers", "schedules"])
     ls.set_defaults(func=cmd_ls)
 
-    si = sub.add_parser(
+    si = command(
         "standins",
-        help="write offline stand-ins for C4, CIFAR-10 and ImageNet in the hub schema (see suites/cpu.yaml)",
+        "write offline stand-ins for C4, CIFAR-10 and ImageNet in the hub datasets' layouts (~30 MB, ~30 s; "
+        "see suites/cpu.yaml and bench/tasks/standins.py)",
     )
     si.add_argument("dir", nargs="?", default="data/standins", help="where to write (default data/standins)")
-    si.add_argument("--seed", type=int, default=0)
+    si.add_argument(
+        "--seed", type=int, default=0, help="seed of the renders and the document split (default 0)"
+    )
     si.add_argument("--force", action="store_true", help="rewrite stand-ins that already exist")
     si.set_defaults(func=cmd_standins)
 
-    ui = sub.add_parser("ui", help="start the MLflow UI (127.0.0.1 by default)")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--tracking-uri")
+    ui = command("ui", "start the MLflow UI (127.0.0.1 by default)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="default 5000")
+    ui.add_argument("--tracking-uri", help="MLflow store (default: tracking_uri of benchmark.yaml)")
     ui.set_defaults(func=cmd_ui)
     return p
 

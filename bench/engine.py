@@ -77,11 +77,19 @@ class Progress:
         remaining = max(0, self.total - self.done) * mean
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in hparams.items())
         value = f"{metric}={result.value:.4g}" if math.isfinite(result.value) else f"{metric}=n/a"
+        why = f" ({_last_line(result.error)})" if result.error and result.outcome != "completed" else ""
         self.out(
-            f"[{self.done}/{self.total}] {study} {label}: {result.outcome} {value} "
+            f"[{self.done}/{self.total}] {study} {label}: {result.outcome}{why} {value} "
             f"({result.steps} steps, {result.time_s:.1f}s) {shown} | elapsed {_hms(elapsed)}, "
             f"remaining ~{_hms(remaining)}"
         )
+
+
+def _last_line(text: str, width: int = 160) -> str:
+    """The last non-empty line of an error (a traceback's exception line), cut to `width`."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    return last if len(last) <= width else last[: width - 3] + "..."
 
 
 def _fmt(v: Any) -> str:
@@ -253,8 +261,10 @@ class Worker:
         if not created and found != sp.fingerprint:
             raise SuiteConflict(
                 f"study '{sp.name}' already exists in {self.suite.settings.storage} with a different "
-                f"configuration (fingerprint {found}, this suite {sp.fingerprint}). Rename the suite, point "
-                "`settings.storage`/`settings.tracking_uri` elsewhere, or delete the old stores."
+                f"configuration (fingerprint {found}, this suite {sp.fingerprint}): its trials would not be "
+                "comparable. Give this version its own name (`--set name=NEW_NAME`, or `name:` in the suite "
+                "file), or other stores (`--storage`, `--tracking-uri`), or delete the old stores (by "
+                "default `.bench/optuna.db`, `mlflow.db` and `mlruns/`)."
             )
         return study
 

@@ -109,3 +109,32 @@ def test_trial_outcome_value_is_nan_free_in_leaderboard_json(workdir: Path) -> N
     assert main(["run", str(suite)]) == 0
     (run,) = trial_runs(workdir)
     assert math.isfinite(float(run["bench.lr"]))
+
+
+def test_a_changed_suite_under_the_same_name_is_refused_with_the_way_out(workdir: Path, capsys) -> None:
+    suite = write_suite(workdir, optimizers=["adamw"], tuning={"protocol": "random", "trials": 1, "seeds": 1})
+    assert main(["run", str(suite)]) == 0
+    before = trial_runs(workdir)
+    assert main(["run", str(suite), "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "--set name=" in err and ".bench/optuna.db" in err
+    assert trial_runs(workdir) == before  # nothing ran, nothing recorded
+    assert main(["run", str(suite), "--trials", "2", "--set", "name=tiny2"]) == 0
+
+
+def test_progress_line_says_why_a_trial_failed() -> None:
+    from bench.engine import Progress
+    from bench.run import TrialResult
+
+    lines: list[str] = []
+    error = 'Traceback (most recent call last):\n  File "x.py", line 1\nFileNotFoundError: tokenizer file not found: x\n'
+    result = TrialResult(outcome="error", value=math.nan, metrics={}, steps=0, time_s=0.1, error=error)
+    Progress(total=1, out=lines.append).trial("s.t.adamw", "adamw#0", result, {"lr": 0.1}, "val/loss")
+    assert "error (FileNotFoundError: tokenizer file not found: x) val/loss=n/a" in lines[0]
+
+
+def test_standins_into_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "file"
+    target.write_text("keep")
+    assert main(["standins", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err and target.read_text() == "keep"
