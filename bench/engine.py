@@ -162,7 +162,7 @@ def write_standins(data_root: str, out: Callable[[str], None]) -> None:
     """The offline stand-in datasets a `settings.standins` suite trains on, written once (seconds)."""
     from bench.tasks import standins
 
-    missing = [n for n in standins.NAMES if not standins.present(Path(data_root) / n)]
+    missing = standins.missing(data_root)
     if missing:
         out(f"bench: writing offline stand-ins for {', '.join(missing)} under {data_root}/ (once)")
         standins.write_standins(data_root)

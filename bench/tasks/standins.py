@@ -45,8 +45,9 @@ TIMESTAMP = "2019-04-25T12:57:54Z"
 NAMES = ("c4", "cifar10", "imagenet")  # folder names: the ones the tasks look for under data_root
 
 
-def present(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
+def missing(root: Path | str) -> list[str]:
+    """The stand-ins not yet written under `root` (a folder that exists and holds something counts)."""
+    return [n for n in NAMES if not (Path(root) / n).is_dir() or not any((Path(root) / n).iterdir())]
 
 
 def write_standins(root: Path | str, seed: int = 0, *, force: bool = False) -> dict[str, Path]:
@@ -54,10 +55,11 @@ def write_standins(root: Path | str, seed: int = 0, *, force: bool = False) -> d
     unless `force` (so a second call costs nothing and never changes data under a finished run)."""
     root = Path(root)
     written: dict[str, Path] = {}
+    todo = NAMES if force else missing(root)
     for name in NAMES:
         folder = root / name
         written[name] = folder
-        if present(folder) and not force:
+        if name not in todo:
             continue
         tmp = root / f".{name}.partial"
         _remove(tmp)
