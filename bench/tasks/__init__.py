@@ -1,8 +1,10 @@
-"""Tasks: one module per family. `register_all()` imports them, which registers them in `TASKS`.
+"""Task declarations: one module per family (`digits`, `gpt`, `resnet`, `vit`), each with `ENTRIES`.
 
-The package itself imports nothing heavy, so `bench.tasks.base` can be imported on its own.
+A declaration is data (`bench.tasks.base.TaskEntry`): the options schema, budgets, target, FLOPs and
+the `build` function named by import path, so nothing here imports torch, timm, datasets or tiktoken.
+The implementations (models, data, `Task` classes) are `bench.workloads`; `bench.catalog` builds the
+task registry from the `ENTRIES` tuples.
+
+    image_data.py   the options the image tasks share (where the images come from)
+    options.py      `with_defaults`: a variant's schema is the family's with its own defaults
 """
-
-
-def register_all() -> None:
-    from bench.tasks import digits, gpt, resnet, vit  # noqa: F401  (registration side effects)

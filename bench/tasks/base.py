@@ -1,14 +1,28 @@
 """The task contract: what a workload declares and what the runner asks of it.
 
-A task never sees an optimizer. It owns a model, its data and its metrics:
+A task never sees an optimizer. It owns a model, its data and its metrics, in two parts:
 
-- `TaskEntry` is the registry entry: the workload's contract in one place (AlgoPerf's spec.py idea):
-  target metric and direction, target value, default step budget, batch size, version, default options
-  and a `build` function.
-- `Task` is a built instance for one trial: `build(options, seed, data_root)` returns it.
+- `TaskEntry`, the declaration (AlgoPerf's spec.py idea): target metric and direction, target value,
+  default step budget, batch size, version, the schema of its options and the `build` function, named
+  by import path. Declaring imports no torch, so `bench validate`, `plan` and `ls` stay instant; the
+  built-in declarations are `bench/tasks/<family>.py`, their implementations `bench/workloads/`.
+- `Task`, a built instance for one trial: `entry.build(options, seed, data_root)` returns it.
 
-Metric names carry their split and direction is declared: `val/loss` (min), `val/error` (min).
+Options are a pydantic model (`TaskOptions`): field types, bounds and defaults in one declaration,
+checked once when the suite is validated; `build` receives them as a plain dict (plus `batch_size`,
+the per-process batch). Metric names carry their split; each declares its direction: `val/loss` (min).
 Validation returns *sums* and a count per batch so the runner can take exact means over a split.
+
+A built task also says what its model's parameters are (`param_roles`): which form the output layer
+and which are embeddings, so optimizers never guess from attribute names.
+
+    class DigitsOptions(TaskOptions):
+        width: int = Field(16, ge=1, description="channels of the first conv layer")
+
+    ENTRIES = (
+        TaskEntry(name="digits_cnn", family="digits", size="tiny", ..., options=DigitsOptions,
+                  build=Lazy("bench.workloads.digits:build", arch="cnn")),
+    )
 """
 
 from __future__ import annotations
@@ -16,12 +30,41 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
-from torch import nn
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Mode = Literal["min", "max"]
+
+
+class TaskOptions(BaseModel):
+    """Base of every task's option schema: frozen, unknown keys rejected, no silent type coercion
+    (an int is accepted where a float is expected, nothing else)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class NoOptions(TaskOptions):
+    """A task without options."""
+
+
+@dataclass(frozen=True)
+class ParamRoles:
+    """What a model's parameters are, by parameter name (`model.named_parameters()`), as the task that
+    built the model declares it. Vectors (biases, norm gains) never take weight decay whatever this
+    says; these sets name the matrices that are special.
+
+    head:      the output layer (Muon leaves it to its AdamW side)
+    embedding: lookup tables (token and position embeddings, class tokens): no weight decay, and Muon
+               leaves them to AdamW
+    """
+
+    head: frozenset[str] = frozenset()
+    embedding: frozenset[str] = frozenset()
 
 
 class Task(Protocol):
@@ -29,6 +72,10 @@ class Task(Protocol):
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model (seeded by the caller via torch.manual_seed)."""
+        ...
+
+    def param_roles(self, model: nn.Module) -> ParamRoles:
+        """The output layer and embeddings of `model` (as returned by `build_model`), by name."""
         ...
 
     def train_loader(self) -> Iterable[Any]:
@@ -52,9 +99,9 @@ class Task(Protocol):
 
 @dataclass(frozen=True)
 class TaskEntry:
-    """A registered workload. `options` are the defaults a suite may override under `options:`."""
+    """A registered workload: its whole contract, declared as data."""
 
-    name: str
+    name: str  # registry key: {dataset}_{model}[_{size}]
     family: str  # gpt, digits, resnet, vit ...
     size: str  # tiny, small, 124m ... (variants are data, not subclasses)
     description: str
@@ -65,9 +112,19 @@ class TaskEntry:
     batch_size: int
     version: int  # bump whenever results of this task would change
     build: Callable[[Mapping[str, Any], int, Path], Task]  # (options, seed, data_root) -> Task
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: type[TaskOptions] = NoOptions  # the schema of `options:`; its defaults are the defaults
     eval_every: int = 0  # validate every N steps (0: only at the end)
     metrics: Mapping[str, Mode] = field(default_factory=dict)  # every reported val metric -> mode
     flops_per_step: float | None = None  # forward+backward FLOPs per optimizer step at the defaults
     tokens_per_step: int | None = None  # LM tasks: tokens per optimizer step
     requires_gpu: bool = False  # full-size variants: plan/validate fine, running on CPU warns
+
+    @property
+    def default_options(self) -> dict[str, Any]:
+        """The options a suite that sets none gets."""
+        return self.options().model_dump()
+
+    @property
+    def all_metrics(self) -> dict[str, Mode]:
+        """Every metric a suite may rank by, with its direction (the leaderboard metric first)."""
+        return {self.metric: self.mode, **self.metrics}

@@ -1,18 +1,21 @@
 """Digits: scikit-learn's 1,797 real 8x8 handwritten-digit scans, a CPU task that trains in seconds.
 
+The implementation of the tasks declared in `bench.tasks.digits` (options, budgets, FLOPs live there).
+
 `digits_cnn` (a three-layer CNN) and `digits_mlp` (a two-hidden-layer MLP) share the data: a fixed
 stratified 1,437 / 360 train/val split (split seed 0, independent of the trial seed), pixels scaled
 from 0..16 and standardised with the training set's mean and std. The data ships with scikit-learn
 (`sklearn.datasets.load_digits`), so nothing is downloaded. No augmentation.
 
 Options: `width` (channels of the first conv layer / hidden units of the MLP).
+Parameter roles: the head is `head` (CNN) or the last linear layer of `net` (MLP); no embeddings.
 Metrics: `val/error` (top-1, the leaderboard metric) and `val/loss`, both `min`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,14 +23,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bench.registry import TASKS
-from bench.tasks.base import TaskEntry
-from bench.tasks.image_data import ClassificationTask, TensorPairs, check_options, seeded_loader
+from bench.tasks.base import ParamRoles
+from bench.workloads import parameter_names
+from bench.workloads.image_data import ClassificationTask, TensorPairs, seeded_loader
 
 VAL_EXAMPLES = 360
 SPLIT_SEED = 0  # the split never changes with the trial seed
-BATCH_SIZE = 64
-VERSION = 1
 Arch = Literal["cnn", "mlp"]
 
 
@@ -97,6 +98,10 @@ class DigitsTask(ClassificationTask):
     def build_model(self) -> nn.Module:
         return DigitsCNN(self.width) if self.arch == "cnn" else DigitsMLP(self.width)
 
+    def param_roles(self, model: nn.Module) -> ParamRoles:
+        head = model.head if isinstance(model, DigitsCNN) else model.net[-1]
+        return ParamRoles(head=parameter_names(model, head))
+
     def train_loader(self) -> Iterable[Any]:
         x, y, _, _ = digits_split()
         return seeded_loader(TensorPairs(x, y), self.batch_size, self.seed, train=True)
@@ -106,48 +111,6 @@ class DigitsTask(ClassificationTask):
         return seeded_loader(TensorPairs(x, y), VAL_EXAMPLES, 0, train=False)  # one batch
 
 
-def _build(arch: Arch, defaults: Mapping[str, Any]) -> Callable[[Mapping[str, Any], int, Path], DigitsTask]:
-    def build(options: Mapping[str, Any], seed: int, data_root: Path) -> DigitsTask:
-        opts = check_options(f"digits_{arch}", options, defaults)
-        if int(opts["width"]) < 1:
-            raise ValueError(f"task digits_{arch}: option width must be >= 1, got {opts['width']}")
-        return DigitsTask(arch, int(opts["width"]), int(opts.get("batch_size", BATCH_SIZE)), seed)
-
-    return build
-
-
-def _entry(arch: Arch, width: int, target: float, flops_per_step: float) -> TaskEntry:
-    defaults = {"width": width}
-    return TaskEntry(
-        name=f"digits_{arch}",
-        family="digits",
-        size="tiny",
-        description=f"scikit-learn digits (8x8 scans, 1,437/360 split), small {arch.upper()}",
-        metric="val/error",
-        mode="min",
-        target=target,
-        steps=200,
-        batch_size=BATCH_SIZE,
-        version=VERSION,
-        build=_build(arch, defaults),
-        options=defaults,
-        eval_every=25,  # validation is one 360-example batch: cheap, and time-to-target is finer
-        metrics={"val/error": "min", "val/loss": "min"},
-        flops_per_step=flops_per_step,
-    )
-
-
-# flops_per_step: forward + backward at the default width and batch size, measured with
-# torch.utils.flop_counter.FlopCounterMode (tests/tasks/test_vision.py checks they still match).
-@TASKS.register("digits_cnn")
-def digits_cnn() -> TaskEntry:
-    return _entry("cnn", width=16, target=0.05, flops_per_step=DIGITS_CNN_FLOPS)
-
-
-@TASKS.register("digits_mlp")
-def digits_mlp() -> TaskEntry:
-    return _entry("mlp", width=128, target=0.05, flops_per_step=DIGITS_MLP_FLOPS)
-
-
-DIGITS_CNN_FLOPS = 174_194_688.0
-DIGITS_MLP_FLOPS = 8_880_128.0
+def build(options: Mapping[str, Any], seed: int, data_root: Path, *, arch: Arch) -> DigitsTask:
+    """`options`: the validated `bench.tasks.digits.DigitsOptions` as a dict, plus `batch_size`."""
+    return DigitsTask(arch, options["width"], options["batch_size"], seed)

@@ -1,21 +1,19 @@
 """GPT language-model tasks: a nanoGPT-style decoder and the workloads that train it.
 
+The implementation of the tasks declared in `bench.tasks.gpt`, where the configuration (`GPTConfig`,
+`SIZES`), the FLOP formulas, the options and the entries live.
+
 The model (read top to bottom): token + position embeddings -> `n_layer` pre-LayerNorm `Block`s of
 causal self-attention and an MLP -> final LayerNorm -> `lm_head`, whose weight is the token embedding's
 (weight tying). No biases anywhere. Sizes are data (`SIZES`), not subclasses.
 
-For optimizers that treat matrices differently (Muon, SOAP...): the embeddings are `nn.Embedding`
-(`transformer.wte`, `transformer.wpe`) and the output layer is the `nn.Linear` named `lm_head`; its weight
-*is* `transformer.wte.weight`, so `model.parameters()` lists it once, under the embedding. Every other
-2-D parameter is a hidden matrix.
+For optimizers that treat matrices differently (Muon, SOAP...), `LanguageModelTask.param_roles` says:
+the embeddings are `nn.Embedding` (`transformer.wte`, `transformer.wpe`) and the output layer is the
+`nn.Linear` named `lm_head`; its weight *is* `transformer.wte.weight`, so `model.named_parameters()`
+lists it once, under the embedding's name, which is then both head and embedding. Every other 2-D
+parameter is a hidden matrix.
 
-Tasks (metric `val/loss` in nats per token, lower is better; the runner adds `val/ppl` = exp(val/loss)):
-
-    pydocs_gpt_tiny   bytes of CPython's embedded docs (offline), CPU, ~150 steps
-    c4_gpt_tiny       C4 English as bytes, CPU
-    c4_gpt_small      C4 English, GPT-2 BPE, 6 layers x 384, one GPU
-    c4_gpt_124m       C4 English, GPT-2 BPE, GPT-2 small (124M)
-    c4_gpt_350m       C4 English, GPT-2 BPE, GPT-2 medium (350M)
+Tasks: `pydocs_gpt_tiny` (`build_pydocs`) and the `c4_gpt_*` tasks (`build_c4`); metric `val/loss`.
 
 Batches are LongTensors of shape (batch, block_size + 1): inputs `[:, :-1]`, targets `[:, 1:]`.
 """
@@ -26,7 +24,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,44 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from bench.registry import TASKS
-from bench.tasks import text_data
-from bench.tasks.base import TaskEntry
+from bench.tasks.base import ParamRoles
+from bench.tasks.gpt import GPTConfig, gpt_config
+from bench.workloads import parameter_names, text_data
 
 # --------------------------------------------------------------------------------------------------
 # The model
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64: faster matmuls, see padded_vocab
-    block_size: int = 1024  # context length in tokens
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0  # single-epoch pretraining doesn't need it
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if min(self.vocab_size, self.block_size, self.n_layer, self.n_head) < 1:
-            raise ValueError(f"GPT sizes must be positive, got {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),  # ~0.8M params, CPU
-    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=512),  # ~11M + embeddings, one GPU
-    "124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # GPT-2 small
-    "350m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024),  # GPT-2 medium
-}
-
-
-def padded_vocab(vocab_size: int) -> int:
-    """Round a BPE vocabulary up to a multiple of 64 (nanoGPT's 50257 -> 50304). The extra ids are never
-    targets, so the loss is unchanged; byte-level vocabularies (<= 256) stay as they are."""
-    return vocab_size if vocab_size <= 256 else 64 * math.ceil(vocab_size / 64)
 
 
 class CausalSelfAttention(nn.Module):
@@ -167,20 +133,6 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
 
-def num_params(cfg: GPTConfig, non_embedding: bool = True) -> int:
-    """`GPT(cfg).num_params(non_embedding)` without building the model (tests check they agree)."""
-    d = cfg.n_embd
-    per_block = 2 * d + 3 * d * d + d * d + 2 * 4 * d * d  # two LayerNorms, attention (qkv, proj), MLP
-    n = cfg.n_layer * per_block + d + cfg.vocab_size * d  # + final LayerNorm + (tied) token embedding
-    return n if non_embedding else n + cfg.block_size * d
-
-
-def flops_per_token(cfg: GPTConfig) -> float:
-    """Training FLOPs per token (forward + backward), PaLM appendix B: 6 N + 12 L d T, with N the
-    parameters without the position embedding; the attention term counts the full T x T scores."""
-    return 6.0 * num_params(cfg) + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
-
-
 # --------------------------------------------------------------------------------------------------
 # The task
 
@@ -200,6 +152,14 @@ class LanguageModelTask:
 
     def build_model(self) -> nn.Module:
         return GPT(self.config)
+
+    def param_roles(self, model: nn.Module) -> ParamRoles:
+        """`lm_head.weight` is `transformer.wte.weight` (tied): one tensor, head and embedding at once."""
+        assert isinstance(model, GPT)
+        wte, wpe = model.transformer.wte, model.transformer.wpe
+        return ParamRoles(
+            head=parameter_names(model, model.lm_head), embedding=parameter_names(model, wte, wpe)
+        )
 
     def train_loader(self) -> DataLoader:
         shuffle = not isinstance(self.train_data, IterableDataset)
@@ -222,8 +182,6 @@ class LanguageModelTask:
         return {"loss": loss}, y.numel()
 
 
-MODEL_OPTIONS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")  # the task options that shape GPT
-RESERVED = ("batch_size",)  # passed by the runner next to the suite's options
 # The options that decide which validation windows a C4 task reads (the key of their per-process cache).
 VALIDATION_KEYS = (
     "dataset",
@@ -236,32 +194,14 @@ VALIDATION_KEYS = (
 )
 
 
-def _resolve(name: str, defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(defaults) - set(RESERVED))
-    if unknown:
-        raise ValueError(f"task {name}: unknown option(s) {unknown}; options are {sorted(defaults)}")
-    return {**defaults, **options}
-
-
-def _model_config(opts: Mapping[str, Any], vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=padded_vocab(vocab_size), **{k: opts[k] for k in MODEL_OPTIONS})
-
-
 def _window_count(opts: Mapping[str, Any]) -> int:
-    n = int(opts["val_tokens"]) // int(opts["block_size"])
-    if n < 1:
-        raise ValueError(
-            f"val_tokens ({opts['val_tokens']}) must be at least block_size ({opts['block_size']})"
-        )
-    return n
+    return opts["val_tokens"] // opts["block_size"]  # >= 1: the schema checks val_tokens >= block_size
 
 
-def build_pydocs(
-    options: Mapping[str, Any], seed: int, data_root: Path, *, name: str, defaults: Mapping[str, Any]
-) -> LanguageModelTask:
+def build_pydocs(opts: Mapping[str, Any], seed: int, data_root: Path, *, name: str) -> LanguageModelTask:
     """Train on the first (1 - val_fraction) of the tokens of `pydoc_data.topics`, validate on the
-    first `val_tokens` of the rest (non-overlapping windows)."""
-    opts = _resolve(name, defaults, options)
+    first `val_tokens` of the rest (non-overlapping windows). `opts`: the validated
+    `bench.tasks.gpt.PydocsOptions` as a dict, plus `batch_size`."""
     tokenizer = text_data.load_tokenizer(opts["tokenizer"])
     tokens = _pydoc_tokens(opts["tokenizer"])
     split = int(len(tokens) * (1.0 - float(opts["val_fraction"])))
@@ -274,10 +214,10 @@ def build_pydocs(
             f"{opts['val_fraction']:.0%} of the text has {len(val)}"
         )
     return LanguageModelTask(
-        config=_model_config(opts, tokenizer.vocab_size),
+        config=gpt_config(opts, tokenizer.vocab_size),
         train_data=text_data.Windows(tokens[:split], window),
         val_windows=torch.stack([val[i] for i in range(n_val)]),
-        batch_size=int(options.get("batch_size", defaults["batch_size"])),
+        batch_size=opts["batch_size"],
         seed=seed,
         num_workers=int(opts["num_workers"]),
         origin="pydoc_data.topics",
@@ -290,13 +230,11 @@ def _pydoc_tokens(tokenizer: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def build_c4(
-    options: Mapping[str, Any], seed: int, data_root: Path, *, name: str, defaults: Mapping[str, Any]
-) -> LanguageModelTask:
+def build_c4(opts: Mapping[str, Any], seed: int, data_root: Path, *, name: str) -> LanguageModelTask:
     """Training windows streamed from C4's train split (document order shuffled with `seed`), validation
     on the first `val_tokens` tokens of C4's validation split, or, for local files without one, of the
-    first documents, which training then skips."""
-    opts = _resolve(name, defaults, options)
+    first documents, which training then skips. `opts`: the validated `bench.tasks.gpt.C4Options`
+    as a dict, plus `batch_size`."""
     tokenizer = text_data.load_tokenizer(opts["tokenizer"])
     corpus = text_data.open_corpus(
         dataset=opts["dataset"],
@@ -314,10 +252,10 @@ def build_c4(
         train_docs, tokenizer, window, seed, text_field=opts["text_field"], shuffle_windows=buffer
     )
     return LanguageModelTask(
-        config=_model_config(opts, tokenizer.vocab_size),
+        config=gpt_config(opts, tokenizer.vocab_size),
         train_data=stream,
         val_windows=val_windows,
-        batch_size=int(options.get("batch_size", defaults["batch_size"])),
+        batch_size=opts["batch_size"],
         seed=seed,
         num_workers=int(opts["num_workers"]),
         origin=corpus.origin,
@@ -346,152 +284,3 @@ def _validation(
 
 
 _VALIDATION_CACHE: dict[str, tuple[torch.Tensor, int]] = {}
-
-
-# --------------------------------------------------------------------------------------------------
-# Registry entries
-
-
-def _entry(
-    name: str,
-    size: str,
-    corpus: str,
-    *,
-    description: str,
-    target: float | None,
-    steps: int,
-    batch_size: int,
-    eval_every: int,
-    tokenizer: str,
-    val_tokens: int,
-    requires_gpu: bool = False,
-    version: int = 1,
-) -> TaskEntry:
-    options: dict[str, Any] = dict(
-        SIZES[size], dropout=0.0, tokenizer=tokenizer, val_tokens=val_tokens, num_workers=0
-    )
-    if corpus == "pydocs":
-        options |= dict(val_fraction=0.1)  # the last 10% of the text is held out
-        builder: Any = build_pydocs
-    else:
-        options |= dict(
-            dataset="allenai/c4",  # hub name; its last part is also the local folder: <data_root>/c4/
-            dataset_config="en",
-            data_files=None,  # local json/jsonl/parquet/txt: a path, glob, list, or {train:, validation:}
-            text_field="text",
-            shuffle_buffer=1024,  # documents, then packed windows, shuffled through buffers this big
-        )
-        builder = build_c4
-    cfg = replace(
-        GPTConfig(), **SIZES[size], vocab_size=padded_vocab(text_data.vocab_size_of(tokenizer) or 50257)
-    )
-    tokens_per_step = batch_size * cfg.block_size
-    return TaskEntry(
-        name=name,
-        family="gpt",
-        size=size,
-        description=description,
-        metric="val/loss",
-        mode="min",
-        target=target,
-        steps=steps,
-        batch_size=batch_size,
-        version=version,
-        build=functools.partial(builder, name=name, defaults={**options, "batch_size": batch_size}),
-        options=options,
-        eval_every=eval_every,
-        metrics={"val/loss": "min", "val/ppl": "min"},
-        flops_per_step=flops_per_token(cfg) * tokens_per_step,
-        tokens_per_step=tokens_per_step,
-        requires_gpu=requires_gpu,
-    )
-
-
-def steps_for(tokens: float, batch_size: int, block_size: int) -> int:
-    """Optimizer steps that see `tokens` training tokens."""
-    return math.ceil(tokens / (batch_size * block_size))
-
-
-@TASKS.register("pydocs_gpt_tiny")
-def pydocs_gpt_tiny() -> TaskEntry:
-    return _entry(
-        "pydocs_gpt_tiny",
-        "tiny",
-        "pydocs",
-        description="Byte-level GPT (4x128) on CPython's embedded documentation prose; CPU, offline.",
-        # AdamW (lr 2e-3, cosine, 5% warmup) measured: 2.50 / 2.36 / 2.335 at steps 50 / 100 / 150, so a
-        # well-tuned optimizer reaches 2.4 at the second evaluation and a poorly tuned one not at all.
-        target=2.4,
-        steps=150,
-        batch_size=16,
-        eval_every=50,
-        tokenizer="bytes",
-        val_tokens=32768,
-    )
-
-
-@TASKS.register("c4_gpt_tiny")
-def c4_gpt_tiny() -> TaskEntry:
-    return _entry(
-        "c4_gpt_tiny",
-        "tiny",
-        "c4",
-        description="Byte-level GPT (4x128) on C4 English; CPU-sized.",
-        target=2.5,  # provisional (no C4 here): calibrate with the AdamW baseline, then bump version
-        steps=300,
-        batch_size=16,
-        eval_every=100,
-        tokenizer="bytes",
-        val_tokens=32768,
-    )
-
-
-@TASKS.register("c4_gpt_small")
-def c4_gpt_small() -> TaskEntry:
-    return _entry(
-        "c4_gpt_small",
-        "small",
-        "c4",
-        description="GPT (6x384, context 512, GPT-2 BPE) on C4 English, 200M tokens; one GPU.",
-        target=4.0,  # provisional
-        steps=steps_for(200e6, 32, 512),
-        batch_size=32,
-        eval_every=1000,
-        tokenizer="gpt2",
-        val_tokens=1_048_576,
-        requires_gpu=True,
-    )
-
-
-@TASKS.register("c4_gpt_124m")
-def c4_gpt_124m() -> TaskEntry:
-    return _entry(
-        "c4_gpt_124m",
-        "124m",
-        "c4",
-        description="GPT-2 small (124M, GPT-2 BPE) on C4 English, 2.5B tokens (20 tokens/parameter).",
-        target=3.45,  # provisional
-        steps=steps_for(2.5e9, 32, 1024),
-        batch_size=32,  # per micro-batch; suites raise the batch with trainer.accumulate_grad_batches
-        eval_every=5000,
-        tokenizer="gpt2",
-        val_tokens=10_485_760,
-        requires_gpu=True,
-    )
-
-
-@TASKS.register("c4_gpt_350m")
-def c4_gpt_350m() -> TaskEntry:
-    return _entry(
-        "c4_gpt_350m",
-        "350m",
-        "c4",
-        description="GPT-2 medium (350M, GPT-2 BPE) on C4 English, 7B tokens (20 tokens/parameter).",
-        target=3.15,  # provisional
-        steps=steps_for(7e9, 16, 1024),
-        batch_size=16,  # per micro-batch; suites raise the batch with trainer.accumulate_grad_batches
-        eval_every=20000,
-        tokenizer="gpt2",
-        val_tokens=10_485_760,
-        requires_gpu=True,
-    )

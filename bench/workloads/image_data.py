@@ -1,13 +1,15 @@
 """Shared pieces of the image-classification tasks (digits, resnet, vit): data, batches, metrics.
 
 - `ClassificationTask`: training loss (cross-entropy, optional label smoothing) and validation sums
-  (`loss`, `error`) for any task whose batches are `(inputs, labels)`.
+  (`loss`, `error`) for any task whose batches are `(inputs, labels)`; `timm_param_roles`, the head
+  and embeddings of a timm model.
 - `seeded_loader`: a DataLoader whose order *and augmentation* are a function of the seed only. Its
   `SeededSampler` yields `(index, aug_seed)` pairs drawn from one seeded `torch.Generator`, and the
   datasets below augment from `aug_seed`, so every optimizer sees the same images in the same order,
   with any `num_workers`, and the training loop's own RNG (dropout, stochastic depth) is left alone.
 - `Source`: where the splits of an image dataset in the Hugging Face hub schema (an image column and an
-  integer label column) come from: local files or the hub. Resolution order, first match wins:
+  integer label column) come from: local files or the hub (options declared, and checked, by
+  `bench.tasks.image_data.ImageDataOptions`). Resolution order, first match wins:
   option `data_files` (a {split: path, glob or list} mapping of parquet/arrow/json files, or of
   webdataset `.tar` shards, whose image and label keys are the file extensions, e.g. `jpg` and `cls`),
   option `data_dir` (a directory `datasets.load_dataset` understands: parquet/arrow files named by
@@ -32,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bench.tasks.base import ParamRoles
+from bench.workloads import parameter_names
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs [B, ...], integer labels [B])
 
@@ -199,14 +204,10 @@ class Source:
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], data_root: Path, local_name: str) -> Source:
-        files = opts["data_files"]
-        if files is not None and not isinstance(files, Mapping):
-            raise ValueError(
-                f"option data_files must map split names to files, e.g. {{train: ..., test: ...}}, got {files!r}"
-            )
+        """From validated `bench.tasks.image_data.ImageDataOptions` (as a dict)."""
         return cls(
             opts["dataset"],
-            freeze(files),
+            freeze(opts["data_files"]),
             opts["data_dir"],
             str(data_root),
             local_name,
@@ -219,9 +220,7 @@ class Source:
 
         local = Path(self.data_root) / self.local_name
         if self.data_files is not None:
-            files = dict(self.data_files)
-            if split not in files:
-                raise ValueError(f"option data_files has no split '{split}' (has: {', '.join(files)})")
+            files = dict(self.data_files)  # the schema checked that it has the task's splits
             ds = datasets.load_dataset(
                 _format_of(files[split]), data_files={split: files[split]}, split=split
             )
@@ -280,10 +279,16 @@ def decode_uint8(ds: Any, image_key: str, label_key: str, limit: int | None = No
     return x, torch.tensor(labels, dtype=torch.long)
 
 
-def check_options(task: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with `options`; an unknown key is an error naming the valid ones. The key
-    `batch_size` is reserved for the runner's per-suite batch size and always accepted."""
-    unknown = sorted(set(options) - set(defaults) - {"batch_size"})
-    if unknown:
-        raise ValueError(f"task {task}: unknown option(s) {unknown}; valid: {', '.join(sorted(defaults))}")
-    return {**defaults, **options}
+def timm_param_roles(model: nn.Module) -> ParamRoles:
+    """A timm model's roles: the head is its classifier (`get_classifier()`: `fc` of a ResNet, `head`
+    of a ViT), the embeddings are the parameters named by its `no_weight_decay()` (timm's convention:
+    `pos_embed`, `cls_token`, ...) and the weights of any `nn.Embedding`."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = parameter_names(model, get_classifier()) if callable(get_classifier) else frozenset()
+    no_decay = getattr(model, "no_weight_decay", None)
+    named = set(no_decay()) if callable(no_decay) else set()
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    embedding = frozenset(n for n, _ in model.named_parameters() if n in named) | parameter_names(
+        model, *tables
+    )
+    return ParamRoles(head=head, embedding=embedding)

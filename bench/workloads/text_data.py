@@ -30,9 +30,6 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-# Vocabulary sizes of the tokenizers we can name without loading them (to size models in `plan`).
-KNOWN_VOCAB_SIZES: dict[str, int] = {"bytes": 256, "gpt2": 50257, "r50k_base": 50257, "cl100k_base": 100277}
-
 # Special tokens that mark the end of a document in common tokenizer.json files, in order of preference.
 EOT_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[EOS]", "<|end_of_text|>", "[SEP]")
 
@@ -132,11 +129,6 @@ def load_tokenizer(spec: str) -> Tokenizer:
             raise FileNotFoundError(f"tokenizer file not found: {spec}")
         return HFTokenizer(spec)
     return TiktokenTokenizer(spec)
-
-
-def vocab_size_of(spec: str) -> int | None:
-    """The vocabulary size of a tokenizer spec without loading it, when it is known."""
-    return KNOWN_VOCAB_SIZES.get(spec)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,7 +337,8 @@ def open_corpus(
     """Find the documents, in this order of preference:
 
     1. `data_files`: a path/glob or list of them (validation held out from the start), or a mapping
-       `{train: ..., validation: ...}`. json/jsonl (optionally .gz), parquet or txt, C4 schema.
+       `{train: ..., validation: ...}` (`validation` optional; `bench.tasks.gpt.C4Options` checks the
+       keys). json/jsonl (optionally .gz), parquet or txt, C4 schema.
     2. `<data_root>/<last part of dataset name>/` when it exists (e.g. `data/c4/`): files whose name
        contains `validation` are the validation split, the rest train (C4's own file names:
        `c4-train.00000-of-01024.json.gz`, `c4-validation.00000-of-00008.json.gz`).
@@ -353,15 +346,9 @@ def open_corpus(
     """
     if data_files:
         if isinstance(data_files, Mapping):
-            unknown = set(data_files) - {"train", "validation"}
-            if unknown or "train" not in data_files:
-                raise ValueError(
-                    f"data_files mapping needs a 'train' key (and optionally 'validation'), "
-                    f"got keys {sorted(data_files)}"
-                )
             val = data_files.get("validation")
             return Corpus(
-                origin=f"files {data_files}",
+                origin=f"files {dict(data_files)}",
                 train=stream_files(_expand(data_files["train"])),
                 validation=stream_files(_expand(val)) if val else None,
             )

@@ -1,5 +1,6 @@
 """The GPT model and the language-model tasks: shapes, real loaders fed by local C4-schema files,
-deterministic batches, exact validation sums, pluggable tokenizers, loss that falls."""
+deterministic batches, exact validation sums, pluggable tokenizers, loss that falls, the options
+schema's rules and the declared parameter roles."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import math
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+from task_helpers import build as build_task
 
-from bench.registry import TASKS
-from bench.tasks import gpt, text_data
-from bench.tasks.gpt import GPT, SIZES, GPTConfig, LanguageModelTask
+from bench.catalog import TASKS
+from bench.tasks import gpt
+from bench.tasks.gpt import SIZES, GPTConfig
+from bench.workloads import gpt as workload
+from bench.workloads import text_data
+from bench.workloads.gpt import GPT, LanguageModelTask
 
 # A model small enough that a few dozen steps take a second on a CPU; the data path is the real one.
 MICRO = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "val_tokens": 1024, "batch_size": 8}
@@ -32,8 +40,7 @@ def one_thread() -> Iterator[None]:
 
 
 def build(name: str, options: dict, tmp_path: Path, seed: int = 0) -> LanguageModelTask:
-    entry = TASKS.get(name)
-    return entry.build(options, seed, tmp_path)
+    return build_task(name, options, seed, tmp_path)
 
 
 def first_batches(task: LanguageModelTask, n: int) -> list[torch.Tensor]:
@@ -97,15 +104,16 @@ def test_attention_is_causal() -> None:
         assert not torch.allclose(model(a)[0, 10:], model(b)[0, 10:])
 
 
-def test_optimizers_can_tell_hidden_matrices_from_embeddings_and_head() -> None:
-    from bench.optimizers.param_groups import muon_split
-
-    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32))
-    hidden, _ = muon_split(model)
-    ids = {id(p) for p in hidden}
-    assert id(model.transformer.wte.weight) not in ids and id(model.transformer.wpe.weight) not in ids
-    assert id(model.transformer.h[0].attn.c_attn.weight) in ids
-    assert len(hidden) == 2 * 4 and all(p.ndim == 2 for p in hidden)  # c_attn, c_proj, c_fc, c_proj per block
+def test_param_roles_tell_hidden_matrices_from_embeddings_and_head(tmp_path: Path) -> None:
+    task = build("pydocs_gpt_tiny", MICRO, tmp_path)
+    model = task.build_model()
+    roles = task.param_roles(model)
+    # lm_head.weight is transformer.wte.weight, listed once under that name: head and embedding at once.
+    assert roles.head == {"transformer.wte.weight"}
+    assert roles.embedding == {"transformer.wte.weight", "transformer.wpe.weight"}
+    hidden = [n for n, p in model.named_parameters() if p.ndim >= 2 and n not in roles.head | roles.embedding]
+    assert "transformer.h.0.attn.c_attn.weight" in hidden
+    assert len(hidden) == 2 * 4  # c_attn, c_proj, c_fc, c_proj per block
 
 
 @pytest.mark.parametrize(
@@ -141,10 +149,11 @@ def test_config_rejects_bad_shapes() -> None:
 @pytest.mark.parametrize("name", LM_TASKS)
 def test_entries_declare_budgets(name: str) -> None:
     e = TASKS.get(name)
-    block = e.options["block_size"]
+    options = e.default_options
+    block = options["block_size"]
     assert e.metric == "val/loss" and e.mode == "min" and e.metrics == {"val/loss": "min", "val/ppl": "min"}
     assert e.tokens_per_step == e.batch_size * block
-    n_params = 6 * (e.options["n_layer"] * 12 * e.options["n_embd"] ** 2)  # hidden matrices only
+    n_params = 6 * (options["n_layer"] * 12 * options["n_embd"] ** 2)  # hidden matrices only
     assert e.flops_per_step > n_params * e.tokens_per_step
     assert e.requires_gpu == (e.size not in ("tiny",))
     assert e.target is not None and 0 < e.target < math.log(50304)
@@ -160,9 +169,50 @@ def test_token_budgets() -> None:
     )
 
 
-def test_unknown_option_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['n_layers'\]"):
-        build("pydocs_gpt_tiny", {"n_layers": 2}, tmp_path)
+def test_flops_are_declared_for_the_default_tokenizer() -> None:
+    """FLOPs are computed without tiktoken: GPT-2's vocabulary is declared (50257, padded to 50304)."""
+    e = TASKS.get("c4_gpt_124m")
+    cfg = GPTConfig(vocab_size=50304, **SIZES["124m"])
+    assert e.flops_per_step == gpt.flops_per_token(cfg) * e.tokens_per_step
+    assert gpt.vocab_size_of("bytes") == 256 and gpt.vocab_size_of("my/tokenizer.json") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The options schema: every rule checked once, when the suite is validated
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("pydocs_gpt_tiny", {"n_layers": 2}, r"n_layers\n.*Extra inputs are not permitted"),
+        ("pydocs_gpt_tiny", {"n_layer": 0}, r"n_layer\n.*greater than or equal to 1"),
+        ("pydocs_gpt_tiny", {"n_layer": "4"}, r"n_layer\n.*valid integer"),  # strict: no coercion
+        (
+            "pydocs_gpt_tiny",
+            {"n_embd": 100, "n_head": 3},
+            r"n_embd \(100\) must be divisible by n_head \(3\)",
+        ),
+        ("pydocs_gpt_tiny", {"dropout": 1.0}, r"dropout\n.*less than 1"),
+        ("pydocs_gpt_tiny", {"val_tokens": 100}, r"val_tokens \(100\) must be at least block_size \(128\)"),
+        ("pydocs_gpt_tiny", {"val_fraction": 0}, r"val_fraction\n.*greater than 0"),
+        ("pydocs_gpt_tiny", {"shuffle_buffer": 8}, r"shuffle_buffer\n.*Extra inputs"),  # C4 only
+        ("c4_gpt_tiny", {"num_workers": -1}, r"num_workers\n.*greater than or equal to 0"),
+        ("c4_gpt_tiny", {"data_files": {"valid": "a.jsonl"}}, r"needs a 'train' key .* got keys \['valid'\]"),
+        ("c4_gpt_tiny", {"data_files": 3}, r"data_files"),
+        ("c4_gpt_tiny", {"tokenizer": ""}, r"tokenizer\n.*at least 1 character"),
+    ],
+)
+def test_options_schema_rejects(name: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TASKS.get(name).options.model_validate(options)
+
+
+def test_options_schema_accepts_every_data_files_form() -> None:
+    schema = TASKS.get("c4_gpt_tiny").options
+    for files in ("c4/*.json.gz", ["a.jsonl", "b.jsonl"], {"train": ["a.jsonl"], "validation": "b.jsonl"}):
+        assert schema.model_validate({"data_files": files}).data_files == files
+    assert schema.model_validate({"dropout": 0}).dropout == 0.0  # an int where a float is expected
+    assert schema.model_validate({"dataset_config": None}).dataset_config is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,7 +246,7 @@ def test_pydocs_split_is_held_out_and_fixed(tmp_path: Path) -> None:
     a = build("pydocs_gpt_tiny", MICRO, tmp_path, seed=0)
     b = build("pydocs_gpt_tiny", MICRO, tmp_path, seed=1)
     assert torch.equal(a.val_windows, b.val_windows)  # validation does not depend on the seed
-    tokens = gpt._pydoc_tokens("bytes")
+    tokens = workload._pydoc_tokens("bytes")
     split = int(len(tokens) * 0.9)
     assert torch.equal(a.val_windows[0], tokens[split : split + 33])
     assert len(a.train_data) * 33 <= split  # training windows stay before the split
@@ -229,6 +279,25 @@ def test_c4_local_files_hold_out_validation(
     train_text = b"".join(bytes(w.tolist()) for w in task.train_data).decode("utf-8", errors="replace")
     assert not any(m in train_text for m in held_out)
     assert f"[doc {len(english_docs) - 1:03d}]" in train_text
+
+
+def test_c4_builds_from_the_resolvers_frozen_options(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    """The runner passes the options as the suite resolver froze them: read-only mappings, tuples."""
+    files = MappingProxyType(
+        {
+            "train": (str(write_c4("a.jsonl", english_docs[:100])),),
+            "validation": str(write_c4("b.jsonl", english_docs[100:])),
+        }
+    )
+    entry = TASKS.get("c4_gpt_tiny")
+    micro = {k: v for k, v in MICRO.items() if k != "batch_size"}
+    options = entry.options.model_validate(micro).model_dump() | {"data_files": files, "batch_size": 8}
+    task = entry.build(MappingProxyType(options), 0, tmp_path)
+    assert task.origin == f"files {dict(files)}"
+    assert bytes(task.val_windows[0, :9].tolist()) == b"[doc 100]"
+    assert first_batches(task, 1)[0].shape == (8, 33)
 
 
 def test_c4_data_root_layout_and_determinism(

@@ -16,11 +16,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np
 import pytest
 from helpers import trial_runs
+from task_helpers import build
 
-from bench.catalog import load
 from bench.cli import main
-from bench.registry import TASKS
-from bench.tasks import standins
+from bench.workloads import standins
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,15 +57,14 @@ def test_layouts_are_the_ones_the_tasks_look_for(root: Path) -> None:
 
 
 def test_the_real_loaders_read_them(root: Path) -> None:
-    load()
-    c4 = TASKS.get("c4_gpt_tiny").build({}, 0, root)
+    c4 = build("c4_gpt_tiny", {}, 0, root)
     x = next(iter(c4.train_loader()))
     assert x.shape[0] == 16 and int(x.max()) < 256
-    cifar = TASKS.get("cifar10_resnet_tiny").build({"val_examples": 0}, 0, root)
+    cifar = build("cifar10_resnet_tiny", {"val_examples": 0}, 0, root)
     images, labels = next(iter(cifar.val_loader()))
     assert images.shape[1:] == (3, 32, 32) and set(labels.tolist()) <= set(range(10))
     assert sum(len(y) for _, y in cifar.val_loader()) == round(0.2 * 1797) * 2
-    vit = TASKS.get("imagenet_vit_tiny").build({"num_classes": 10, "val_examples": 0}, 0, root)
+    vit = build("imagenet_vit_tiny", {"num_classes": 10, "val_examples": 0}, 0, root)
     images, labels = next(iter(vit.train_loader()))
     assert images.shape[1:] == (3, 64, 64) and len(set(labels.tolist())) > 1
 
@@ -117,6 +115,7 @@ def test_existing_data_is_kept_unless_forced_and_writes_are_whole(tmp_path: Path
     assert (tmp_path / "imagenet" / "data").read_text() == "imagenet 3"  # the old copy, whole
 
 
+@pytest.mark.slow
 def test_cpu_suite_runs_end_to_end_on_the_standins(root: Path, tmp_path: Path, monkeypatch) -> None:
     """suites/cpu.yaml as shipped, cut to a few steps and one trial per task."""
     monkeypatch.chdir(tmp_path)

@@ -1,13 +1,15 @@
 """Vision tasks (digits, resnet, vit): every CPU task trains on its real loader fed by local files in
 the hub schema and its loss falls; batches are a function of the seed; metric sums add up; the declared
-FLOPs match a recount. Nothing touches the hub (HF_*_OFFLINE, local files under a tmp data_root)."""
+FLOPs match a recount; the options schemas enforce their rules. Nothing touches the hub (HF_*_OFFLINE,
+local files under a tmp data_root)."""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+from task_helpers import build
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.registry import TASKS
-from bench.tasks import digits, resnet, vit  # noqa: F401  (registration)
+from bench.catalog import TASKS
 from bench.tasks.base import TaskEntry
 
 VISION_FAMILIES = ("digits", "resnet", "vit")
@@ -146,13 +149,13 @@ def test_registry_declares_the_vision_tasks() -> None:
 def test_flops_per_step_matches_a_recount(name: str) -> None:
     """The declared constant is forward + backward of one default batch, counted on the meta device."""
     entry = TASKS.get(name)
-    task = entry.build({}, 0, Path("unused"))
+    task = build(name)
     with torch.device("meta"):
         model = task.build_model()
         if entry.family == "digits":
             x = torch.randn(entry.batch_size, 1, 8, 8)
         else:
-            size = int(entry.options.get("img_size", 32))
+            size = int(entry.default_options.get("img_size", 32))
             x = torch.randn(entry.batch_size, 3, size, size)
         y = torch.zeros(entry.batch_size, dtype=torch.long)
         with FlopCounterMode(display=False) as counter:
@@ -162,8 +165,7 @@ def test_flops_per_step_matches_a_recount(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(CPU_TASKS))
 def test_cpu_task_loss_falls_and_sums_add_up(name: str, data_root: Path) -> None:
-    entry = TASKS.get(name)
-    task = entry.build(CPU_TASKS[name], 0, data_root)
+    task = build(name, CPU_TASKS[name], 0, data_root)
     losses, model = train(task, steps=24, lr=3e-3)
     assert all(np.isfinite(losses))
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
@@ -192,38 +194,31 @@ def test_cpu_task_loss_falls_and_sums_add_up(name: str, data_root: Path) -> None
 
 @pytest.mark.parametrize("name", list(CPU_TASKS))
 def test_batches_are_a_function_of_the_seed(name: str, data_root: Path) -> None:
-    entry = TASKS.get(name)
     options = CPU_TASKS[name]
-    a = first_batches(entry.build(options, 7, data_root).train_loader(), 3)
-    b = first_batches(entry.build(options, 7, data_root).train_loader(), 3)
-    c = first_batches(entry.build(options, 8, data_root).train_loader(), 3)
+    a = first_batches(build(name, options, 7, data_root).train_loader(), 3)
+    b = first_batches(build(name, options, 7, data_root).train_loader(), 3)
+    c = first_batches(build(name, options, 8, data_root).train_loader(), 3)
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not all(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(a, c, strict=True))
-    batch = (
-        entry.build(options, 7, data_root).batch_size
-        if "batch_size" not in options
-        else options["batch_size"]
-    )
+    batch = options.get("batch_size", TASKS.get(name).batch_size)
     assert all(len(y) == batch for _, y in a)  # drop_last: every step sees a full batch
 
 
 def test_epochs_reshuffle_and_augmentation_is_seeded(data_root: Path) -> None:
-    task = TASKS.get("cifar10_resnet_tiny").build(
-        {"batch_size": 256}, 0, data_root
-    )  # 256: one batch per epoch
+    task = build("cifar10_resnet_tiny", {"batch_size": 256}, 0, data_root)  # 256: one batch per epoch
     loader = task.train_loader()
     (x1, y1), (x2, y2) = first_batches(loader, 2)
     assert not torch.equal(y1, y2)  # a new permutation per pass
     assert sorted(y1.tolist()) == sorted(y2.tolist())  # of the same examples
     # Same seed with worker processes: the same augmented images (augmentation does not use worker RNG).
-    workers = TASKS.get("cifar10_resnet_tiny").build({"batch_size": 256, "num_workers": 2}, 0, data_root)
+    workers = build("cifar10_resnet_tiny", {"batch_size": 256, "num_workers": 2}, 0, data_root)
     (w1, _), (w2, _) = first_batches(workers.train_loader(), 2)
     assert torch.equal(x1, w1) and torch.equal(x2, w2)
 
 
 def test_seeded_augmentation_leaves_the_global_rng_alone(data_root: Path) -> None:
-    task = TASKS.get("imagenet_vit_tiny").build(CPU_TASKS["imagenet_vit_tiny"], 0, data_root)
+    task = build("imagenet_vit_tiny", CPU_TASKS["imagenet_vit_tiny"], 0, data_root)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     next(iter(task.train_loader()))
@@ -232,11 +227,12 @@ def test_seeded_augmentation_leaves_the_global_rng_alone(data_root: Path) -> Non
 
 def test_full_size_tasks_build_on_local_files(data_root: Path) -> None:
     """The GPU tasks' loaders and models work on CPU too (num_workers=0 to keep it quick)."""
-    task = TASKS.get("cifar100_resnet18").build({"num_workers": 0, "batch_size": 8}, 0, data_root)
+    task = build("cifar100_resnet18", {"num_workers": 0, "batch_size": 8}, 0, data_root)
     x, y = next(iter(task.train_loader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8 and int(y.max()) < 100
     assert task.build_model()(task.prepare(x)).shape == (8, 100)
-    vit_task = TASKS.get("imagenet_vit_small").build(
+    vit_task = build(
+        "imagenet_vit_small",
         {"num_workers": 0, "batch_size": 2, "num_classes": VIT_CLASSES, "model_kwargs": {"depth": 1}},
         0,
         data_root,
@@ -244,9 +240,11 @@ def test_full_size_tasks_build_on_local_files(data_root: Path) -> None:
     x, y = next(iter(vit_task.val_loader()))
     assert x.shape[1:] == (3, 224, 224) and x.dtype == torch.float32
     assert vit_task.build_model()(x[:2]).shape == (2, VIT_CLASSES)
-    other = TASKS.get("imagenet_vit_small").build({"model": "resnet18", "num_classes": 3}, 0, data_root)
-    assert other.build_model()(x[:1]).shape == (1, 3)  # option model: any timm name, here a CNN
-    too_few = TASKS.get("imagenet_vit_tiny").build({"num_classes": 2}, 0, data_root)
+    other = build("imagenet_vit_small", {"model": "resnet18", "num_classes": 3}, 0, data_root)
+    cnn = other.build_model()
+    assert cnn(x[:1]).shape == (1, 3)  # option model: any timm name, here a CNN
+    assert other.param_roles(cnn).head == {"fc.weight", "fc.bias"}  # its classifier, whatever its name
+    too_few = build("imagenet_vit_tiny", {"num_classes": 2}, 0, data_root)
     with pytest.raises(ValueError, match="4 classes, more than option num_classes 2"):
         too_few.train_loader()
 
@@ -256,22 +254,62 @@ def test_data_files_option_and_errors(data_root: Path) -> None:
         s: str(data_root / "cifar10" / "plain_text" / f"{s}-00000-of-00001.parquet")
         for s in ("train", "test")
     }
-    task = TASKS.get("cifar10_resnet_tiny").build(
-        {"data_files": files, "val_examples": 50}, 0, Path("nowhere")
-    )
+    task = build("cifar10_resnet_tiny", {"data_files": files, "val_examples": 50}, 0, Path("nowhere"))
     assert sum(len(y) for _, y in task.val_loader()) == 50
-    with pytest.raises(ValueError, match="unknown option.*widht.*valid: .*width"):
-        TASKS.get("cifar10_resnet_tiny").build({"widht": 8}, 0, data_root)
-    with pytest.raises(ValueError, match="data_files must map split names"):
-        TASKS.get("cifar10_resnet_tiny").build({"data_files": files["train"]}, 0, data_root)
-    bad_labels = TASKS.get("cifar10_resnet_tiny").build(
-        {"label_key": "nope", "data_files": files}, 0, data_root
-    )
+    # The runner passes the options as the suite resolver froze them: read-only mappings.
+    entry = TASKS.get("cifar10_resnet_tiny")
+    frozen = entry.default_options | {
+        "data_files": MappingProxyType(files),
+        "val_examples": 50,
+        "batch_size": 8,
+    }
+    task = entry.build(MappingProxyType(frozen), 0, Path("nowhere"))
+    assert sum(len(y) for _, y in task.val_loader()) == 50
+    bad_labels = build("cifar10_resnet_tiny", {"label_key": "nope", "data_files": files}, 0, data_root)
     with pytest.raises(ValueError, match="no column.*nope"):
         bad_labels.train_loader()
-    too_few = TASKS.get("cifar10_resnet_tiny").build({"num_classes": 4}, 0, data_root)
+    too_few = build("cifar10_resnet_tiny", {"num_classes": 4}, 0, data_root)
     with pytest.raises(ValueError, match="label 9 >= num_classes 4"):
         too_few.train_loader()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("digits_cnn", {"widht": 8}, r"widht\n.*Extra inputs are not permitted"),
+        ("digits_mlp", {"width": 0}, r"width\n.*greater than or equal to 1"),
+        ("digits_cnn", {"width": 8.0}, r"width\n.*valid integer"),  # strict: no coercion
+        ("cifar10_resnet_tiny", {"widht": 8}, r"widht\n.*Extra inputs are not permitted"),
+        ("cifar10_resnet_tiny", {"width": 7}, r"width\n.*multiple of 2"),
+        ("cifar10_resnet_tiny", {"width": 0}, r"width\n.*greater than or equal to 2"),
+        ("cifar10_resnet_tiny", {"layers": [1, 1, 1]}, r"layers\n.*at least 4 items"),
+        ("cifar10_resnet_tiny", {"layers": [1, 0, 1, 1]}, r"layers\.1\n.*greater than or equal to 1"),
+        ("cifar10_resnet_tiny", {"label_smoothing": 1.0}, r"label_smoothing\n.*less than 1"),
+        ("cifar10_resnet_tiny", {"val_examples": -1}, r"val_examples\n.*greater than or equal to 0"),
+        ("cifar10_resnet_tiny", {"data_files": "train.parquet"}, r"data_files must map split names"),
+        ("cifar10_resnet_tiny", {"data_files": {"train": "a.parquet"}}, r"data_files has no split 'test'"),
+        ("imagenet_vit_tiny", {"min_scale": 0}, r"min_scale\n.*greater than 0"),
+        ("imagenet_vit_tiny", {"min_scale": 1.5}, r"min_scale\n.*less than or equal to 1"),
+        ("imagenet_vit_tiny", {"label_smoothing": -0.1}, r"label_smoothing\n.*greater than or equal to 0"),
+        ("imagenet_vit_tiny", {"model_kwargs": [1]}, r"model_kwargs\n.*valid dictionary"),
+        ("imagenet_vit_small", {"num_classes": 0}, r"num_classes\n.*greater than or equal to 1"),
+    ],
+)
+def test_options_schema_rejects(name: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TASKS.get(name).options.model_validate(options)
+
+
+def test_options_schema_accepts_yaml_values() -> None:
+    resnet = TASKS.get("cifar10_resnet_tiny").options
+    assert resnet.model_validate({"layers": [2, 2, 2, 2]}).layers == (2, 2, 2, 2)  # a YAML list
+    assert resnet.model_validate({"label_smoothing": 0}).label_smoothing == 0.0  # an int for a float
+    files = {"train": ["a.parquet", "b.parquet"], "validation": "c.parquet", "test": "d.parquet"}
+    assert resnet.model_validate({"data_files": files}).data_files == files
+    vit = TASKS.get("imagenet_vit_tiny").options
+    assert vit.model_validate(
+        {"data_files": {"training": "t.tar", "validation": "v.tar"}, "train_split": "training"}
+    )
 
 
 def test_vit_reads_webdataset_shards(tmp_path: Path) -> None:
@@ -297,7 +335,7 @@ def test_vit_reads_webdataset_shards(tmp_path: Path) -> None:
         "num_classes": VIT_CLASSES,
         "batch_size": 8,
     }
-    task = TASKS.get("imagenet_vit_tiny").build(options, 0, tmp_path / "nowhere")
+    task = build("imagenet_vit_tiny", options, 0, tmp_path / "nowhere")
     x, y = next(iter(task.train_loader()))
     assert x.shape == (8, 3, 64, 64) and set(y.tolist()) <= set(range(VIT_CLASSES))
     assert sorted(int(v) for _, ys in task.val_loader() for v in ys) == sorted(labels)
@@ -305,5 +343,6 @@ def test_vit_reads_webdataset_shards(tmp_path: Path) -> None:
 
 def test_options_are_declared_with_defaults() -> None:
     for entry in vision_entries():
-        assert isinstance(entry.options, Mapping) and "batch_size" not in entry.options
-        entry.build(dict(entry.options), 0, Path("unused"))  # every default is accepted back
+        assert "batch_size" not in entry.options.model_fields  # the runner's, passed next to the options
+        assert entry.options.model_validate(entry.default_options).model_dump() == entry.default_options
+        build(entry.name, entry.default_options)  # every default is accepted back

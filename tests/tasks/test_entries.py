@@ -1,0 +1,109 @@
+"""Every registered task, through its declaration: the declarations import no torch, the options schema
+takes its own defaults back, `build` is named by import path, and the built task's `param_roles` name
+real parameters (for the built-in tasks: the head and embeddings the optimizers treat specially)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from task_helpers import build
+
+from bench.catalog import TASKS
+from bench.registry import BUILTIN, Lazy
+from bench.tasks.base import ParamRoles, TaskEntry
+
+HEAVY = ("torch", "timm", "datasets", "tiktoken", "tokenizers", "numpy", "sklearn", "PIL", "pandas")
+
+GPT_ROLES = ParamRoles(
+    head=frozenset({"transformer.wte.weight"}),  # lm_head.weight is the tied token embedding
+    embedding=frozenset({"transformer.wte.weight", "transformer.wpe.weight"}),
+)
+VIT_ROLES = ParamRoles(
+    head=frozenset({"head.weight", "head.bias"}), embedding=frozenset({"pos_embed", "cls_token"})
+)
+RESNET_ROLES = ParamRoles(head=frozenset({"fc.weight", "fc.bias"}))
+# The built-in tasks' roles: the sets the optimizers used to guess from the model (a linear layer named
+# head/fc/lm_head/..., else the last one; `nn.Embedding` weights and timm's `no_weight_decay()` names),
+# which the declarations must keep, so that every optimizer treats every parameter as before.
+EXPECTED_ROLES: dict[str, ParamRoles] = {
+    "digits_cnn": ParamRoles(head=frozenset({"head.weight", "head.bias"})),
+    "digits_mlp": ParamRoles(head=frozenset({"net.5.weight", "net.5.bias"})),
+    "pydocs_gpt_tiny": GPT_ROLES,
+    "c4_gpt_tiny": GPT_ROLES,
+    "c4_gpt_small": GPT_ROLES,
+    "c4_gpt_124m": GPT_ROLES,
+    "c4_gpt_350m": GPT_ROLES,
+    "cifar10_resnet18": RESNET_ROLES,
+    "cifar100_resnet18": RESNET_ROLES,
+    "cifar10_resnet_tiny": RESNET_ROLES,
+    "imagenet_vit_small": VIT_ROLES,
+    "imagenet_vit_tiny": VIT_ROLES,
+}
+ENTRIES = list(TASKS.items())
+
+
+def test_declarations_import_no_torch() -> None:
+    """`bench validate` and `plan` read every declaration: importing them must stay instant."""
+    code = (
+        "import importlib, pkgutil, sys, bench.tasks\n"
+        "for m in pkgutil.iter_modules(bench.tasks.__path__):\n"
+        "    importlib.import_module(f'bench.tasks.{m.name}')\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_every_built_in_task_has_expected_roles() -> None:
+    assert {name for name, _ in ENTRIES if TASKS.origin(name) == BUILTIN} == set(EXPECTED_ROLES)
+
+
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_options_schema_takes_its_defaults_back(name: str, entry: TaskEntry) -> None:
+    defaults = entry.default_options
+    assert entry.options.model_validate(defaults).model_dump() == defaults
+    assert "batch_size" not in entry.options.model_fields  # the runner's, passed next to the options
+    schema = entry.options.model_json_schema()  # the editor schema of `options:`
+    assert schema["additionalProperties"] is False and set(schema["properties"]) == set(defaults)
+    json.dumps(defaults)  # plain data: a suite can write every default back
+
+
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_build_is_named_by_import_path(name: str, entry: TaskEntry) -> None:
+    assert isinstance(entry.build, Lazy)
+    if TASKS.origin(name) == BUILTIN:
+        assert entry.build.target.startswith("bench.workloads.")
+    assert callable(entry.build.resolve())
+
+
+def cheap_options(entry: TaskEntry, write_c4: Callable[..., Path], docs: list[str]) -> dict[str, Any]:
+    """Options that build the task offline and quickly; the model keeps its declared shape."""
+    fields = entry.options.model_fields
+    options: dict[str, Any] = {}
+    if "tokenizer" in fields:  # no BPE download; byte-level text, one validation window
+        options |= {"tokenizer": "bytes", "val_tokens": entry.default_options["block_size"]}
+    if "text_field" in fields and "data_files" in fields:  # C4: local documents
+        options |= {"data_files": str(write_c4("docs.jsonl", docs))}
+    return options
+
+
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_param_roles_name_real_parameters(
+    name: str, entry: TaskEntry, tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    task = build(name, cheap_options(entry, write_c4, english_docs), 0, tmp_path)
+    with torch.device("meta"):  # full-size models too, without allocating them
+        model = task.build_model()
+    roles = task.param_roles(model)
+    names = {n for n, _ in model.named_parameters()}
+    assert isinstance(roles, ParamRoles) and roles.head, f"{name}: no output layer declared"
+    assert roles.head <= names and roles.embedding <= names, (roles, sorted(names))
+    if name in EXPECTED_ROLES:
+        assert roles == EXPECTED_ROLES[name]
