@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import bench.optimizers  # noqa: F401  (registers the entries)
-from bench.registry import OPTIMIZERS
+from bench.catalog import OPTIMIZERS
+from bench.optimizers.param_groups import remember
 
 
 class MLPBlock(nn.Module):
@@ -44,6 +44,11 @@ class MLPBlock(nn.Module):
 
 class TokenMLP(nn.Module):
     """tokens (B, T) -> wte + wpe (B, T, dim) -> blocks -> LayerNorm -> lm_head (B, T, vocab)"""
+
+    ROLES = {
+        "head": ("lm_head.weight",),
+        "embedding": ("wte.weight", "wpe.weight"),
+    }  # as a task declares them
 
     def __init__(self, vocab: int = 1024, dim: int = 256, depth: int = 4, context: int = 64):
         super().__init__()
@@ -94,6 +99,7 @@ class Run:
         self.entry = OPTIMIZERS.get(name)
         torch.manual_seed(0)
         self.model = TokenMLP().to(device)
+        remember(self.model, **TokenMLP.ROLES)
         self.opt = self.entry.build(self.model, {})
         self.create_graph = "create_graph" in self.entry.flags
         g = torch.Generator().manual_seed(0)

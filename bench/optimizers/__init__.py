@@ -1,10 +1,13 @@
-"""Optimizers: one module per family; importing this package registers them in `OPTIMIZERS` and the
-learning-rate schedules in `SCHEDULES`. Entries are built lazily, so the libraries they wrap are
-imported only when an entry is first used.
+"""Optimizers: one declaration module per family, each listing its entries in `ENTRIES` (torch-free
+at import; `bench.catalog` gathers them into `OPTIMIZERS`), plus the shared machinery.
 
     sgd.py       sgd, signum, lion, sgd_sai          adam.py    adam, adamw, nadamw, adafactor, adopt,
     matrix.py    muon, soap, shampoo, psgd_kron                 ademamix, mars, adamp, diffgrad, adalayer
     free.py      schedulefree_adamw, prodigy, dog    sophia.py  sophia
-"""
 
-from bench.optimizers import adam, free, matrix, schedules, sgd, sophia  # noqa: F401  (registration)
+    base.py          the entry contract (`OptimizerEntry`, `grouped`, `lazy`)
+    param_groups.py  the weight-decay filter and the Muon split, from declared parameter roles
+    schedules.py     learning-rate schedules (`ENTRIES` of `Schedule`, gathered into `SCHEDULES`)
+    scaling.py       lr transfer across batch sizes        custom.py   user optimizers by import path
+    adalayer.py      bench's own Adalayer implementation
+"""

@@ -32,10 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from bench.optimizers.base import OptimizerEntry, grouped, lazy
-from bench.registry import OPTIMIZERS
 from bench.space import Float, Param
 
 ADAM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.1}
@@ -56,61 +53,44 @@ def adam_space(
     return space
 
 
-@OPTIMIZERS.register("adam")
-def adam() -> OptimizerEntry:
-    return OptimizerEntry(
+ENTRIES: tuple[OptimizerEntry, ...] = (
+    OptimizerEntry(
         name="adam",
         source="torch.optim.Adam",
         paper="Kingma & Ba 2015, Adam: A Method for Stochastic Optimization",
-        build_fn=grouped(torch.optim.Adam),
+        build_fn=grouped(lazy("torch.optim:Adam")),
         defaults={**ADAM_DEFAULTS, "weight_decay": 0.0},
         search_space=adam_space(wd=False),
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("adamw")
-def adamw() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="adamw",
         source="torch.optim.AdamW",
         paper="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization",
-        build_fn=grouped(torch.optim.AdamW),
+        build_fn=grouped(lazy("torch.optim:AdamW")),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("nadamw")
-def nadamw() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="nadamw",
         source="torch.optim.NAdam(decoupled_weight_decay=True)",
         paper="Dozat 2016, Incorporating Nesterov Momentum into Adam; Loshchilov & Hutter 2019",
-        build_fn=grouped(torch.optim.NAdam, decoupled_weight_decay=True),
+        build_fn=grouped(lazy("torch.optim:NAdam"), decoupled_weight_decay=True),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("adafactor")
-def adafactor() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="adafactor",
         source="torch.optim.Adafactor",
         paper="Shazeer & Stern 2018, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
-        build_fn=grouped(torch.optim.Adafactor),
+        build_fn=grouped(lazy("torch.optim:Adafactor")),
         # lr caps the relative step size min(lr, 1/sqrt(t)), which multiplies RMS(p).
         defaults={"lr": 1e-2, "beta2_decay": -0.8, "weight_decay": 0.01},
         search_space={"lr": Float(1e-4, 1e-1, log=True), "weight_decay": Float(1e-4, 0.3, log=True)},
-    )
-
-
-@OPTIMIZERS.register("adopt")
-def adopt() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="adopt",
         source="pytorch_optimizer.ADOPT",
         paper="Taniguchi et al. 2024, ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal Rate",
@@ -118,12 +98,8 @@ def adopt() -> OptimizerEntry:
         defaults={**ADAM_DEFAULTS, "beta2": 0.9999, "eps": 1e-6},
         search_space={**adam_space(), "one_minus_beta2": Float(1e-5, 1e-2, log=True)},
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("ademamix")
-def ademamix() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="ademamix",
         source="pytorch_optimizer.AdEMAMix",
         paper="Pagliardini et al. 2024, The AdEMAMix Optimizer: Better, Faster, Older",
@@ -136,12 +112,8 @@ def ademamix() -> OptimizerEntry:
             "alpha": Float(1.0, 10.0, log=True),
         },
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("mars")
-def mars() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="mars",
         source="pytorch_optimizer.MARS(mars_type='adamw')",
         paper="Yuan et al. 2024, MARS: Unleashing the Power of Variance Reduction for Training Large Models",
@@ -151,24 +123,16 @@ def mars() -> OptimizerEntry:
         ),
         defaults={**ADAM_DEFAULTS, "lr": 3e-3, "beta1": 0.95, "beta2": 0.99, "gamma": 0.025},
         search_space={**adam_space(lr=(1e-4, 3e-2)), "gamma": Float(1e-3, 0.1, log=True)},
-    )
-
-
-@OPTIMIZERS.register("adamp")
-def adamp() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="adamp",
         source="pytorch_optimizer.AdamP",
         paper="Heo et al. 2021, AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights",
         build_fn=grouped(lazy("pytorch_optimizer:AdamP"), weight_decouple=True),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
-    )
-
-
-@OPTIMIZERS.register("diffgrad")
-def diffgrad() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="diffgrad",
         source="pytorch_optimizer.DiffGrad",
         paper="Dubey et al. 2019, diffGrad: An Optimization Method for Convolutional Neural Networks",
@@ -176,18 +140,13 @@ def diffgrad() -> OptimizerEntry:
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
         flags=frozenset({"fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("adalayer")
-def adalayer() -> OptimizerEntry:
-    from bench.optimizers.adalayer import Adalayer
-
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="adalayer",
         source="bench.optimizers.adalayer.Adalayer (own implementation)",
         paper="Zhao et al. 2024, Deconstructing What Makes a Good Optimizer for Language Models",
-        build_fn=grouped(Adalayer),
+        build_fn=grouped(lazy("bench.optimizers.adalayer:Adalayer")),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
-    )
+    ),
+)

@@ -10,22 +10,24 @@ hyperparameters (search names, see `bench.space.to_kwargs`) and reads `entry.fla
 - `fsdp`: works with FSDP-sharded parameters (elementwise update rule).
 
 Most entries are a library class called with the shared parameter groups (`grouped(cls)`): the
-decayed matrices and the undecayed vectors/embeddings of `bench.optimizers.param_groups`. A class
-named as `lazy("module:Class")` is imported when the first optimizer is built, so describing an entry
-(`bench validate`, `plan`, `ls`) does not pay for importing its library (pytorch_optimizer: ~1.8 s).
+decayed matrices and the undecayed vectors/embeddings of `bench.optimizers.param_groups`. Declaring an
+entry imports no torch: a class is named as `lazy("module:Class")` and imported when the first
+optimizer is built, so describing an entry (`bench validate`, `plan`, `ls`) costs nothing. An entry's
+name is written once, in the entry; a module lists its entries in `ENTRIES` (see `bench.catalog`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
+from bench.registry import Lazy
+from bench.space import Param, to_kwargs
 
-from bench.space import Param
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp"]
 
@@ -45,8 +47,6 @@ class OptimizerEntry:
     def build(
         self, model: nn.Module, sampled: Mapping[str, Any], *, decay_filter: bool = True
     ) -> torch.optim.Optimizer:
-        from bench.space import to_kwargs
-
         return self.build_fn(model, to_kwargs(self.defaults, sampled), decay_filter)
 
 
@@ -68,10 +68,4 @@ def grouped(
 
 def lazy(target: str) -> Callable[..., torch.optim.Optimizer]:
     """`"module:Class"` as a factory that imports the module on its first call."""
-    module, _, name = target.partition(":")
-
-    def make(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    make.__qualname__ = make.__name__ = name
-    return make
+    return Lazy(target)

@@ -28,7 +28,6 @@ loader turns them into suite errors.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -36,28 +35,9 @@ from typing import Any
 import torch
 
 from bench.optimizers.base import OptimizerEntry, grouped
-from bench.registry import suggest
+from bench.registry import load_import_path
 
 _SCALARS = (bool, int, float, str)
-
-
-def _resolve(path: str) -> Any:
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"optimizer import path {path!r}: expected 'package.module:Name'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ImportError(f"optimizer {path!r}: cannot import module {module_name!r}: {e}") from e
-    for i, part in enumerate(attr.split(".")):
-        if not hasattr(obj, part):
-            owner = ".".join([module_name, *attr.split(".")[:i]])
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            close = suggest(part, names)
-            hint = f" Did you mean '{close}'?" if close else ""
-            raise AttributeError(f"optimizer {path!r}: '{owner}' has no attribute '{part}'.{hint}")
-        obj = getattr(obj, part)
-    return obj
 
 
 def signature_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -99,7 +79,11 @@ def _required_positional(fn: Callable[..., Any]) -> int:
 
 def entry_from_import(path: str) -> OptimizerEntry:
     """The `OptimizerEntry` for a user optimizer at `package.module:Name` (see the module docstring)."""
-    obj = _resolve(path)
+    return entry_from_object(load_import_path(path, "optimizer"), path)
+
+
+def entry_from_object(obj: Any, path: str) -> OptimizerEntry:
+    """The `OptimizerEntry` for the object found at `path` (see the module docstring)."""
     if isinstance(obj, OptimizerEntry):
         return obj
     if inspect.isclass(obj) and not issubclass(obj, torch.optim.Optimizer):

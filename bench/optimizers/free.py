@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from bench.optimizers.base import OptimizerEntry, grouped
-from bench.registry import OPTIMIZERS
+from bench.optimizers.base import OptimizerEntry, grouped, lazy
 from bench.space import Float
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def build_schedulefree_adamw(
@@ -42,46 +42,6 @@ def build_schedulefree_adamw(
     return opt
 
 
-@OPTIMIZERS.register("schedulefree_adamw")
-def schedulefree_adamw() -> OptimizerEntry:
-    return OptimizerEntry(
-        name="schedulefree_adamw",
-        source="schedulefree.AdamWScheduleFree",
-        paper="Defazio et al. 2024, The Road Less Scheduled",
-        build_fn=build_schedulefree_adamw,
-        defaults={
-            "lr": 2.5e-3,
-            "beta1": 0.9,
-            "beta2": 0.999,
-            "eps": 1e-8,
-            "weight_decay": 0.1,
-            "warmup_steps": 0,
-        },
-        search_space={
-            "lr": Float(1e-4, 3e-2, log=True),
-            "one_minus_beta1": Float(0.02, 0.3, log=True),
-            "one_minus_beta2": Float(1e-3, 0.1, log=True),
-            "weight_decay": Float(1e-3, 1.0, log=True),
-        },
-        flags=frozenset({"schedule_free", "fsdp"}),
-    )
-
-
-@OPTIMIZERS.register("prodigy")
-def prodigy() -> OptimizerEntry:
-    from prodigyopt import Prodigy
-
-    return OptimizerEntry(
-        name="prodigy",
-        source="prodigyopt.Prodigy",
-        paper="Mishchenko & Defazio 2024, Prodigy: An Expeditiously Adaptive Parameter-Free Learner",
-        build_fn=grouped(Prodigy, decouple=True, safeguard_warmup=True),
-        defaults={"lr": 1.0, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "d_coef": 1.0},
-        search_space={"lr": Float(0.3, 3.0, log=True), "weight_decay": Float(1e-3, 1.0, log=True)},
-        lr_scaling="none",
-    )
-
-
 @functools.cache
 def dog_class() -> type[torch.optim.Optimizer]:
     """dog.DoG that tolerates parameters without a gradient (the library indexes every `p.grad`).
@@ -89,6 +49,7 @@ def dog_class() -> type[torch.optim.Optimizer]:
     A step where no parameter has a gradient (Lightning skips a batch) changes nothing; parameters
     without one in a step that has others (unused by the forward pass) count as zero gradients, which
     add nothing to DoG's gradient sum and do not move them (without weight decay)."""
+    import torch
     from dog import DoG
 
     class SafeDoG(DoG):
@@ -110,16 +71,50 @@ def dog_class() -> type[torch.optim.Optimizer]:
     return SafeDoG
 
 
-@OPTIMIZERS.register("dog")
-def dog() -> OptimizerEntry:
-    return OptimizerEntry(
+def build_dog(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
+    return grouped(dog_class())(model, kwargs, decay_filter)
+
+
+ENTRIES: tuple[OptimizerEntry, ...] = (
+    OptimizerEntry(
+        name="schedulefree_adamw",
+        source="schedulefree.AdamWScheduleFree",
+        paper="Defazio et al. 2024, The Road Less Scheduled",
+        build_fn=build_schedulefree_adamw,
+        defaults={
+            "lr": 2.5e-3,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.1,
+            "warmup_steps": 0,
+        },
+        search_space={
+            "lr": Float(1e-4, 3e-2, log=True),
+            "one_minus_beta1": Float(0.02, 0.3, log=True),
+            "one_minus_beta2": Float(1e-3, 0.1, log=True),
+            "weight_decay": Float(1e-3, 1.0, log=True),
+        },
+        flags=frozenset({"schedule_free", "fsdp"}),
+    ),
+    OptimizerEntry(
+        name="prodigy",
+        source="prodigyopt.Prodigy",
+        paper="Mishchenko & Defazio 2024, Prodigy: An Expeditiously Adaptive Parameter-Free Learner",
+        build_fn=grouped(lazy("prodigyopt:Prodigy"), decouple=True, safeguard_warmup=True),
+        defaults={"lr": 1.0, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "d_coef": 1.0},
+        search_space={"lr": Float(0.3, 3.0, log=True), "weight_decay": Float(1e-3, 1.0, log=True)},
+        lr_scaling="none",
+    ),
+    OptimizerEntry(
         name="dog",
         source="dog.DoG (dog-optimizer)",
         paper="Ivgi, Hinder & Carmon 2023, DoG is SGD's Best Friend: A Parameter-Free Dynamic Step Size Schedule",
-        build_fn=grouped(dog_class()),
+        build_fn=build_dog,
         # reps_rel sets the first step, reps_rel (1 + ||x_0||); weight decay is L2 (added to g).
         defaults={"lr": 1.0, "reps_rel": 1e-6, "weight_decay": 0.0},
         search_space={"lr": Float(0.3, 3.0, log=True), "reps_rel": Float(1e-8, 1e-3, log=True)},
         flags=frozenset({"no_schedule"}),
         lr_scaling="none",
-    )
+    ),
+)

@@ -27,15 +27,14 @@ heavyball compiles its kernels with `torch.compile` by default; on CPU we switch
 from __future__ import annotations
 
 import functools
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from bench.optimizers.base import OptimizerEntry, grouped, lazy
-from bench.optimizers.param_groups import decays, muon_split
-from bench.registry import OPTIMIZERS
 from bench.space import Float
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @functools.cache
@@ -46,6 +45,7 @@ def muon_class() -> type[torch.optim.Optimizer]:
     slower than float32 (15 s per step for a 2.6M-parameter model), so `ns_dtype: auto` picks float32
     off CUDA.
     """
+    import torch
     from pytorch_optimizer import Muon
     from pytorch_optimizer.optimizer.utils.matrix import zero_power_via_newton_schulz_5
 
@@ -71,6 +71,8 @@ def muon_class() -> type[torch.optim.Optimizer]:
 def build_muon(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
     """One Muon over both sides: `use_muon=True` for the hidden matrices, AdamW groups (decayed / not
     decayed) for everything else."""
+    from bench.optimizers.param_groups import decays, muon_split
+
     kwargs = dict(kwargs)
     wd = kwargs.pop("weight_decay", 0.0)
     ns_dtype = kwargs.pop("ns_dtype", "auto")
@@ -92,9 +94,38 @@ def build_muon(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> 
     return muon_class()([g for g in groups if g["params"]], **kwargs)
 
 
-@OPTIMIZERS.register("muon")
-def muon() -> OptimizerEntry:
-    return OptimizerEntry(
+def heavyball_compile_for(model: nn.Module) -> None:
+    """torch.compile heavyball's kernels on CUDA only (the library's default mode there)."""
+    import heavyball.utils
+
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    heavyball.utils.compile_mode = "max-autotune-no-cudagraphs" if on_cuda else None
+
+
+def build_shampoo(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
+    """ScalableShampoo with RMSProp grafting and decoupled weight decay. Roots every 10 steps from
+    step 10: the library's 1000/25 suit runs 100x longer than ours."""
+    from pytorch_optimizer import ScalableShampoo
+    from pytorch_optimizer.optimizer.utils.graft import LayerWiseGrafting
+
+    return grouped(
+        ScalableShampoo,
+        graft_type=LayerWiseGrafting.RMSPROP,
+        decoupled_weight_decay=True,
+        start_preconditioning_step=10,
+        preconditioning_compute_steps=10,
+    )(model, kwargs, decay_filter)
+
+
+def build_psgd_kron(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
+    import heavyball
+
+    heavyball_compile_for(model)
+    return grouped(heavyball.PSGDKron)(model, kwargs, decay_filter)
+
+
+ENTRIES: tuple[OptimizerEntry, ...] = (
+    OptimizerEntry(
         name="muon",
         source="pytorch_optimizer.Muon (AdamW groups for embeddings, head, vectors)",
         paper="Jordan et al. 2024, Muon: An optimizer for hidden layers in neural networks",
@@ -117,12 +148,8 @@ def muon() -> OptimizerEntry:
             "weight_decay": Float(1e-4, 0.3, log=True),
         },
         lr_scaling="sqrt",
-    )
-
-
-@OPTIMIZERS.register("soap")
-def soap() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="soap",
         source="pytorch_optimizer.SOAP",
         paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam",
@@ -141,26 +168,12 @@ def soap() -> OptimizerEntry:
             "one_minus_beta2": Float(1e-3, 0.1, log=True),
             "weight_decay": Float(1e-3, 1.0, log=True),
         },
-    )
-
-
-@OPTIMIZERS.register("shampoo")
-def shampoo() -> OptimizerEntry:
-    from pytorch_optimizer import ScalableShampoo
-    from pytorch_optimizer.optimizer.utils.graft import LayerWiseGrafting
-
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="shampoo",
         source="pytorch_optimizer.ScalableShampoo (RMSProp grafting)",
         paper="Gupta et al. 2018, Shampoo; Anil et al. 2020, Scalable Second Order Optimization for Deep Learning",
-        # Roots every 10 steps from step 10: the library's 1000/25 suit runs 100x longer than ours.
-        build_fn=grouped(
-            ScalableShampoo,
-            graft_type=LayerWiseGrafting.RMSPROP,
-            decoupled_weight_decay=True,
-            start_preconditioning_step=10,
-            preconditioning_compute_steps=10,
-        ),
+        build_fn=build_shampoo,
         defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.01, "block_size": 512},
         search_space={
             "lr": Float(1e-5, 1e-2, log=True),
@@ -168,27 +181,8 @@ def shampoo() -> OptimizerEntry:
             "one_minus_beta2": Float(1e-3, 0.1, log=True),
             "weight_decay": Float(1e-3, 1.0, log=True),
         },
-    )
-
-
-def heavyball_compile_for(model: nn.Module) -> None:
-    """torch.compile heavyball's kernels on CUDA only (the library's default mode there)."""
-    import heavyball.utils
-
-    on_cuda = any(p.is_cuda for p in model.parameters())
-    heavyball.utils.compile_mode = "max-autotune-no-cudagraphs" if on_cuda else None
-
-
-def build_psgd_kron(model: nn.Module, kwargs: dict[str, Any], decay_filter: bool) -> torch.optim.Optimizer:
-    import heavyball
-
-    heavyball_compile_for(model)
-    return grouped(heavyball.PSGDKron)(model, kwargs, decay_filter)
-
-
-@OPTIMIZERS.register("psgd_kron")
-def psgd_kron() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="psgd_kron",
         source="heavyball.PSGDKron",
         paper="Li 2018, Preconditioned Stochastic Gradient Descent (Kronecker-factored preconditioners)",
@@ -199,4 +193,5 @@ def psgd_kron() -> OptimizerEntry:
             "one_minus_beta1": Float(0.01, 0.3, log=True),
             "weight_decay": Float(1e-3, 1.0, log=True),
         },
-    )
+    ),
+)

@@ -1,63 +1,94 @@
 """Parameter groups shared by every optimizer entry: the weight-decay filter and the Muon split.
 
-The weight-decay rule (timm's `param_groups_weight_decay`, nanoGPT's `configure_optimizers`) is one
-visible line: a parameter decays unless it is a vector or scalar (`ndim < 2`: biases, norm gains) or
-an embedding (the weight of an `nn.Embedding`, or a name the model lists in `no_weight_decay()`, the
-timm convention for `pos_embed`, `cls_token`, ...).
+Roles are declared, never guessed from names. The task that built a model says which parameters form
+its output layer and which are lookup tables (`bench.tasks.base.ParamRoles`, by parameter name); the
+runner records them, with every parameter's shape, before anything wraps the model:
 
-Muon orthogonalises the *hidden* matrices only. `muon_split` puts embeddings, the output head,
-biases and norms on the AdamW side. The head is every `nn.Linear` whose attribute name is one of
-`HEAD_NAMES` (`lm_head`, `head`, `fc`, `classifier`, `output`); a model with none of those names has
-its last registered `nn.Linear` as head (the classifier of an `nn.Sequential`, whatever its index).
-
+    remember(model, head=roles.head, embedding=roles.embedding)
     groups = param_groups(model, weight_decay=0.1)          # decayed group first, then the rest
     opt = torch.optim.AdamW(groups, lr=1e-3)
 
-FSDP hands the optimizer each parameter as a flat 1-D shard, so `ndim` can't be read off it then.
-`remember_shapes(model)`, called on the unwrapped model (BenchModule does), records every parameter's
-shape; the rules above read the recorded shape when there is one (FSDP keeps the Parameter objects).
+The rule, in one place (nanoGPT's `configure_optimizers`, timm's `param_groups_weight_decay`), with
+`ndim` the parameter's number of dimensions as built:
+
+    decays(p) = ndim >= 2 and not embedding(p)                  matrices and conv filters decay;
+                                                                biases, norm gains, embeddings don't
+    muon(p)   = ndim >= 2 and not embedding(p) and not head(p)  Muon takes the hidden matrices (conv
+                                                                filters flattened); AdamW the rest
+
+A model nothing was remembered for (a bare model in a test or a user's script) gets type-based facts
+only: the weight of an `nn.Embedding` is an embedding, and there is no head. A remembered model's
+declared roles are the whole truth: an `nn.Embedding` the task did not declare is a plain matrix.
+
+Roles and shapes are recorded per parameter *object*, not per name: FSDP hands the optimizer each
+parameter as a flat 1-D shard under a prefixed name, but keeps the Parameter objects, so the rule
+still reads the shape and role recorded on the unwrapped model. A second `remember` replaces the
+roles and keeps the shapes recorded first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-HEAD_NAMES = frozenset({"lm_head", "head", "fc", "classifier", "output"})
+from bench.registry import did_you_mean
 
 
-_SHAPES = WeakIdKeyDictionary()  # parameter -> shape as built (keyed by identity, not tensor ==)
+@dataclass(frozen=True)
+class Recorded:
+    """What `remember` knows about one parameter."""
+
+    shape: torch.Size  # as built, before any wrapper flattened it
+    head: bool = False
+    embedding: bool = False
 
 
-def remember_shapes(model: nn.Module) -> None:
-    """Record each parameter's shape now, before a sharding wrapper flattens it."""
+_RECORDED = WeakIdKeyDictionary()  # parameter -> Recorded (keyed by identity, not tensor ==)
+
+
+def remember(model: nn.Module, *, head: Iterable[str] = (), embedding: Iterable[str] = ()) -> None:
+    """Record every parameter's shape and role now, before a sharding wrapper flattens them.
+
+    `head` and `embedding` are names of `model.named_parameters()` (a tied weight answers to each of
+    its names); an unknown name raises ValueError naming it.
+    """
+    roles = {"head": frozenset(head), "embedding": frozenset(embedding)}
+    named = dict(model.named_parameters(remove_duplicate=False))
+    unknown = [
+        f"{role} '{n}'.{did_you_mean(n, named)}"
+        for role, names in roles.items()
+        for n in sorted(names - named.keys())
+    ]
+    if unknown:
+        raise ValueError(f"{type(model).__name__} has no parameter named as declared: {' '.join(unknown)}")
+    ids = {role: {id(named[n]) for n in names} for role, names in roles.items()}
     for p in model.parameters():
-        _SHAPES.setdefault(p, p.shape)
+        before = _RECORDED.get(p)
+        _RECORDED[p] = Recorded(
+            shape=p.shape if before is None else before.shape,
+            head=id(p) in ids["head"],
+            embedding=id(p) in ids["embedding"],
+        )
 
 
-def ndim(p: torch.Tensor) -> int:
-    """The parameter's number of dimensions as built (see `remember_shapes`)."""
-    shape = _SHAPES.get(p)
-    return p.ndim if shape is None else len(shape)
-
-
-def embedding_param_ids(model: nn.Module) -> set[int]:
-    """ids of embedding parameters: `nn.Embedding` weights and names in `model.no_weight_decay()`."""
-    ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    named = getattr(model, "no_weight_decay", None)
-    if callable(named):
-        names = set(named())
-        ids |= {id(p) for n, p in model.named_parameters() if n in names}
-    return ids
+def recorded(model: nn.Module) -> dict[int, Recorded]:
+    """id(param) -> its facts: those `remember` recorded, else the type-based ones (see the docstring)."""
+    by_type = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    facts = {}
+    for p in model.parameters():
+        known = _RECORDED.get(p)
+        facts[id(p)] = known if known is not None else Recorded(p.shape, embedding=id(p) in by_type)
+    return facts
 
 
 def decays(model: nn.Module) -> dict[int, bool]:
     """id(param) -> whether the param gets weight decay under the filter."""
-    embeddings = embedding_param_ids(model)
-    return {id(p): ndim(p) >= 2 and id(p) not in embeddings for p in model.parameters()}
+    return {i: len(r.shape) >= 2 and not r.embedding for i, r in recorded(model).items()}
 
 
 def param_groups(
@@ -79,21 +110,12 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
-def head_param_ids(model: nn.Module) -> set[int]:
-    """ids of the output head's parameters (see the module docstring for the rule)."""
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    heads = [m for name, m in linears if name.rsplit(".", 1)[-1] in HEAD_NAMES] or [
-        m for _, m in linears[-1:]
-    ]
-    return {id(p) for m in heads for p in m.parameters()}
-
-
 def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(hidden matrices for Muon, everything else for AdamW). Conv filters count as matrices
-    (flattened to out_channels x rest by the Muon implementation)."""
-    excluded = embedding_param_ids(model) | head_param_ids(model)
+    """(hidden matrices for Muon, everything else for AdamW), trainable parameters only."""
+    facts = recorded(model)
     hidden, rest = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (hidden if ndim(p) >= 2 and id(p) not in excluded else rest).append(p)
+            r = facts[id(p)]
+            (hidden if len(r.shape) >= 2 and not (r.head or r.embedding) else rest).append(p)
     return hidden, rest

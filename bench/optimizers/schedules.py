@@ -2,7 +2,11 @@
 
 A schedule is a multiplier of the peak learning rate, for `torch.optim.lr_scheduler.LambdaLR`:
 
-    scheduler = LambdaLR(opt, lr_lambda(ScheduleSpec("cosine", warmup=0.05), total_steps=1000))
+    scheduler = LambdaLR(opt, lr_lambda(spec, total_steps=1000))
+
+where `spec` is a resolved `bench.spec.ScheduleSpec`: its `entry` (a `Schedule` of `ENTRIES`, looked up
+by the suite resolver in `SCHEDULES`), `warmup`, `cooldown` and `min_lr_ratio`. This module imports
+neither torch nor a registry; `bench.catalog` gathers `ENTRIES` into `SCHEDULES`.
 
 `step` counts optimizer steps from 0 (LambdaLR's `last_epoch`); the runner steps the scheduler after
 every optimizer step. With `W` warmup steps, `C` cooldown steps, `N = total - W` and `s = step - W`:
@@ -27,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.registry import SCHEDULES
-
 if TYPE_CHECKING:
     from bench.optimizers.base import OptimizerEntry
     from bench.spec import ScheduleSpec
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A registered schedule shape. `shape(s, n, cooldown)` is the position between the minimum (0)
-    and the peak (1) at `s` steps after warmup, out of `n` post-warmup steps."""
+    """A schedule, registered under `name`. `shape(s, n, cooldown)` is the position between the
+    minimum (0) and the peak (1) at `s` steps after warmup, out of `n` post-warmup steps."""
 
     name: str
     description: str
@@ -63,10 +65,12 @@ def _wsd(s: int, n: int, cooldown: int) -> float:
     return 1.0 - min((s - start) / max(cooldown, 1), 1.0)
 
 
-SCHEDULES.add("constant", Schedule("constant", "the peak lr after warmup", _constant))
-SCHEDULES.add("linear", Schedule("linear", "linear decay to min_lr_ratio", _linear))
-SCHEDULES.add("cosine", Schedule("cosine", "cosine decay to min_lr_ratio", _cosine))
-SCHEDULES.add("wsd", Schedule("wsd", "warmup-stable-decay: constant, then a linear cooldown", _wsd))
+ENTRIES: tuple[Schedule, ...] = (
+    Schedule("constant", "the peak lr after warmup", _constant),
+    Schedule("linear", "linear decay to min_lr_ratio", _linear),
+    Schedule("cosine", "cosine decay to min_lr_ratio", _cosine),
+    Schedule("wsd", "warmup-stable-decay: constant, then a linear cooldown", _wsd),
+)
 
 
 def resolve_steps(value: float, total_steps: int) -> int:
@@ -77,7 +81,7 @@ def resolve_steps(value: float, total_steps: int) -> int:
 
 def lr_lambda(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
     """The lr multiplier for optimizer step `step` (0-based) of a run of `total_steps` steps."""
-    schedule: Schedule = SCHEDULES.get(spec.name)
+    shape = spec.entry.shape
     warmup = resolve_steps(spec.warmup, total_steps)
     cooldown = resolve_steps(spec.cooldown, total_steps - warmup)
     n = total_steps - warmup
@@ -86,7 +90,7 @@ def lr_lambda(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return low + (1.0 - low) * schedule.shape(step - warmup, n, cooldown)
+        return low + (1.0 - low) * shape(step - warmup, n, cooldown)
 
     return factor
 

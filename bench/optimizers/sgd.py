@@ -16,20 +16,15 @@
 
 from __future__ import annotations
 
-import torch
-
 from bench.optimizers.base import OptimizerEntry, grouped, lazy
-from bench.registry import OPTIMIZERS
 from bench.space import Float
 
-
-@OPTIMIZERS.register("sgd")
-def sgd() -> OptimizerEntry:
-    return OptimizerEntry(
+ENTRIES: tuple[OptimizerEntry, ...] = (
+    OptimizerEntry(
         name="sgd",
         source="torch.optim.SGD",
         paper="Robbins & Monro 1951; Polyak 1964 (momentum); Sutskever et al. 2013 (Nesterov)",
-        build_fn=grouped(torch.optim.SGD),
+        build_fn=grouped(lazy("torch.optim:SGD")),
         defaults={"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4},
         search_space={
             "lr": Float(1e-3, 1.0, log=True),
@@ -38,12 +33,8 @@ def sgd() -> OptimizerEntry:
         },
         flags=frozenset({"fsdp"}),
         lr_scaling="linear",
-    )
-
-
-@OPTIMIZERS.register("signum")
-def signum() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="signum",
         source="pytorch_optimizer.SignSGD",
         paper="Bernstein et al. 2018, signSGD: Compressed Optimisation for Non-Convex Problems",
@@ -56,12 +47,8 @@ def signum() -> OptimizerEntry:
         },
         flags=frozenset({"fsdp"}),
         lr_scaling="sqrt",
-    )
-
-
-@OPTIMIZERS.register("lion")
-def lion() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="lion",
         source="pytorch_optimizer.Lion",
         paper="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms",
@@ -76,12 +63,8 @@ def lion() -> OptimizerEntry:
         },
         flags=frozenset({"fsdp"}),
         lr_scaling="sqrt",
-    )
-
-
-@OPTIMIZERS.register("sgd_sai")
-def sgd_sai() -> OptimizerEntry:
-    return OptimizerEntry(
+    ),
+    OptimizerEntry(
         name="sgd_sai",
         source="pytorch_optimizer.SGDSaI",
         paper="Xu et al. 2024, No More Adam: Learning Rate Scaling at Initialization is All You Need",
@@ -93,4 +76,5 @@ def sgd_sai() -> OptimizerEntry:
             "weight_decay": Float(1e-4, 0.5, log=True),
         },
         lr_scaling="linear",
-    )
+    ),
+)

@@ -20,13 +20,10 @@ This lr is ~100x the paper's (whose clip threshold is folded differently), so th
 from __future__ import annotations
 
 from bench.optimizers.base import OptimizerEntry, grouped, lazy
-from bench.registry import OPTIMIZERS
 from bench.space import Float
 
-
-@OPTIMIZERS.register("sophia")
-def sophia() -> OptimizerEntry:
-    return OptimizerEntry(
+ENTRIES: tuple[OptimizerEntry, ...] = (
+    OptimizerEntry(
         name="sophia",
         source="pytorch_optimizer.SophiaH",
         paper="Liu et al. 2024, Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training",
@@ -45,4 +42,5 @@ def sophia() -> OptimizerEntry:
             "weight_decay": Float(1e-5, 3e-2, log=True),
         },
         flags=frozenset({"create_graph"}),
-    )
+    ),
+)

@@ -1,5 +1,6 @@
 """Shared by the optimizer tests: a tiny model with every kind of parameter the optimizer entries treat differently (an embedding,
-hidden matrices, a head, biases, a LayerNorm), a fixed regression problem, and a training helper."""
+hidden matrices, a head, biases, a LayerNorm) and its declared roles, a fixed regression problem, a training helper,
+and a resolved schedule spec."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-import bench.optimizers  # noqa: F401  (registers the entries)
+from bench.optimizers import schedules
+from bench.optimizers.param_groups import remember
+from bench.spec import ScheduleSpec
 
 
 class TinyNet(nn.Module):
@@ -40,9 +43,17 @@ def make_data(seed: int = 0, n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
 DATA = make_data()
 
 
-def make_model(seed: int = 0) -> TinyNet:
+# What a task would declare for TinyNet (`ParamRoles`): the output layer and the lookup table.
+ROLES = {"head": ("head.weight", "head.bias"), "embedding": ("embed.weight",)}
+
+
+def make_model(seed: int = 0, *, declared: bool = True) -> TinyNet:
+    """A TinyNet whose roles are remembered as the runner does (`declared=False`: a bare model)."""
     torch.manual_seed(seed)
-    return TinyNet()
+    model = TinyNet()
+    if declared:
+        remember(model, **ROLES)
+    return model
 
 
 def loss_of(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] = DATA) -> torch.Tensor:
@@ -76,4 +87,13 @@ def max_param_diff(a: nn.Module, b: nn.Module) -> float:
 
 
 def clone(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
+    """A copy with the same declared roles (a deep copy has new Parameter objects, nothing recorded)."""
+    twin = copy.deepcopy(model)
+    remember(twin, **ROLES)
+    return twin
+
+
+def schedule(name: str, **fields: float) -> ScheduleSpec:
+    """The resolved spec of the built-in schedule `name`."""
+    (entry,) = [s for s in schedules.ENTRIES if s.name == name]
+    return ScheduleSpec(entry, **fields)

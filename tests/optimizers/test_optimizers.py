@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from optim_helpers import loss_of, make_model, max_param_diff, train
+from optim_helpers import clone, loss_of, make_model, max_param_diff, schedule, train
 
+from bench.catalog import OPTIMIZERS
+from bench.optimizers import adam, free, matrix, sgd, sophia
 from bench.optimizers.base import OptimizerEntry
 from bench.optimizers.schedules import lr_lambda, needs_schedule
-from bench.registry import OPTIMIZERS
 from bench.space import Categorical, Float, Int, to_kwargs
-from bench.spec import ScheduleSpec
 
 NAMES = OPTIMIZERS.names()
 FLAGS = {"schedule_free", "create_graph", "no_schedule", "fsdp"}
+DECLARED = [e for module in (sgd, adam, matrix, free, sophia) for e in module.ENTRIES]
 
 
 def fit(entry: OptimizerEntry, steps: int, sampled: dict | None = None, seed: int = 0):
@@ -33,6 +37,36 @@ def test_the_zoo_is_complete():
         "diffgrad", "adalayer", "sgd_sai",
     }  # fmt: skip
     assert expected <= set(NAMES)
+
+
+def test_every_entry_is_named_once():
+    """Each built-in entry is declared once, under its own name, and registered as it is declared."""
+    names = [e.name for e in DECLARED]
+    assert len(names) == len(set(names))
+    for entry in DECLARED:
+        assert OPTIMIZERS.get(entry.name) is entry and OPTIMIZERS.origin(entry.name) == "bench"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_on_a_small_model(name: str):
+    """Every trainable parameter lands in exactly one group of a `torch.optim.Optimizer`."""
+    model = make_model()
+    opt = OPTIMIZERS.get(name).build(model, {})
+    assert isinstance(opt, torch.optim.Optimizer)
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+def test_declarations_import_no_torch():
+    """Describing the zoo (`bench validate`, `plan`, `ls`) must not pay for torch or the libraries."""
+    modules = ", ".join(
+        f"bench.optimizers.{m}" for m in ("base", "sgd", "adam", "matrix", "free", "sophia", "schedules")
+    )
+    heavy = ("torch", "pytorch_optimizer", "heavyball", "schedulefree", "prodigyopt", "dog", "lightning")
+    code = f"import sys, {modules}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    root = Path(__file__).parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -91,7 +125,7 @@ def test_state_dict_round_trip(name: str):
     create_graph = "create_graph" in entry.flags
     model, opt, _ = fit(entry, 5)
     saved = copy.deepcopy(opt.state_dict())
-    twin = copy.deepcopy(model)
+    twin = clone(model)
     twin_opt = entry.build(twin, {})
     twin_opt.load_state_dict(saved)
     for m, o in ((model, opt), (twin, twin_opt)):
@@ -123,7 +157,7 @@ def test_missing_gradients_are_left_alone(name: str):
 @pytest.mark.parametrize("name", NAMES)
 def test_decay_filter(name: str):
     """With the filter, weight decay reaches hidden matrices and the head, never biases, norms or
-    embeddings; without it, every parameter decays."""
+    the declared embedding; without it, every parameter decays."""
     entry = OPTIMIZERS.get(name)
     model = make_model()
     wd_of = {}
@@ -144,7 +178,7 @@ def test_lr_schedule_scales_every_group(name: str):
     model = make_model()
     opt = entry.build(model, {})
     peaks = [g["lr"] for g in opt.param_groups]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(ScheduleSpec("linear"), total_steps=4))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(schedule("linear"), total_steps=4))
     train(model, opt, 1, create_graph="create_graph" in entry.flags)
     scheduler.step()
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.75 * lr for lr in peaks])

@@ -12,8 +12,8 @@ import torch
 from optim_helpers import loss_of, make_model, max_param_diff, train
 from torch import nn
 
+from bench.catalog import OPTIMIZERS
 from bench.optimizers.param_groups import decays, muon_split, param_groups
-from bench.registry import OPTIMIZERS
 
 Update = Callable[[torch.Tensor, torch.Tensor, dict[str, Any], dict[str, Any]], None]
 

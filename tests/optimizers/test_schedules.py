@@ -6,9 +6,17 @@ import math
 
 import pytest
 import torch
+from optim_helpers import schedule
 
-from bench.optimizers.schedules import lr_lambda, needs_schedule, resolve_steps, warmup_steps
-from bench.registry import OPTIMIZERS, SCHEDULES
+from bench.catalog import OPTIMIZERS, SCHEDULES
+from bench.optimizers.schedules import (
+    ENTRIES,
+    Schedule,
+    lr_lambda,
+    needs_schedule,
+    resolve_steps,
+    warmup_steps,
+)
 from bench.spec import ScheduleSpec
 
 
@@ -17,34 +25,37 @@ def values(spec: ScheduleSpec, total: int) -> list[float]:
     return [f(s) for s in range(total)]
 
 
-def test_registered_schedules():
-    assert SCHEDULES.names() == ["constant", "cosine", "linear", "wsd"]
+def test_declared_schedules():
+    assert [s.name for s in ENTRIES] == ["constant", "linear", "cosine", "wsd"]
+    assert all(s.description for s in ENTRIES)
+    assert {"constant", "cosine", "linear", "wsd"} <= set(SCHEDULES.names())
+    assert all(SCHEDULES.get(s.name) is s for s in ENTRIES)
 
 
 def test_warmup_is_linear_and_reaches_the_peak():
-    v = values(ScheduleSpec("constant", warmup=4), 10)
+    v = values(schedule("constant", warmup=4), 10)
     assert v[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert v[4:] == [1.0] * 6
 
 
 def test_cosine_key_steps():
-    v = values(ScheduleSpec("cosine", warmup=0.1, min_lr_ratio=0.1), 110)  # 11 warmup steps
+    v = values(schedule("cosine", warmup=0.1, min_lr_ratio=0.1), 110)  # 11 warmup steps
     assert v[0] == pytest.approx(1 / 11)
     assert v[10] == pytest.approx(1.0)
     assert v[11] == pytest.approx(1.0)  # first post-warmup step: s = 0
     assert v[11 + 49] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 49 / 99)))
     assert v[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 98 / 99)))
-    assert lr_lambda(ScheduleSpec("cosine", min_lr_ratio=0.1), 110)(500) == pytest.approx(0.1)
+    assert lr_lambda(schedule("cosine", min_lr_ratio=0.1), 110)(500) == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(v[11:-1], v[12:], strict=True))
 
 
 def test_linear_key_steps():
-    v = values(ScheduleSpec("linear"), 100)
+    v = values(schedule("linear"), 100)
     assert v[0] == 1.0 and v[50] == pytest.approx(0.5) and v[99] == pytest.approx(0.01)
 
 
 def test_wsd_is_flat_then_cools_down():
-    v = values(ScheduleSpec("wsd", warmup=10, cooldown=0.2), 110)  # cooldown: 20 of the 100 left
+    v = values(schedule("wsd", warmup=10, cooldown=0.2), 110)  # cooldown: 20 of the 100 left
     assert v[9] == 1.0
     assert set(v[10:90]) == {1.0}
     assert v[90] == pytest.approx(1.0) and v[100] == pytest.approx(0.5) and v[109] == pytest.approx(0.05)
@@ -55,18 +66,24 @@ def test_fractions_and_counts():
     assert resolve_steps(25, 1000) == 25
     assert resolve_steps(2000, 1000) == 1000
     assert resolve_steps(0.0, 1000) == 0
-    assert warmup_steps(ScheduleSpec("cosine", warmup=0.1), 300) == 30
+    assert warmup_steps(schedule("cosine", warmup=0.1), 300) == 30
 
 
 def test_unknown_schedule_name_suggests():
     with pytest.raises(KeyError, match="Did you mean 'cosine'"):
-        lr_lambda(ScheduleSpec("cosin"), 10)
+        SCHEDULES.get("cosin")
+
+
+def test_reads_the_resolved_entry_not_a_name():
+    """The shape comes from `spec.entry`: a schedule no registry knows works the same way."""
+    half = ScheduleSpec(Schedule("half", "half the peak", lambda s, n, c: 0.5), warmup=2)
+    assert values(half, 4) == pytest.approx([0.5, 1.0, 0.5, 0.5])
 
 
 def test_drives_lambda_lr():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(ScheduleSpec("cosine", warmup=2), 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(schedule("cosine", warmup=2), 10))
     seen = []
     for _ in range(10):
         seen.append(opt.param_groups[0]["lr"])
