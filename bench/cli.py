@@ -8,25 +8,31 @@
     bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard
     bench ui                                    the MLflow UI on this suite's store, on 127.0.0.1
     bench standins [DIR]                        offline stand-ins for C4, CIFAR-10, ImageNet (no hub)
+    bench schema [-o FILE]                      the JSON Schema of suite files (editor completion)
 
-Every command takes `--set key.path=value` overrides (e.g. `--set tuning.trials=2`).
+Every command that reads a suite takes `--set key.path=value` overrides (e.g. `--set tuning.trials=2`).
+Imports are deferred by command: `validate`, `plan`, `ls` and `schema` load no torch, Lightning, Optuna
+or MLflow, so they answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench.listing import list_registry
+from bench.loader import check_suite, load_settings, load_suite, parse_overrides
+from bench.plan import format_plan, make_plan
 from bench.registry import UnknownNameError
+from bench.schema import suite_json_schema
 from bench.spec import SpecError
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.spec import parse_overrides
-
     out = parse_overrides(getattr(args, "set", None) or [])
     flags = {"trials": "tuning.trials", "protocol": "tuning.protocol",
              "tracking_uri": "settings.tracking_uri", "storage": "settings.storage"}  # fmt: skip
@@ -37,29 +43,31 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(path: str, args: argparse.Namespace) -> Any:
-    from bench.catalog import load
-    from bench.spec import load_suite
-
-    load()
     return load_suite(path, _overrides(args))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench.distributed import check_suite
-    from bench.plan import make_plan
-
+    failed = 0
     for path in args.suites:
-        suite = _load(path, args)
-        check_suite(suite)
-        plan = make_plan(suite)
-        trials = plan.estimate.runs
-        print(f"ok: {path}: suite '{suite.name}', {len(plan.studies)} studies, {trials} trials")
-    return 0
+        try:
+            found = check_suite(path, _overrides(args), imports=args.imports)
+        except SpecError as exc:
+            _errors(exc)
+            failed += 1
+            continue
+        if found.suite is None:
+            names = ", ".join(found.unresolved)
+            print(f"ok: {path}: found but did not import {names} (validate runs no code a suite names; "
+                  "`bench validate --import` or `bench run` checks them)")  # fmt: skip
+            continue
+        plan = make_plan(found.suite)
+        print(
+            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, {plan.estimate.runs} trials"
+        )
+    return 2 if failed else 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.plan import format_plan, make_plan
-
     print(format_plan(make_plan(_load(args.suite, args))))
     return 0
 
@@ -68,17 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.engine import run_suite
 
     suite = _load(args.suite, args)
-    argv = ["run", args.suite, *sum((["--set", s] for s in args.set or []), [])]
-    for flag in ("trials", "tracking_uri", "storage", "protocol"):
-        if getattr(args, flag) is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    bars = None if not args.quiet_bars else False
-    run_suite(suite, workers=args.workers, progress=bars, leaderboard=not args.no_leaderboard, argv=argv)
+    progress = False if args.quiet_bars else None
+    run_suite(suite, workers=args.workers, progress=progress, leaderboard=not args.no_leaderboard)
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.engine import build_leaderboard
+    from bench.report import build_leaderboard
 
     paths = build_leaderboard(_load(args.suite, args))
     return 0 if paths else 1
@@ -92,19 +96,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from bench.catalog import load
-    from bench.listing import list_registry
-
-    load()
     print(list_registry(args.what))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(suite_json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"bench: suite schema written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri
     if uri is None:
-        from bench.spec import load_settings
-
         uri = load_settings(Path.cwd())[0].tracking_uri
     cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     print(f"bench: MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
@@ -113,7 +121,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_standins(args: argparse.Namespace) -> int:
-    from bench.tasks import standins
+    from bench.workloads import standins
 
     if Path(args.dir).exists() and not Path(args.dir).is_dir():
         print(f"error: {args.dir} exists and is not a directory", file=sys.stderr)
@@ -150,11 +158,15 @@ def parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="worker processes on this machine sharing the studies"
     )
     r.add_argument("--no-leaderboard", action="store_true", help="skip building the leaderboard at the end")
-    r.add_argument("--quiet-bars", action="store_true", help="no progress bars, one line per trial")
+    r.add_argument("--quiet-bars", action="store_true", help="no live display, one line per trial")
     r.set_defaults(func=cmd_run)
 
-    v = command("validate", "check suites; touches nothing")
+    v = command("validate", "check suites; touches nothing and runs no code a suite names")
     v.add_argument("suites", nargs="+")
+    v.add_argument(
+        "--import", dest="imports", action="store_true",
+        help="also import the tasks and optimizers a suite names by import path (package.module:Name) and check them",
+    )  # fmt: skip
     common(v)
     v.set_defaults(func=cmd_validate)
 
@@ -183,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     si = command(
         "standins",
         "write offline stand-ins for C4, CIFAR-10 and ImageNet in the hub datasets' layouts (~30 MB, ~30 s; "
-        "see suites/cpu.yaml and bench/tasks/standins.py)",
+        "see suites/cpu.yaml and bench/workloads/standins.py)",
     )
     si.add_argument("dir", nargs="?", default="data/standins", help="where to write (default data/standins)")
     si.add_argument(
@@ -191,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
     )
     si.add_argument("--force", action="store_true", help="rewrite stand-ins that already exist")
     si.set_defaults(func=cmd_standins)
+
+    sc = command("schema", "print the JSON Schema of suite files (for editors: yaml-language-server)")
+    sc.add_argument("-o", "--output", help="write it to this file instead of stdout")
+    sc.set_defaults(func=cmd_schema)
 
     ui = command("ui", "start the MLflow UI (127.0.0.1 by default)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -200,11 +216,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _errors(exc: SpecError) -> None:
+    """Every problem of a suite, one `error:` line each."""
+    for problem in exc.problems:
+        print(f"error: {problem.line}", file=sys.stderr)
+    if len(exc.problems) > 1:
+        print(f"bench: {len(exc.problems)} problems", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, UnknownNameError) as exc:
+    except SpecError as exc:
+        _errors(exc)
+        return 2
+    except UnknownNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

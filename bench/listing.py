@@ -1,8 +1,9 @@
-"""`bench ls`: the registries as readable tables."""
+"""`bench ls`: the registries as readable tables, each entry with where it comes from."""
 
 from __future__ import annotations
 
-from bench.registry import OPTIMIZERS, SCHEDULES, TASKS
+from bench.catalog import REGISTRIES, Registries
+from bench.plan import si
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -11,31 +12,54 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def tasks() -> str:
+def _broken(registry: object) -> str:
+    errors = getattr(registry, "plugin_errors", {})
+    return "".join(f"\nplugin failed to load: {k}: {v}" for k, v in errors.items())
+
+
+def tasks(reg: Registries = REGISTRIES) -> str:
     rows = []
-    for name, e in TASKS.items():
+    for name, e in reg.tasks.items():
         target = f"{e.target:g}" if e.target is not None else "-"
         budget = f"{e.steps} steps"
         if e.tokens_per_step:
-            budget += f" ({e.steps * e.tokens_per_step / 1e6:.3g}M tokens)"
-        rows.append([name, e.size, f"{e.metric} ({e.mode})", target, budget, str(e.batch_size),
-                     f"v{e.version}", "gpu" if e.requires_gpu else "cpu ok"])  # fmt: skip
-    return _table(["task", "size", "metric", "target", "default budget", "batch", "version", "device"], rows)
+            budget += f" ({si(e.steps * e.tokens_per_step)} tokens)"
+        options = ", ".join(e.default_options) or "-"
+        rows.append([name, e.size, f"{e.metric} ({e.mode})", target, budget, str(e.batch_size), f"v{e.version}",
+                     "gpu" if e.requires_gpu else "cpu ok", reg.tasks.origin(name), options])  # fmt: skip
+    header = [
+        "task",
+        "size",
+        "metric",
+        "target",
+        "default budget",
+        "batch",
+        "version",
+        "device",
+        "from",
+        "options",
+    ]
+    return _table(header, rows) + _broken(reg.tasks)
 
 
-def optimizers() -> str:
+def optimizers(reg: Registries = REGISTRIES) -> str:
     rows = []
-    for name, e in OPTIMIZERS.items():
+    for name, e in reg.optimizers.items():
         space = ", ".join(f"{k} {v}" for k, v in e.search_space.items())
-        rows.append([name, e.source, ",".join(sorted(e.flags)) or "-", space])
-    return _table(["optimizer", "source", "flags", "default search space"], rows)
+        origin = reg.optimizers.origin(name)
+        rows.append([name, e.source if origin == "bench" else f"{e.source} [{origin}]", ",".join(sorted(e.flags)) or "-",
+                     e.lr_scaling, space])  # fmt: skip
+    return _table(["optimizer", "source", "flags", "lr scaling", "default search space"], rows) + _broken(
+        reg.optimizers
+    )
 
 
-def schedules() -> str:
-    return _table(["schedule"], [[n] for n in SCHEDULES.names()])
+def schedules(reg: Registries = REGISTRIES) -> str:
+    rows = [[n, getattr(e, "description", ""), reg.schedules.origin(n)] for n, e in reg.schedules.items()]
+    return _table(["schedule", "shape", "from"], rows) + _broken(reg.schedules)
 
 
-def list_registry(what: str = "all") -> str:
+def list_registry(what: str = "all", reg: Registries = REGISTRIES) -> str:
     parts = {"tasks": tasks, "optimizers": optimizers, "schedules": schedules}
     chosen = parts if what == "all" else {what: parts[what]}
-    return "\n\n".join(fn() for fn in chosen.values())
+    return "\n\n".join(fn(reg) for fn in chosen.values())

@@ -4,7 +4,7 @@ A study is one (task, optimizer) pair: `trials` tuning trials, each a training r
 hyperparameters from the optimizer's search space, then `seeds - 1` reruns of the best configuration
 (the tuning trials run on seed 0; reruns use seeds 1 .. seeds-1, so `seeds: 1` means no reruns).
 
-    plan = make_plan(load_suite("suites/quickstart.yaml"))
+    plan = make_plan(load_suite("suites/quickstart.yaml"))   # bench.loader.load_suite
     print(format_plan(plan))
     for study in plan.studies:
         study.name, study.fingerprint, trial_id(study.name, 0), seed_run_id(study.name, 1)
@@ -132,7 +132,7 @@ def step_scale(task: TaskSpec, accumulate_grad_batches: int = 1) -> float:
     """How much bigger one optimizer step is than the task's declared default (batch x accumulation x
     context length, for tasks with a `block_size` option)."""
     scale = task.batch_size / task.entry.batch_size * accumulate_grad_batches
-    block, default_block = task.options.get("block_size"), task.entry.options.get("block_size")
+    block, default_block = task.options.get("block_size"), task.entry.default_options.get("block_size")
     if block and default_block:
         scale *= block / default_block
     return scale
@@ -199,7 +199,7 @@ def make_plan(suite: Suite) -> Plan:
     return Plan(suite=suite, studies=tuple(studies), estimate=estimate)
 
 
-def _si(x: float | None, unit: str = "") -> str:
+def si(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
     for factor, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -243,15 +243,13 @@ def format_plan(plan: Plan) -> str:
         ("runs", [str(s.cost.runs) for s in plan.studies], str(est.runs)),
     ]
     if est.tokens is not None:
-        columns.append(
-            ("tokens", [_si(s.cost.tokens) for s in plan.studies], total(_si(est.tokens), "tokens"))
-        )
+        columns.append(("tokens", [si(s.cost.tokens) for s in plan.studies], total(si(est.tokens), "tokens")))
     if est.flops is not None:
         columns.append(
             (
                 "compute",
-                [_si(s.cost.flops, "FLOP") for s in plan.studies],
-                total(_si(est.flops, "FLOP"), "flops"),
+                [si(s.cost.flops, "FLOP") for s in plan.studies],
+                total(si(est.flops, "FLOP"), "flops"),
             )
         )
     if est.seconds is not None:

@@ -48,19 +48,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from bench.outcomes import FAILED, OUTCOMES
-
-if TYPE_CHECKING:  # bench.spec pulls in torch; scoring must stay cheap to import
-    from bench.spec import LeaderboardSpec
+from bench.records import KINDS
+from bench.schema import LeaderboardSpec
 
 Mode = Literal["min", "max"]
 
-KINDS: tuple[str, ...] = ("tune", "seed")
 TTT: tuple[str, ...] = ("steps", "tokens", "seconds")  # the units of time-to-target
 
 REQUIRED = ("task", "optimizer", "kind", "outcome", "value", "mode")
@@ -519,13 +517,11 @@ def leaderboard(
 ) -> Leaderboard:
     """Score a trials table (see the module docstring for the columns and conventions).
 
-    spec: ks, basin_eps, reference, r_max (defaults: `bench.spec.LeaderboardSpec()`).
+    spec: ks, basin_eps, reference, r_max (defaults: `bench.schema.LeaderboardSpec()`).
     basin_abs: task -> absolute basin tolerance, replacing the relative `basin_eps` for that task.
     metrics: task -> metric name, when the table has no `metric` column.
     """
     if spec is None:
-        from bench.spec import LeaderboardSpec
-
         spec = LeaderboardSpec()
     ks = tuple(int(k) for k in spec.ks)
     basin_abs = dict(basin_abs or {})

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import bench.catalog
+from bench.loader import load_suite
 from bench.plan import Plan, format_plan, make_plan, seed_run_id, trial_id
-from bench.spec import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,11 +24,6 @@ optimizers:
   - {name: sgd, fixed: {nesterov: true}}
 tuning: {protocol: random, trials: 3, seeds: 2, sampler_seed: 0, pruner: none}
 """
-
-
-@pytest.fixture(autouse=True)
-def _catalog() -> None:
-    bench.catalog.load()
 
 
 def plan_of(tmp_path: Path, text: str = BASE, overrides: dict | None = None) -> Plan:
@@ -185,7 +179,7 @@ def test_shipped_suites_plan() -> None:
 
 # Planning stays cheap by never importing the libraries that training, tracking and tuning need (the
 # speed itself is measured by scripts under benchmarks/, not by unit tests).
-HEAVY = ("lightning", "pytorch_lightning", "mlflow", "optuna", "optuna_integration", "timm")
+HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "optuna", "optuna_integration", "timm")
 PLAN_EVERY_SUITE = """
 import contextlib, io, json, sys
 from bench.cli import main

@@ -10,24 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-import bench.catalog
-from bench.registry import OPTIMIZERS
+from bench.catalog import OPTIMIZERS
+from bench.loader import load_settings, load_suite, parse_overrides, parse_value
+from bench.schema import Settings
 from bench.space import Categorical, Float
-from bench.spec import (
-    COMMAND_LINE,
-    Settings,
-    SpecError,
-    Suite,
-    load_settings,
-    load_suite,
-    parse_overrides,
-    parse_value,
-)
+from bench.spec import COMMAND_LINE, SpecError, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "suites"
@@ -39,7 +33,6 @@ SHIPPED = sorted((REPO / "suites").glob("*.yaml"))
 @pytest.fixture(autouse=True)
 def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     """Messages show paths relative to the working directory; run from the repo root."""
-    bench.catalog.load()
     monkeypatch.chdir(REPO)
 
 
@@ -94,7 +87,7 @@ def test_minimal_suite_gets_defaults() -> None:
         entry.eval_every,
     )
     assert (task.metric, task.mode, task.target) == (entry.metric, entry.mode, entry.target)
-    assert task.options == dict(entry.options)
+    assert task.options == entry.default_options
     (opt,) = suite.optimizers
     assert opt.label == "adamw" and opt.entry is OPTIMIZERS.get("adamw")
     assert dict(opt.search_space) == dict(opt.entry.search_space)
@@ -347,11 +340,17 @@ def test_resolved_is_a_loadable_suite(tmp_path: Path) -> None:
 
 
 def test_loaded_suite_is_frozen() -> None:
-    suite = load_suite(FIXTURES / "good" / "minimal.yaml")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    suite = load_suite(FIXTURES / "good" / "full.yaml")
+    with pytest.raises(ValidationError):
         suite.tuning.trials = 100  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         suite.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        suite.tasks[1].options["width"] = 3  # type: ignore[index]
+    with pytest.raises(TypeError):
+        suite.optimizers[1].fixed["momentum"] = 0.5  # type: ignore[index]
+    with pytest.raises(TypeError):
+        suite.optimizers[1].search_space["lr"] = Float(1, 2)  # type: ignore[index]
 
 
 def test_loading_is_pure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,9 +389,187 @@ def test_user_optimizer_by_import_path(tmp_path: Path, monkeypatch: pytest.Monke
         load_suite(bad)
     assert info.value.key == "optimizers[0]"
     assert "cannot use user optimizer 'my_opts:Missing'" in str(info.value)
+    assert "has no attribute 'Missing'" in str(info.value)
     gone = write(
         tmp_path / "gone.yaml", "tasks: [digits_cnn]\noptimizers: [{name: no_such_pkg_xyz.mod:Opt}]\n"
     )
     with pytest.raises(SpecError) as info:
         load_suite(gone)
     assert info.value.key == "optimizers[0].name" and "no_such_pkg_xyz" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every problem at once; registries as an argument; no code run by validate; hostile files
+# --------------------------------------------------------------------------------------------------
+
+
+def test_three_independent_mistakes_give_three_errors(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "s.yaml",
+        "tasks: [digit_cnn]\noptimizers: [adamw, {name: sgd, ema: 2}]\ntuning: {trials: 0}\n",
+    )
+    with pytest.raises(SpecError) as info:
+        load_suite(path)
+    keys = sorted(p.key for p in info.value.problems)
+    assert keys == ["optimizers[1].ema", "tasks[0]", "tuning.trials"]
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(str(path)) or "s.yaml" in line for line in lines)
+
+
+def test_errors_in_an_include_and_the_suite_are_reported_together(tmp_path: Path) -> None:
+    write(tmp_path / "parts" / "p.yaml", "tuning: {seeds: -1}\n")
+    path = write(tmp_path / "s.yaml", "include: parts/p.yaml\ntasks: [digits_cnn]\noptimizers: [adamW]\n")
+    with pytest.raises(SpecError) as info:
+        load_suite(path)
+    by_key = {p.key: p.file for p in info.value.problems}
+    assert by_key["tuning.seeds"].endswith(os.path.join("parts", "p.yaml"))
+    assert by_key["optimizers[0]"].endswith("s.yaml")
+
+
+def test_resolver_takes_the_registries_as_an_argument(tmp_path: Path) -> None:
+    from bench.catalog import REGISTRIES, Registries
+    from bench.registry import Registry
+
+    only_sgd = Registries(
+        REGISTRIES.tasks, Registry("optimizer", entries=[OPTIMIZERS.get("sgd")]), REGISTRIES.schedules
+    )
+    path = write(tmp_path / "s.yaml", "tasks: [digits_cnn]\noptimizers: [sgd, adamw]\n")
+    with pytest.raises(SpecError, match=r"optimizers\[1\]: Unknown optimizer 'adamw'.*Available: sgd$"):
+        load_suite(path, registries=only_sgd)
+    assert [o.label for o in load_suite(path).optimizers] == ["sgd", "adamw"]
+
+
+SIDE_EFFECT = """
+import pathlib, torch
+pathlib.Path(__file__).with_name("imported.txt").write_text("ran")
+
+class Opt(torch.optim.SGD):
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, lr=lr)
+"""
+
+
+def test_validate_runs_no_code_a_suite_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.loader import check_suite
+
+    write(tmp_path / "noisy_pkg" / "__init__.py", "raise RuntimeError('package code ran')\n")
+    write(tmp_path / "noisy_pkg" / "opts.py", SIDE_EFFECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path / "s.yaml", "tasks: [digits_cnn]\noptimizers: [adamw, noisy_pkg.opts:Opt]\n")
+    found = check_suite(path, imports=False)
+    assert found.suite is None and found.unresolved == ("noisy_pkg.opts:Opt",)
+    assert not (tmp_path / "noisy_pkg" / "imported.txt").exists()
+    missing = write(tmp_path / "m.yaml", "tasks: [digits_cnn]\noptimizers: [noisy_pkg.nope:Opt]\n")
+    with pytest.raises(SpecError, match="no module named 'noisy_pkg.nope' on the Python path"):
+        check_suite(missing, imports=False)
+    assert not (tmp_path / "noisy_pkg" / "imported.txt").exists()
+
+
+def test_validate_and_plan_import_no_torch() -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "from bench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['validate', *sys.argv[1:]]) == 0\n"
+        "    assert main(['plan', 'suites/lm.yaml']) == 0\n"
+        "heavy = [m for m in ('torch', 'lightning', 'mlflow', 'optuna', 'timm', 'datasets', 'pandas') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    shipped = [str(p.relative_to(REPO)) for p in SHIPPED]
+    out = subprocess_run([sys.executable, "-c", code, *shipped])
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def subprocess_run(cmd: list[str]) -> str:
+    import subprocess
+
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+            + "tasks: [digits_cnn]\n",
+            "expands to more than 100,000 values",
+        ),
+        ("tasks: " + "[" * 200 + "]" * 200 + "\n", "nested more than 64 levels deep"),
+        (
+            "tasks: [digits_cnn]\noptimizers:\n  - {name: adamw, search_space: {lr: {low: .nan, high: 1.0}}}\n",
+            "optimizers[0].search_space.lr.low: expected a finite number, got nan",
+        ),
+        (
+            "tasks: [digits_cnn]\noptimizers: [adamw]\ntuning: {trials: 1000000000000}\n",
+            "tuning.trials: must be <= 100000, got 1000000000000",
+        ),
+    ],
+    ids=["alias_bomb", "deep_nesting", "nan", "huge_budget"],
+)
+def test_hostile_files_get_a_clear_error_fast(tmp_path: Path, text: str, message: str) -> None:
+    import time
+
+    path = write(tmp_path / "s.yaml", text)
+    started = time.monotonic()
+    with pytest.raises(SpecError) as info:
+        load_suite(path)
+    assert time.monotonic() - started < 5
+    assert message in str(info.value)
+
+
+def test_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"tasks: [digits_cnn]\n\xff\xfe optimizers: [adamw]\n")
+    with pytest.raises(SpecError, match=r"not UTF-8 text: byte 0xff at offset 20"):
+        load_suite(path)
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(SpecError, match="a suite may be at most"):
+        load_suite(path)
+
+
+def test_suite_name_rule_does_not_contradict_itself(tmp_path: Path) -> None:
+    path = write(tmp_path / "_try.yaml", "tasks: [digits_cnn]\noptimizers: [adamw]\n")
+    with pytest.raises(
+        SpecError, match=r"name: expected a letter or digit, then letters, digits, '_' or '-', got '_try'"
+    ):
+        load_suite(path)
+
+
+def test_settings_device_is_the_default_accelerator(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "tasks: [digits_cnn]\noptimizers: [adamw]\nsettings: {device: cpu}\n")
+    assert load_suite(path).trainer.accelerator == "cpu"
+    both = write(tmp_path / "t.yaml", "tasks: [digits_cnn]\noptimizers: [adamw]\nsettings: {device: cpu}\n"
+                 "trainer: {accelerator: gpu}\n")  # fmt: skip
+    assert load_suite(both).trainer.accelerator == "gpu"
+
+
+def test_fsdp_is_refused_for_optimizers_without_the_flag(tmp_path: Path) -> None:
+    text = "tasks: [digits_cnn]\ntrainer: {accelerator: gpu, devices: 1, strategy: fsdp}\noptimizers: [adamw, %s]\n"
+    with pytest.raises(SpecError, match=r"optimizers\[1\]: 'muon' .* does not support FSDP") as e:
+        load_suite(write(tmp_path / "s.yaml", text % "muon"))
+    listed = str(e.value).split("flagged `fsdp`: ")[1].split(", ")
+    assert "adamw" in listed and "sgd" in listed and "muon" not in listed
+    assert listed == sorted(n for n, entry in OPTIMIZERS.items() if "fsdp" in entry.flags)
+    load_suite(write(tmp_path / "ok.yaml", text % "lion"))
+
+
+def test_a_global_batch_must_split_over_the_processes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "s.yaml",
+        "tasks: [{name: digits_cnn, batch_size: 30}, {name: digits_mlp, batch_size: 32}]\noptimizers: [adamw]\n"
+        "trainer: {devices: 4}\n",
+    )
+    with pytest.raises(SpecError) as info:
+        load_suite(path)
+    assert [p.key for p in info.value.problems] == ["tasks[0].batch_size"]
+    assert "30 does not split evenly over 4 processes" in str(info.value)
