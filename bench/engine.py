@@ -1,142 +1,51 @@
-"""Run a suite: studies -> trials -> Lightning fits, with Optuna choosing and MLflow recording.
+"""Run a suite: open studies, pop slots, train, record.
 
 `run_suite(suite)` is what `bench run` calls. It imports none of the three engines directly: Optuna
-lives in `bench.search`, Lightning in `bench.run`, MLflow in `bench.track`.
+lives in `bench.search`, Lightning in the runner (`bench.run`, `bench.distributed`), MLflow in
+`bench.track`; what a trial records is `bench.records`, what the run shows `bench.progress`, and the
+leaderboard at the end `bench.report`.
 
 For each study of the plan (task x optimizer) a worker opens the Optuna study (creating it with its
 whole budget enqueued as slots, see `bench.search`) and its MLflow parent run, then pops slots until
 none is left. Each slot is one trial: sample (or read) the hyperparameters, open a child run, train,
 record the outcome. When a study's tuning slots are all finished, its best configuration is rerun on
 the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
-in this process or others, may do this at once; each trial runs exactly once. Finally the leaderboard
-is built from what MLflow holds.
+in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
+overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
+import multiprocessing
 import os
-import platform
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import metadata
+import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import distributed, search
+import torch
+
+from bench import distributed, provenance, records, report, search
+from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
 from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.progress import Display, Relay, say
+from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
-
-PACKAGES = (
-    "bench",
-    "torch",
-    "lightning",
-    "optuna",
-    "mlflow",
-    "timm",
-    "pytorch_optimizer",
-    "heavyball",
-    "schedulefree",
-)
+from bench.workloads import standins
 
 
 class SuiteConflict(RuntimeError):
     """The stores already hold a study of this name with a different configuration."""
 
 
-def say(line: str) -> None:
-    """Print a progress line now, also when stdout is a pipe or a CI log (block-buffered)."""
-    print(line, flush=True)
-
-
-@dataclass
-class Progress:
-    """Plain line-per-trial progress with elapsed and remaining-time estimates."""
-
-    total: int
-    out: Callable[[str], None] = say
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
-    trial_seconds: list[float] = field(default_factory=list)
-
-    def trial(
-        self, study: str, label: str, result: TrialResult, hparams: dict[str, Any], metric: str
-    ) -> None:
-        self.done += 1
-        self.trial_seconds.append(result.time_s)
-        elapsed = time.monotonic() - self.started
-        mean = sum(self.trial_seconds) / len(self.trial_seconds)
-        remaining = max(0, self.total - self.done) * mean
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in hparams.items())
-        value = f"{metric}={result.value:.4g}" if math.isfinite(result.value) else f"{metric}=n/a"
-        why = f" ({_last_line(result.error)})" if result.error and result.outcome != "completed" else ""
-        self.out(
-            f"[{self.done}/{self.total}] {study} {label}: {result.outcome}{why} {value} "
-            f"({result.steps} steps, {result.time_s:.1f}s) {shown} | elapsed {_hms(elapsed)}, "
-            f"remaining ~{_hms(remaining)}"
-        )
-
-
-def _last_line(text: str, width: int = 160) -> str:
-    """The last non-empty line of an error (a traceback's exception line), cut to `width`."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = lines[-1] if lines else text
-    return last if len(last) <= width else last[: width - 3] + "..."
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
-
-
-def provenance(suite: Suite) -> dict[str, Any]:
-    """Git commit of the suite's repository, package versions and hardware, computed once."""
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            try:
-                versions[pkg] = metadata.version(pkg)
-            except metadata.PackageNotFoundError:
-                continue
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(suite.path.parent), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {
-        "git_commit": commit or "unknown",
-        "versions": versions,
-        "hardware": f"{platform.machine()} {os.cpu_count()} cpus, gpu: {gpu}, {platform.platform()}",
-        "python": platform.python_version(),
-    }
-
-
-def trial_spec(suite: Suite, sp: StudyPlan, hparams: dict[str, Any], seed: int) -> TrialSpec:
+def trial_spec(suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: int) -> TrialSpec:
     return TrialSpec(
         task=sp.task,
         optimizer=sp.optimizer,
@@ -149,37 +58,26 @@ def trial_spec(suite: Suite, sp: StudyPlan, hparams: dict[str, Any], seed: int) 
     )
 
 
-# What the losers of a schema-creation race see (PostgreSQL, then SQLite via Optuna and MLflow).
-SCHEMA_RACE = (
-    "already exists",
-    "UNIQUE constraint failed",
-    "Online migration expected",
-    "database is locked",
-)
+def summary_of(result: TrialResult) -> Summary:
+    return Summary(
+        outcome=result.outcome,
+        value=result.value,
+        steps=result.steps,
+        time_s=result.time_s,
+        steps_to_target=result.steps_to_target,
+        seconds_to_target=result.seconds_to_target,
+        tokens_to_target=result.tokens_to_target,
+        final=dict(result.metrics),
+        error=result.error,
+    )
 
 
 def write_standins(data_root: str, out: Callable[[str], None]) -> None:
     """The offline stand-in datasets a `settings.standins` suite trains on, written once (seconds)."""
-    from bench.tasks import standins
-
     missing = standins.missing(data_root)
     if missing:
         out(f"bench: writing offline stand-ins for {', '.join(missing)} under {data_root}/ (once)")
         standins.write_standins(data_root)
-
-
-def open_store(make: Callable[[], Any], tries: int = 6) -> Any:
-    """Open a store, retrying while another worker creates the same empty database's tables: workers
-    started together on a fresh shared PostgreSQL race to create the Optuna/MLflow schema, and the
-    losers fail with "... already exists" until the winner commits."""
-    for attempt in range(tries):
-        try:
-            return make()
-        except Exception as exc:
-            if attempt == tries - 1 or not any(m in str(exc) for m in SCHEMA_RACE):
-                raise
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
 
 
 def follow_leader(suite: Suite, plan: Plan) -> None:
@@ -195,47 +93,39 @@ def follow_leader(suite: Suite, plan: Plan) -> None:
 
 
 class Worker:
-    """One process's share of a suite run."""
+    """One process's share of a suite run. `display` is a `bench.progress.Display` (or a `Relay` to
+    the first process's display)."""
 
-    def __init__(self, suite: Suite, plan: Plan, *, progress: bool, out: Callable[[str], None]):
-        self.suite, self.plan, self.out = suite, plan, out
-        self.show_bars = progress
+    def __init__(self, suite: Suite, plan: Plan, display: Display | Relay):
+        self.suite, self.plan, self.display = suite, plan, display
         settings = suite.settings
-        self.storage = open_store(lambda: search.open_storage(settings.storage, settings.heartbeat_s))
-        self.tracker = open_store(lambda: Tracker(suite.settings.tracking_uri, suite.name))
-        self.meta = provenance(suite)
-        self.progress = Progress(total=plan.estimate.runs, out=out)
+        self.storage = search.open_storage(settings.storage, settings.heartbeat_s)
+        self.tracker = Tracker(settings.tracking_uri, suite.name)
+        self.meta = provenance.collect(suite.path.parent)
         self.ran = 0
 
     # -- stores ---------------------------------------------------------------------------------
-    def _study_tags(self, sp: StudyPlan) -> dict[str, Any]:
-        return {
-            "bench.suite": self.suite.name,
-            "bench.task": sp.task.name,
-            "bench.optimizer": sp.optimizer.label,
-            "bench.study": sp.name,
-        }
-
     def _parent_run(self, sp: StudyPlan) -> Callable[[Any], None]:
         def on_create(study: Any) -> None:  # idempotent: the repair path may call it again
             if study.user_attrs.get("mlflow_parent"):
                 return
-            run_id = self.tracker.find_run(kind="study", study=sp.name)
+            run_id = self.tracker.find_run(records.study_key(sp.name))
             if run_id is None:
-                tags = {
-                    **self._study_tags(sp),
-                    "bench.kind": "study",
-                    "bench.fingerprint": sp.fingerprint,
-                    "bench.metric": sp.task.metric,
-                    "bench.protocol": self.suite.tuning.protocol,
-                }
-                run_id = self.tracker.create_run(f"{sp.task.name}/{sp.optimizer.label}", tags)
-                space = {k: str(v) for k, v in sp.optimizer.search_space.items()}
-                self.tracker.log(
-                    run_id,
-                    params={"search_space": space, "fixed": dict(sp.optimizer.fixed), "trials": sp.trials,
-                            "seeds": sp.seeds, "steps": sp.task.steps, "protocol": self.suite.tuning.protocol},
-                )  # fmt: skip
+                record = records.StudyRecord(
+                    suite=self.suite.name,
+                    task=sp.task.name,
+                    optimizer=sp.optimizer.label,
+                    study=sp.name,
+                    fingerprint=sp.fingerprint,
+                    metric=sp.task.metric,
+                    protocol=self.suite.tuning.protocol,
+                    search_space={k: str(v) for k, v in sp.optimizer.search_space.items()},
+                    fixed=dict(sp.optimizer.fixed),
+                    trials=sp.trials,
+                    seeds=sp.seeds,
+                    steps=sp.task.steps,
+                )
+                run_id = self.tracker.open_study(record, f"{sp.task.name}/{sp.optimizer.label}")
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
@@ -253,7 +143,7 @@ class Worker:
             space=space,
             pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
             slots=slots,
-            slot_attrs=[{"kind": "tune", "seed": 0}] * len(slots),
+            slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
         )
@@ -282,13 +172,49 @@ class Worker:
             space={},
             pruner=search.make_pruner("none", 1, 1),
             slots=[dict(best.params)] * len(seeds),
-            slot_attrs=[{"kind": "seed", "seed": s, "best_number": best.number} for s in seeds],
+            slot_attrs=[{"kind": SEED, "seed": s, "best_number": best.number} for s in seeds],
             study_attrs={"fingerprint": sp.fingerprint, "best_number": best.number},
             on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
         )
         return study
 
     # -- one trial ------------------------------------------------------------------------------
+    def record_of(
+        self, sp: StudyPlan, trial: Any, slot: int, kind: str, seed: int, hparams: dict
+    ) -> TrialRecord:
+        """The trial's record as it starts (see bench.records)."""
+        suite = self.suite
+        kwargs = to_kwargs(sp.optimizer.entry.defaults, {**sp.optimizer.fixed, **hparams})
+        accumulate = suite.trainer.accumulate_grad_batches
+        return TrialRecord(
+            suite=suite.name,
+            task=sp.task.name,
+            optimizer=sp.optimizer.label,
+            study=sp.name,
+            trial_id=trial_id(sp.name, slot) if kind == TUNE else seed_run_id(sp.name, seed),
+            number=slot,
+            optuna_trial=trial.number,
+            kind=kind,
+            seed=seed,
+            metric=sp.task.metric,
+            mode=sp.task.mode,
+            target=sp.task.target,
+            lr=kwargs.get("lr", math.nan),
+            hparams=hparams,
+            kwargs=kwargs,
+            steps=sp.task.steps,
+            batch_size=sp.task.batch_size,
+            schedule=sp.optimizer.schedule.name,
+            world_size=distributed.world_size(),
+            batch_size_per_device=distributed.per_device_batch(sp.task.batch_size),
+            global_batch_size=distributed.global_batch(sp.task.batch_size, accumulate),
+            tokens_per_step=tokens_per_step(sp.task, accumulate) or None,
+            task_version=sp.task.entry.version,
+            optimizer_source=sp.optimizer.entry.source,
+            fingerprint=sp.fingerprint,
+            provenance=self.meta,
+        )
+
     def objective(self, sp: StudyPlan, study: Any) -> Callable[[Any], float]:
         suite, tracker = self.suite, self.tracker
         space = sp.optimizer.search_space if suite.tuning.protocol != "defaults" else {}
@@ -302,89 +228,44 @@ class Worker:
             stale = trial.user_attrs.get("mlflow_run")
             if stale:  # a retry of a trial whose process died: retire the dead attempt's run
                 tracker.retire(stale, f"process died; retried as optuna trial {trial.number}")
-            kind, seed = trial.user_attrs.get("kind", "tune"), int(trial.user_attrs.get("seed", 0))
+            kind, seed = trial.user_attrs.get("kind", TUNE), int(trial.user_attrs.get("seed", 0))
             hparams = search.suggest(trial, space)
             slot = int(trial.user_attrs["slot"])
-            tid = trial_id(sp.name, slot) if kind == "tune" else seed_run_id(sp.name, seed)
-            kwargs = to_kwargs(sp.optimizer.entry.defaults, {**sp.optimizer.fixed, **hparams})
-            lr = kwargs.get("lr", math.nan)
-            name = f"{sp.task.name}/{sp.optimizer.label}" + (f"#{slot}" if kind == "tune" else f"@seed{seed}")
-            tags = {
-                **self._study_tags(sp),
-                "bench.trial_id": tid,
-                "bench.number": slot,
-                "bench.optuna_trial": trial.number,
-                "bench.kind": kind,
-                "bench.seed": seed,
-                "bench.outcome": "running",
-                "bench.metric": sp.task.metric,
-                "bench.mode": sp.task.mode,
-                "bench.target": sp.task.target if sp.task.target is not None else math.nan,
-                "bench.lr": lr,
-                "bench.params": json.dumps(hparams, default=str),
-                "bench.tokens_per_step": tokens_per_step(sp.task, suite.trainer.accumulate_grad_batches)
-                or math.nan,
-                "bench.task_version": sp.task.entry.version,
-                "bench.optimizer_source": sp.optimizer.entry.source,
-                "bench.git_commit": self.meta["git_commit"],
-                "bench.hardware": self.meta["hardware"],
-                "bench.versions": json.dumps(self.meta["versions"]),
-                "bench.fingerprint": sp.fingerprint,
-            }
-            run_id = tracker.create_run(name, tags, parent_id=study.user_attrs.get("mlflow_parent"))
-            trial.set_user_attr("mlflow_run", run_id)
-            tracker.log(
-                run_id,
-                params={**{f"hp.{k}": v for k, v in hparams.items()},
-                        **{f"opt.{k}": v for k, v in kwargs.items()}, "seed": seed, "steps": sp.task.steps,
-                        "batch_size": sp.task.batch_size, "schedule": sp.optimizer.schedule.name,
-                        "world_size": distributed.world_size(),
-                        "batch_size_per_device": distributed.per_device_batch(sp.task.batch_size),
-                        "global_batch_size": distributed.global_batch(
-                            sp.task.batch_size, suite.trainer.accumulate_grad_batches)},
-            )  # fmt: skip
-            tracker.log_dict(run_id, suite.resolved, "suite.resolved.json")
-            callbacks = []
-            # optuna-integration's callback needs the trial on every rank: no pruning in multi-process trials
-            if kind == "tune" and suite.tuning.pruner != "none" and distributed.world_size() == 1:
-                callbacks.append(search.PruningCallback(trial, monitor=sp.task.metric))
-            spec = trial_spec(suite, sp, hparams, seed)
-            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
-            result = train_trial(
-                spec,
-                callbacks=callbacks,
-                logger=tracker.lightning_logger(run_id),
-                progress=self.show_bars,
-                is_prune=search.is_pruned,
+            label = sp.optimizer.label + (f"#{slot}" if kind == TUNE else f"@seed{seed}")
+            record = self.record_of(sp, trial, slot, kind, seed, hparams)
+            run_id = tracker.open_trial(
+                record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
             )
-            self.record(run_id, trial, result)
-            self.progress.trial(sp.name, name.split("/", 1)[1], result, hparams, sp.task.metric)
+            trial.set_user_attr("mlflow_run", run_id)
+            tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
+            on_eval = None
+            # the pruner decides on rank 0 alone: no pruning in multi-process trials
+            if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
+                on_eval = search.pruning_callable(trial)
+            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
+            self.display.begin(f"{sp.name} {label}", sp.task.steps)
+            with tracker.metrics_writer(run_id) as log_metrics:
+                result = train_trial(
+                    trial_spec(suite, sp, hparams, seed),
+                    log_metrics=log_metrics,
+                    on_eval=on_eval,
+                    on_step=self.display.step,
+                )
+            summary = summary_of(result)
+            tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+            for key, value in (("outcome", summary.outcome), ("value", summary.value),
+                               ("steps", summary.steps), ("time_s", summary.time_s)):  # fmt: skip
+                finite = not isinstance(value, float) or math.isfinite(value)
+                trial.set_user_attr(key, value if finite else None)
+            self.display.trial(sp.name, label, summary, hparams, sp.task.metric)
             self.ran += 1
-            if result.outcome == "pruned":
-                raise search.TrialPruned(f"pruned at step {result.steps}")
-            ok = result.outcome in ("completed", "timeout") and math.isfinite(result.value)
+            if summary.outcome == "pruned":
+                raise search.TrialPruned(f"pruned at step {summary.steps}")
+            ok = summary.outcome in ("completed", "timeout") and math.isfinite(summary.value)
             worst = math.inf if sp.task.mode == "min" else -math.inf
-            return result.value if ok else worst
+            return summary.value if ok else worst
 
         return run
-
-    def record(self, run_id: str, trial: Any, result: TrialResult) -> None:
-        summary = {
-            "value": result.value,
-            "steps": result.steps,
-            "time_s": result.time_s,
-            "steps_to_target": result.steps_to_target,
-            "seconds_to_target": result.seconds_to_target,
-            "tokens_to_target": result.tokens_to_target,
-            **{f"final/{k}": v for k, v in result.metrics.items()},
-        }
-        self.tracker.log(run_id, metrics=summary, tags={"bench.outcome": result.outcome})
-        if result.error:
-            self.tracker.client.log_text(run_id, result.error, "error.txt")
-        self.tracker.finish(run_id, "FAILED" if result.outcome == "error" else "FINISHED")
-        for key, value in (("outcome", result.outcome), ("value", result.value), ("steps", result.steps),
-                           ("time_s", result.time_s)):  # fmt: skip
-            trial.set_user_attr(key, value if not isinstance(value, float) or math.isfinite(value) else None)
 
     # -- the loop -------------------------------------------------------------------------------
     def spent(self, study: Any, *, log: bool = False) -> float:
@@ -392,14 +273,14 @@ class Worker:
         MLflow parent run with the steps and the outcome counts. Every optimizer's budget is counted so."""
         done = search.finished_trials(study)
         seconds = sum(float(t.user_attrs.get("time_s") or 0.0) for t in done)
-        outcomes = [t.user_attrs.get("outcome") for t in done]
-        metrics = {
-            "budget/trials": len(done),
-            "budget/steps": sum(int(t.user_attrs.get("steps") or 0) for t in done),
-            "budget/time_s": seconds,
-            **{f"outcomes/{o}": outcomes.count(o) for o in OUTCOMES},
-        }
         if log and study.user_attrs.get("mlflow_parent"):
+            outcomes = [t.user_attrs.get("outcome") for t in done]
+            metrics = records.budget_metrics(
+                trials=len(done),
+                steps=sum(int(t.user_attrs.get("steps") or 0) for t in done),
+                time_s=seconds,
+                outcomes={o: outcomes.count(o) for o in OUTCOMES},
+            )
             self.tracker.log(study.user_attrs["mlflow_parent"], metrics=metrics, step=len(done))
         return seconds
 
@@ -416,8 +297,8 @@ class Worker:
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
                     study.set_user_attr("bench.time_budget_spent_s", spent)
-                    self.out(f"bench: {sp.name}: study time budget spent ({spent:.1f}s of {cap:g}s); "
-                             f"{search.pending(study)[0]} slot(s) left unrun")  # fmt: skip
+                    self.display.say(f"bench: {sp.name}: study time budget spent ({spent:.1f}s of {cap:g}s); "
+                                     f"{search.pending(study)[0]} slot(s) left unrun")  # fmt: skip
                 return True
             if search.pending(study)[0] == 0:
                 return False
@@ -446,91 +327,100 @@ class Worker:
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
 
 
+# -- worker processes ----------------------------------------------------------------------------------
+def spawned_worker(path: Path, overrides: dict[str, Any], queue: Any, threads: int) -> None:
+    """A `--workers N` process (multiprocessing, spawn): reload the suite from its file with the same
+    overrides, then work on the shared studies, sending its lines to the first process's display."""
+    torch.set_num_threads(threads)
+    relay = Relay(queue)
+    try:
+        suite = load_suite(path, overrides)
+        Worker(suite, make_plan(suite), relay).work()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BaseException:
+        relay.say(f"bench: worker process {os.getpid()} failed:\n{traceback.format_exc().rstrip()}")
+        raise SystemExit(1) from None
+
+
+def spawn_workers(suite: Suite, n: int, queue: Any) -> list[multiprocessing.process.BaseProcess]:
+    """Start `n` worker processes sharing this machine's cores with the first (one thread each at
+    least), each reloading the suite with `load_suite(suite.path, suite.overrides)`."""
+    threads = max(1, (os.cpu_count() or 1) // (n + 1))
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the children's torch at import
+    torch.set_num_threads(threads)
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(
+            target=spawned_worker,
+            args=(suite.path, dict(suite.overrides), queue, threads),
+            name=f"bench-worker-{i + 1}",
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    return procs
+
+
 def run_suite(
     suite: Suite,
     *,
     workers: int = 1,
     progress: bool | None = None,
     leaderboard: bool = True,
-    out: Callable[[str], None] = say,
-    argv: list[str] | None = None,
+    out: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every trial of `suite` (resuming what is already recorded) and build its leaderboard."""
+    """Run every trial of `suite` (resuming what is already recorded) and build its leaderboard.
+
+    progress: the live display (None: when stdout is a terminal, not under CI); out: where lines go
+    instead (then never live)."""
     plan = make_plan(suite)
     distributed.check(suite, workers)
     distributed.setup(suite.trainer.accelerator)
     if not distributed.is_leader():
         follow_leader(suite, plan)
         return {"trials_run": 0}
-    if progress is None:
-        progress = sys.stderr.isatty() and os.environ.get("CI") is None
-    if suite.settings.standins:
-        write_standins(suite.settings.data_root, out)
-    procs = []
-    if workers > 1:  # share the cores instead of oversubscribing them
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
-        torch.set_num_threads(threads)
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.cli",
-            *(argv or []),
-            "--workers",
-            "1",
-            "--no-leaderboard",
-            "--quiet-bars",
-        ]
-        procs = [subprocess.Popen(cmd) for _ in range(workers - 1)]
     total = plan.estimate.runs  # tuning trials plus seed reruns
-    out(f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)")
-    out(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
-    if distributed.world_size() > 1:
-        off = "" if suite.tuning.pruner == "none" else " (pruning is off: it needs the trial on every rank)"
-        out(f"bench: each trial runs on {distributed.world_size()} processes ({distributed.launcher()}){off}")
-    worker = Worker(suite, plan, progress=progress, out=out)
-    try:
-        worker.work()
-    finally:
-        distributed.announce(None)  # release the followers of a multi-process trial
-    failed = [p.wait() for p in procs]
-    if any(failed):
-        out(f"bench: {sum(1 for r in failed if r)} worker process(es) exited with an error")
-    result: dict[str, Any] = {"trials_run": worker.ran}
-    if leaderboard:
-        result["leaderboard"] = build_leaderboard(suite, tracker=worker.tracker, out=out)
+    display = Display(total, workers=workers, live=False if out is not None else progress, out=out or say)
+    with display:
+        if suite.settings.standins:
+            write_standins(suite.settings.data_root, display.say)
+        procs, queue, pump = [], None, None
+        if workers > 1:
+            queue = multiprocessing.get_context("spawn").Queue()
+            pump = display.serve(queue)
+            procs = spawn_workers(suite, workers - 1, queue)
+        display.say(
+            f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)"
+        )
+        display.say(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
+        if distributed.world_size() > 1:
+            off = (
+                "" if suite.tuning.pruner == "none" else " (pruning is off: it needs the trial on every rank)"
+            )
+            display.say(
+                f"bench: each trial runs on {distributed.world_size()} processes ({distributed.launcher()}){off}"
+            )
+        worker: Worker | None = None
+        try:
+            worker = Worker(suite, plan, display)
+            worker.work()
+        except BaseException:
+            for p in procs:  # the first process failed or was interrupted: so is the run
+                p.terminate()
+            raise
+        finally:
+            distributed.announce(None)  # release the followers of a multi-process trial
+            for p in procs:
+                p.join()
+            if queue is not None:
+                queue.put(None)
+                pump.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            display.say(f"bench: {len(failed)} worker process(es) exited with an error")
+        result: dict[str, Any] = {"trials_run": worker.ran}
+        if leaderboard:
+            result["leaderboard"] = report.build_leaderboard(suite, tracker=worker.tracker, out=display.say)
     return result
-
-
-def build_leaderboard(
-    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = say
-) -> list[Path]:
-    """Read the suite's trials back from MLflow, score them, write and log the leaderboard files."""
-    from bench import report, score
-
-    tracker = tracker or Tracker(suite.settings.tracking_uri, suite.name)
-    table = tracker.trials_table()
-    if table.empty:
-        out("bench: no finished trials recorded yet; no leaderboard written")
-        return []
-    board = score.leaderboard(table, suite.leaderboard)
-    run_of = dict(zip(table["trial_id"], table["run_id"], strict=True))
-    curves = {}
-    for task, rows in board.rows.groupby("task"):
-        best = {t: run_of[t] for t in rows["best_trial_id"].dropna() if t in run_of}
-        metric = table.loc[table["task"] == task, "metric"].iloc[0]
-        curves.update(tracker.curves(best, metric=metric))
-    paths = report.write_leaderboard(board, table, curves, Path(suite.settings.leaderboard_dir), suite.name)
-    run_id = tracker.find_run(kind="suite", suite=suite.name)
-    if run_id is None:
-        run_id = tracker.create_run(suite.name, {"bench.kind": "suite", "bench.suite": suite.name})
-    tracker.log_dict(run_id, suite.resolved, "suite.resolved.json")
-    tracker.log_artifacts(run_id, [p for p in paths if p.suffix in (".md", ".csv", ".json")], "leaderboard")
-    tracker.log_artifacts(run_id, [p for p in paths if p.suffix == ".png"], "plots")
-    tracker.log(run_id, metrics={"trials": len(table)})
-    tracker.finish(run_id)
-    md = next((p for p in paths if p.suffix == ".md"), None)
-    out(f"bench: leaderboard written to {md}" if md else "bench: leaderboard written")
-    return paths

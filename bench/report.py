@@ -1,5 +1,9 @@
 """Leaderboard files from scores: <suite>.md/.csv/.json and PNG plots in <suite>/.
 
+    paths = build_leaderboard(suite)    # the suite's trials read back from MLflow, scored, written, logged
+
+or, from a trials table in hand:
+
     board = score.leaderboard(trials, suite.leaderboard)
     paths = write_leaderboard(board, trials, curves, Path("leaderboards"), suite.name)
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bench import records, score
 from bench.score import FAILED, OUTCOMES, TTT, Leaderboard, prepare
+from bench.spec import Suite
+from bench.track import Tracker
 
 JSON_FORMAT = "bench-leaderboard/1"
 
@@ -482,3 +489,34 @@ def write_leaderboard(
     js = out_dir / f"{suite_name}.json"
     js.write_text(json.dumps(leaderboard_dict(board, suite_name), indent=2, allow_nan=False) + "\n")
     return [md, csv, js, *plots.values()]
+
+
+def build_leaderboard(
+    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print
+) -> list[Path]:
+    """Read the suite's trials back from MLflow, score them, write the leaderboard files and log them
+    (with the resolved suite) on the suite's run. Returns the paths written (none without trials)."""
+    tracker = tracker or Tracker(suite.settings.tracking_uri, suite.name)
+    table = tracker.trials_table()
+    if table.empty:
+        out("bench: no finished trials recorded yet; no leaderboard written")
+        return []
+    board = score.leaderboard(table, suite.leaderboard)
+    run_of = dict(zip(table["trial_id"], table["run_id"], strict=True))
+    curves = {}
+    for task, rows in board.rows.groupby("task"):
+        best = {t: run_of[t] for t in rows["best_trial_id"].dropna() if t in run_of}
+        metric = table.loc[table["task"] == task, "metric"].iloc[0]
+        curves.update(tracker.curves(best, metric=metric))
+    paths = write_leaderboard(board, table, curves, Path(suite.settings.leaderboard_dir), suite.name)
+    run_id = tracker.suite_run(suite.name)
+    tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
+    tracker.log_artifacts(
+        run_id, [p for p in paths if p.suffix in (".md", ".csv", ".json")], records.LEADERBOARD_DIR
+    )
+    tracker.log_artifacts(run_id, [p for p in paths if p.suffix == ".png"], records.PLOTS_DIR)
+    tracker.log(run_id, metrics={"trials": len(table)})
+    tracker.finish(run_id)
+    md = next((p for p in paths if p.suffix == ".md"), None)
+    out(f"bench: leaderboard written to {md}" if md else "bench: leaderboard written")
+    return paths

@@ -1,14 +1,23 @@
 """One trial: a LightningModule around a task, an optimizer and a schedule, trained by Lightning.
 
-This is the only module that imports Lightning. `train_trial(spec)` builds the task for the trial's
-seed, the model, the optimizer (from its registry entry) and the schedule, runs `Trainer.fit` for
-`spec.task.steps` steps with validation every `eval_every` steps and at the end, and returns a
-`TrialResult`. Every way a trial can end is an outcome, never an exception:
+With `bench.distributed` this is the runner layer, the only code that imports Lightning.
+`train_trial(spec)` builds the task for the trial's seed, the model (recording the parameter roles the
+task declares, `Task.param_roles`), the optimizer (from its registry entry) and the schedule, runs
+`Trainer.fit` for `spec.task.steps` steps with validation every `eval_every` steps and at the end, and
+returns a `TrialResult`. Every way a trial can end is an outcome, never an exception:
 
 - completed: ran its steps;  diverged: NaN/inf loss, or train loss above `divergence_factor` times its
   first value, or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
-  pruned: stopped by the tuner's pruner (the caller's callback raises, we record);  error: anything else,
-  with the traceback in `error`.
+  pruned: the caller's `on_eval` said stop;  error: anything else, with the traceback in `error`.
+
+What crosses into the runner is plain callables, so neither the tuner nor the tracker is imported here:
+
+    result = train_trial(
+        spec,
+        log_metrics=writer,     # (metrics: dict[str, float], step: int) -> None: curves, throughput
+        on_eval=pruner,         # (step, value of the task metric) -> True to stop the trial as pruned
+        on_step=display.step,   # (optimizer steps done) -> None: progress
+    )
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
@@ -22,7 +31,8 @@ import math
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -31,12 +41,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
-from bench.optimizers.param_groups import remember_shapes
+from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
 from bench.plan import step_scale, tokens_per_step
@@ -45,10 +56,20 @@ from bench.tasks.base import Task
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
-# Validation metrics are reduced over ranks by hand (sums and counts), not by `sync_dist`.
-warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+
+# Lightning warnings that say nothing about a trial, silenced while it trains (`_quiet`).
+QUIET = (
+    r".*does not have many workers.*",
+    r".*`isinstance\(treespec, LeafSpec\)`.*",
+    # Validation metrics are reduced over ranks by hand (sums and counts), not by `sync_dist`.
+    r".*when logging on epoch level in distributed setting.*",
+    # A diverged trial skips its step by returning None on purpose; the outcome says so.
+    r".*`training_step` returned `None`.*",
+)
+
+LogMetrics = Callable[[dict[str, float], int], None]
+OnEval = Callable[[int, float], bool]
+OnStep = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -84,18 +105,21 @@ class TrialResult:
         return self.outcome == "completed"
 
 
-class Diverged(Exception):
-    pass
-
-
 class BenchModule(L.LightningModule):
-    """Trains `model` on `task` with the optimizer built from `optimizer`; records curves."""
+    """Trains `model` on `task` with the optimizer built from `optimizer`; records curves. `on_eval`
+    hears the task metric after every evaluation and stops the trial (pruned) by returning True;
+    `on_step` hears the optimizer steps done."""
 
-    def __init__(self, task: Task, spec: TrialSpec):
+    def __init__(
+        self, task: Task, spec: TrialSpec, on_eval: OnEval | None = None, on_step: OnStep | None = None
+    ):
         super().__init__()
         self.task, self.spec = task, spec
+        self.on_eval, self.on_step = on_eval, on_step
         self.model = task.build_model()
-        remember_shapes(self.model)  # FSDP flattens parameters before configure_optimizers
+        roles = task.param_roles(self.model)
+        # before FSDP flattens the parameters (configure_optimizers runs on the wrapped model)
+        remember(self.model, head=roles.head, embedding=roles.embedding)
         entry = spec.optimizer.entry
         self.schedule_free = "schedule_free" in entry.flags
         self.create_graph = "create_graph" in entry.flags
@@ -105,6 +129,7 @@ class BenchModule(L.LightningModule):
             self.ema.requires_grad_(False)
         self.first_loss: float | None = None
         self.diverged_at: int | None = None
+        self.pruned_at: int | None = None
         self.curves: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
         self.final: dict[str, float] = {}
         self.last_val_step = -1
@@ -176,6 +201,8 @@ class BenchModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and outputs is not None:
             self.ema.update_parameters(self.model)
+        if self.on_step is not None:
+            self.on_step(self.global_step)
 
     # -- evaluation -----------------------------------------------------------------------------
     def on_validation_model_eval(self) -> None:
@@ -235,6 +262,9 @@ class BenchModule(L.LightningModule):
                 "seconds": time.perf_counter() - self.started,
                 "tokens": float(step * tokens) if tokens else math.nan,
             }
+        if self.on_eval is not None and not self.trainer.sanity_checking and self.on_eval(step, value):
+            self.pruned_at = step
+            self.trainer.should_stop = True
 
     # -- data -----------------------------------------------------------------------------------
     # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
@@ -250,7 +280,30 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
 
 
-def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, progress: bool) -> L.Trainer:
+class CallableLogger(Logger):
+    """Lightning's logger interface around a plain `log_metrics(metrics, step)`: whatever Lightning logs
+    (the module's curves, the throughput monitor's figures, `epoch`) goes to the callable."""
+
+    def __init__(self, log_metrics: LogMetrics):
+        super().__init__()
+        self._log_metrics = log_metrics
+
+    @property
+    def name(self) -> str:
+        return "bench"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._log_metrics(dict(metrics), step or 0)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the caller records the trial's configuration itself
+
+
+def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger | None) -> L.Trainer:
     t = spec.trainer
     steps = spec.task.steps
     eval_every = spec.task.eval_every or steps
@@ -272,7 +325,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Any, p
         callbacks=[*callbacks, throughput_monitor(steps)],
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=False,  # progress is the caller's (on_step)
         deterministic=False,
         use_distributed_sampler=False,  # BenchModule shards the loaders itself
         default_root_dir=str(Path(".bench") / "lightning"),
@@ -292,51 +345,63 @@ def _batch_size(batch: Any) -> int:
     return len(first)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
 def train_trial(
     spec: TrialSpec,
     *,
+    log_metrics: LogMetrics | None = None,
+    on_eval: OnEval | None = None,
+    on_step: OnStep | None = None,
     callbacks: Sequence[Callback] = (),
-    logger: Any = None,
-    progress: bool = False,
-    is_prune: Callable[[BaseException], bool] = lambda e: False,
 ) -> TrialResult:
-    """Train one trial and return its result. `is_prune(exc)` tells a pruner's exception apart."""
+    """Train one trial and return its result (see the module docstring for the callables)."""
     started = time.perf_counter()
     module: BenchModule | None = None
     trainer: L.Trainer | None = None
     outcome, error = "completed", None
-    try:
-        L.seed_everything(spec.seed, workers=True, verbose=False)
-        # The suite's batch_size is global; each process of a multi-process trial loads its share.
-        options = {**spec.task.options, "batch_size": per_device_batch(spec.task.batch_size)}
-        task = spec.task.entry.build(options, spec.seed, spec.data_root)
-        module = BenchModule(task, spec)
-        if spec.trainer.compile:
-            module.model = torch.compile(module.model)
-        trainer = build_trainer(spec, callbacks, logger, progress)
-        trainer.fit(module)
-        if module.diverged_at is not None:
-            outcome = "diverged"
-        elif trainer.global_step < spec.task.steps:
-            outcome = "timeout" if spec.time_budget_s else "error"
-            if outcome == "error":
-                error = f"training stopped early at step {trainer.global_step} of {spec.task.steps}"
-        if module.last_val_step != trainer.global_step and outcome != "diverged":
-            trainer.validate(module, verbose=False)
+    with _quiet():
+        try:
+            L.seed_everything(spec.seed, workers=True, verbose=False)
+            # The suite's batch_size is global; each process of a multi-process trial loads its share.
+            options = {**spec.task.options, "batch_size": per_device_batch(spec.task.batch_size)}
+            task = spec.task.entry.build(options, spec.seed, spec.data_root)
+            module = BenchModule(task, spec, on_eval=on_eval, on_step=on_step)
+            if spec.trainer.compile:
+                module.model = torch.compile(module.model)
+            logger = CallableLogger(log_metrics) if log_metrics is not None else None
+            trainer = build_trainer(spec, callbacks, logger)
+            trainer.fit(module)
             if module.diverged_at is not None:
                 outcome = "diverged"
-    except BaseException as exc:  # every ending is an outcome; Ctrl-C and SIGTERM stop the suite
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        if is_prune(exc):
-            outcome = "pruned"
-        elif _is_oom(exc):
-            outcome, error = "oom", f"{type(exc).__name__}: {exc}"
-        else:
-            outcome, error = "error", traceback.format_exc()
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+            elif module.pruned_at is not None:
+                outcome = "pruned"
+            elif trainer.global_step < spec.task.steps:
+                outcome = "timeout" if spec.time_budget_s else "error"
+                if outcome == "error":
+                    error = f"training stopped early at step {trainer.global_step} of {spec.task.steps}"
+            if module.last_val_step != trainer.global_step and outcome not in ("diverged", "pruned"):
+                trainer.validate(module, verbose=False)
+                if module.diverged_at is not None:
+                    outcome = "diverged"
+                elif module.pruned_at is not None:  # `on_eval` hears the final evaluation too
+                    outcome = "pruned"
+        except BaseException as exc:  # every ending is an outcome; Ctrl-C and SIGTERM stop the suite
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            if _is_oom(exc):
+                outcome, error = "oom", f"{type(exc).__name__}: {exc}"
+            else:
+                outcome, error = "error", traceback.format_exc()
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     final = module.final if module is not None else {}
     value = final.get(spec.task.metric, math.nan)
     to_target = module.to_target if module is not None else {}

@@ -21,6 +21,10 @@ recovered on an RDB storage.
 
 Adaptive samplers are made afresh for every trial, seeded with (sampler seed, trial number), so
 workers and resumed runs never repeat each other's random draws (see `TrialSeeded`).
+
+**Pruning** reaches the runner as a plain callable, `pruning_callable(trial)`: `on_eval(step, value)`
+reports the task metric at the optimizer step and returns whether to stop. The runner knows nothing of
+Optuna, and this module nothing of Lightning.
 """
 
 from __future__ import annotations
@@ -40,16 +44,15 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
+from bench.retry import schema_race
+from bench.schema import PROTOCOLS, PRUNERS
 from bench.space import Float, Int, Param, grid, grid_size
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats, stale-trial retry and QMC are marked experimental by Optuna; we rely on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-PROTOCOLS = ("random", "qmc", "tpe", "cmaes", "grid", "defaults")
-PRUNERS = ("none", "median", "hyperband")
 ADAPTIVE = ("tpe", "cmaes")
 
 TrialPruned = optuna.TrialPruned
@@ -74,12 +77,14 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=max(1, int(heartbeat_s)),
-        grace_period=max(2, int(3 * heartbeat_s)),
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+    return schema_race(  # workers started together on a fresh database race to create its tables
+        lambda: RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=max(1, int(heartbeat_s)),
+            grace_period=max(2, int(3 * heartbeat_s)),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
     )
 
 
@@ -193,23 +198,16 @@ def draw_configurations(protocol: str, seed: int, space: Mapping[str, Param], n:
     return configs
 
 
-class PruningCallback(PyTorchLightningPruningCallback):
-    """optuna-integration's Lightning pruning callback, reporting at the optimizer step rather than
-    the epoch: bench trials are step-based and validate several times within one epoch."""
+def pruning_callable(trial: optuna.Trial) -> Callable[[int, float], bool]:
+    """What the runner calls at each evaluation (`on_eval`): report the task metric at the optimizer
+    step to the trial, and answer whether the study's pruner stops it there. The runner stops training
+    and records the outcome `pruned`; the engine then ends the trial as pruned (`TrialPruned`)."""
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or self.is_ddp_backend:
-            return super().on_validation_end(trainer, pl_module)
-        score = trainer.callback_metrics.get(self.monitor)
-        if score is None or not math.isfinite(float(score)):
-            return
-        self._trial.report(float(score), step=trainer.global_step)
-        if self._trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
+    def on_eval(step: int, value: float) -> bool:
+        trial.report(value, step=step)
+        return bool(trial.should_prune())  # a plain bool (Optuna may answer numpy.bool_)
 
-
-def is_pruned(exc: BaseException) -> bool:
-    return isinstance(exc, optuna.TrialPruned)
+    return on_eval
 
 
 def open_study(

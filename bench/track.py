@@ -1,45 +1,76 @@
 """MLflow: experiments, parent/child runs, params, metrics, artifacts, and reading trials back.
 
-This is the only module that imports MLflow. Layout in the tracking store:
+This is the only module that imports MLflow. What the runs hold, and every tag's name, is declared in
+`bench.records`; this module writes and reads it:
 
-    experiment  <suite name>
-      run  "<suite>"                      kind=suite   resolved suite, leaderboard files and plots
-      run  "<task>/<optimizer>"           kind=study   one per study (parent of its trials)
-        run "<task>/<optimizer>#<n>"      kind=tune    one per tuning trial (child)
-        run "<task>/<optimizer>@seed<k>"  kind=seed    reruns of the best configuration
+    tracker = Tracker("sqlite:///mlflow.db", suite.name)
+    run_id = tracker.open_trial(record, name, parent_id)      # tags and params, outcome `running`
+    with tracker.metrics_writer(run_id) as log_metrics:        # curves, batched
+        result = train_trial(spec, log_metrics=log_metrics)
+    tracker.close_trial(run_id, dataclasses.replace(record, summary=...))
+    tracker.trials_table()                                     # every ended trial, for bench.score
 
-Every trial run carries tags `bench.*` (suite, task, optimizer, study, trial_id, kind, seed, outcome,
-metric, mode, target, lr), its hyperparameters as params, curves (`train/loss`, `val/...`) logged during
-training by Lightning's `MLFlowLogger` (asynchronously, so logging does not slow training), summary
-metrics at the end, and provenance (resolved suite, git commit, package versions, hardware).
-`trials_table` reads all of that back into the table `bench.score` consumes.
+Curves go through `MetricsWriter`, a plain `log_metrics(metrics, step)` callable that buffers and
+writes with `MlflowClient.log_batch` (every 30 s, every 1,000 values, and when the trial ends): one
+synchronous call per batch, instead of Lightning's MLFlowLogger whose asynchronous queue costs about a
+second per trial to shut down.
+
+Creating the experiment retries while other workers create the same database (`bench.retry`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-TRIAL_KINDS = ("tune", "seed")
+from bench import records
+from bench.records import RunFields, StudyRecord, TrialRecord
+from bench.retry import schema_race
+
+BATCH = 1000  # MLflow's limit on metrics per log_batch request; params and tags: 100
+PARAM_CHARS, TAG_CHARS = 6000, 5000  # value lengths every MLflow backend accepts
 
 
-def _str(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=str)
-    return str(value)
+class MetricsWriter:
+    """`log_metrics(metrics, step)` for one run: buffered, written in batches, flushed on `flush()` (and
+    on leaving a `with` block). Metric names are cleaned as MLflow requires (letters, digits, `_/. -`)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, every_s: float = 30.0, size: int = BATCH):
+        self.client, self.run_id, self.every_s, self.size = client, run_id, every_s, size
+        self._buffer: list[Metric] = []
+        self._since = time.monotonic()
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if isinstance(value, str):
+                continue
+            self._buffer.append(Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", key), float(value), now, int(step)))
+        if len(self._buffer) >= self.size or time.monotonic() - self._since >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        buffer, self._buffer = self._buffer, []
+        self._since = time.monotonic()
+        for i in range(0, len(buffer), self.size):
+            self.client.log_batch(self.run_id, metrics=buffer[i : i + self.size])
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.flush()
 
 
 class Tracker:
@@ -49,8 +80,9 @@ class Tracker:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.experiment_id = self._experiment(experiment)
+        # Creating the client creates (or migrates) the store's tables: the first thing workers race on.
+        self.client = schema_race(lambda: MlflowClient(tracking_uri=tracking_uri))
+        self.experiment_id = schema_race(lambda: self._experiment(experiment))
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -66,9 +98,43 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    # -- records ---------------------------------------------------------------------------------
+    def open_trial(self, record: TrialRecord, name: str, parent_id: str | None) -> str:
+        """A child run of `parent_id` holding the record's tags and params (outcome `running`)."""
+        fields = records.encode(record)
+        run_id = self.create_run(name, fields.tags, parent_id=parent_id)
+        self.log(run_id, params=fields.params)
+        return run_id
+
+    def close_trial(self, run_id: str, record: TrialRecord) -> None:
+        """Record how the trial ended (`record.summary`): summary metrics, outcome, the error text as an
+        artifact, and the run's final status."""
+        if record.summary is None:
+            raise ValueError(f"trial {record.trial_id} has no summary to record")
+        fields = records.encode(record)
+        self.log(run_id, metrics=fields.metrics, tags={records.OUTCOME: fields.tags[records.OUTCOME]})
+        if record.summary.error:
+            self.client.log_text(run_id, record.summary.error, records.ERROR_ARTIFACT)
+        self.finish(run_id, record.ended_status)
+
+    def open_study(self, record: StudyRecord, name: str) -> str:
+        """A study's parent run with its tags and params."""
+        fields = records.encode(record)
+        run_id = self.create_run(name, fields.tags)
+        self.log(run_id, params=fields.params)
+        return run_id
+
+    def suite_run(self, suite: str) -> str:
+        """The suite's own run (found, or made), which holds the leaderboard files."""
+        key = records.suite_key(suite)
+        return self.find_run(key) or self.create_run(suite, key)
+
+    def metrics_writer(self, run_id: str) -> MetricsWriter:
+        return MetricsWriter(self.client, run_id)
+
     # -- writing --------------------------------------------------------------------------------
     def create_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
-        all_tags = {MLFLOW_RUN_NAME: name, **{k: _str(v) for k, v in tags.items()}}
+        all_tags = {MLFLOW_RUN_NAME: name, **{k: records.text(v) for k, v in tags.items()}}
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
@@ -90,8 +156,8 @@ class Tracker:
             for k, v in (metrics or {}).items()
             if v is not None and math.isfinite(float(v))
         ]
-        ps = [Param(k, _str(v)[:6000]) for k, v in (params or {}).items()]
-        ts = [RunTag(k, _str(v)[:5000]) for k, v in (tags or {}).items()]
+        ps = [Param(k, records.text(v)[:PARAM_CHARS]) for k, v in (params or {}).items()]
+        ts = [RunTag(k, records.text(v)[:TAG_CHARS]) for k, v in (tags or {}).items()]
         for i in range(0, max(len(ms), len(ps), len(ts)), 100):
             self.client.log_batch(
                 run_id, metrics=ms[i : i + 100], params=ps[i : i + 100], tags=ts[i : i + 100]
@@ -105,29 +171,22 @@ class Tracker:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        mlflow.flush_async_logging()
         self.client.set_terminated(run_id, status)
 
     def retire(self, run_id: str, reason: str) -> None:
         """A run whose trial died (kill -9) and is retried: marked KILLED and hidden (soft-deleted),
         so each trial appears exactly once among the experiment's active runs."""
         try:
-            self.client.set_tag(run_id, "bench.retired", reason)
+            self.client.set_tag(run_id, records.RETIRED, reason)
             self.client.set_terminated(run_id, "KILLED")
             self.client.delete_run(run_id)
         except MlflowException:
             pass
 
-    def lightning_logger(self, run_id: str) -> Any:
-        """Lightning's MLFlowLogger writing into an existing run, asynchronously."""
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        return MLFlowLogger(tracking_uri=self.uri, run_id=run_id, synchronous=False)
-
     # -- finding --------------------------------------------------------------------------------
-    def find_run(self, **tags: str) -> str | None:
-        """The id of the active run carrying all these `bench.*` tags, if any."""
-        clauses = " and ".join(f"tags.`bench.{k}` = '{v}'" for k, v in tags.items())
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The id of an active run carrying all these tags (e.g. `records.study_key(name)`), if any."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs([self.experiment_id], clauses, ViewType.ACTIVE_ONLY, max_results=1)
         return runs[0].info.run_id if runs else None
 
@@ -150,46 +209,23 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     # -- reading back ---------------------------------------------------------------------------
-    def trials_table(self) -> pd.DataFrame:
-        """Every recorded trial of the experiment as the table `bench.score` documents."""
-        rows = []
-        for run in self.runs("tags.`bench.kind` != 'study'"):
-            t, m = run.data.tags, run.data.metrics
-            if t.get("bench.kind") not in TRIAL_KINDS or run.info.status not in ("FINISHED", "FAILED"):
+    def read_trials(self, *, ended: bool = True) -> list[TrialRecord]:
+        """Every trial run of the experiment as its record (with `ended`, only those that ended)."""
+        out = []
+        for run in self.runs(f"tags.`{records.KIND}` != '{records.STUDY_KIND}'"):
+            if ended and run.info.status not in records.ENDED:
                 continue
-            params = json.loads(t.get("bench.params", "{}"))
-            rows.append(
-                {
-                    "suite": t.get("bench.suite"),
-                    "task": t.get("bench.task"),
-                    "optimizer": t.get("bench.optimizer"),
-                    "study": t.get("bench.study"),
-                    "trial_id": t.get("bench.trial_id"),
-                    "run_id": run.info.run_id,
-                    "number": int(t.get("bench.number", -1)),
-                    "kind": t.get("bench.kind"),
-                    "seed": int(t.get("bench.seed", 0)),
-                    "outcome": t.get("bench.outcome"),
-                    "metric": t.get("bench.metric"),
-                    "value": m.get("value", math.nan),
-                    "mode": t.get("bench.mode", "min"),
-                    "target": float(t.get("bench.target", "nan")),
-                    "lr": float(t.get("bench.lr", "nan")),
-                    "params": params,
-                    "steps": int(m.get("steps", 0)),
-                    "time_s": m.get("time_s", math.nan),
-                    "steps_to_target": m.get("steps_to_target", math.nan),
-                    "seconds_to_target": m.get("seconds_to_target", math.nan),
-                    "tokens_to_target": m.get("tokens_to_target", math.nan),
-                    "tokens_per_step": float(t.get("bench.tokens_per_step", "nan")),
-                }
-            )
-        columns = [
-            "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
-            "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
-            "seconds_to_target", "tokens_to_target", "tokens_per_step",
-        ]  # fmt: skip
-        return pd.DataFrame(rows, columns=columns)
+            data = run.data
+            fields = RunFields(tags=data.tags, params=data.params, metrics=data.metrics)
+            record = records.decode(fields, run_id=run.info.run_id, status=run.info.status)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def trials_table(self) -> pd.DataFrame:
+        """Every ended trial of the experiment as the table `bench.score` documents."""
+        rows = [records.table_row(r) for r in self.read_trials() if r.summary is not None]
+        return pd.DataFrame(rows, columns=list(records.COLUMNS))
 
     def curves(
         self, run_ids: Mapping[str, str], metric: str

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--optimizers", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None, help="report directory (default: a temp dir)")
     args = parser.parse_args()
-    from bench.spec import LeaderboardSpec
+    from bench.schema import LeaderboardSpec
 
     df, curves = synthetic_trials(args.trials, args.tasks, args.optimizers)
     spec = LeaderboardSpec(ks=(1, 4, 16))

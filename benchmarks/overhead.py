@@ -3,7 +3,7 @@
 Both sides train the same task (default `pydocs_gpt_tiny`) from the same seed with the same optimizer
 (AdamW, cosine schedule with warmup) for the same steps on the same batches, and validate on the same
 held-out set at the same steps. The bench side is the real thing: `bench.run.train_trial` (a Lightning
-`Trainer.fit`) logging curves to a real MLflow run through Lightning's asynchronous MLFlowLogger.
+`Trainer.fit`) logging curves to a real MLflow run through bench's batched MLflow writer.
 Repeats alternate the two sides so drifting machine load hits both; the median ratio is printed.
 
     python benchmarks/overhead.py                 # target: ratio <= 1.05
@@ -25,10 +25,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench.catalog import load  # noqa: E402
+from bench import records  # noqa: E402
+from bench.catalog import OPTIMIZERS, SCHEDULES, TASKS  # noqa: E402
 from bench.optimizers.schedules import lr_lambda  # noqa: E402
-from bench.registry import OPTIMIZERS, TASKS  # noqa: E402
 from bench.run import TrialSpec, train_trial  # noqa: E402
+from bench.schema import FrozenMap  # noqa: E402
 from bench.spec import OptimizerSpec, ScheduleSpec, TaskSpec  # noqa: E402
 from bench.track import Tracker  # noqa: E402
 
@@ -83,8 +84,9 @@ def bare_loop(spec: TrialSpec) -> tuple[float, float]:
 
 def bench_trial(spec: TrialSpec, tracker: Tracker) -> tuple[float, float]:
     started = time.perf_counter()
-    run_id = tracker.create_run("overhead", {"bench.kind": "benchmark"})
-    result = train_trial(spec, logger=tracker.lightning_logger(run_id))
+    run_id = tracker.create_run("overhead", {records.KIND: "benchmark"})
+    with tracker.metrics_writer(run_id) as log_metrics:
+        result = train_trial(spec, log_metrics=log_metrics)
     tracker.finish(run_id)
     assert result.outcome == "completed", result.error
     return time.perf_counter() - started, result.value
@@ -98,14 +100,17 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
-    load()
     entry, adamw = TASKS.get(args.task), OPTIMIZERS.get("adamw")
     task = TaskSpec(
-        name=args.task, entry=entry, steps=args.steps, batch_size=entry.batch_size, options=dict(entry.options),
+        name=args.task, entry=entry, steps=args.steps, batch_size=entry.batch_size, options=FrozenMap(entry.default_options),
         metric=entry.metric, mode=entry.mode, target=entry.target, eval_every=args.eval_every,
     )  # fmt: skip
     optimizer = OptimizerSpec(
-        label="adamw", entry=adamw, search_space={}, fixed={}, schedule=ScheduleSpec("cosine", warmup=0.05)
+        label="adamw",
+        entry=adamw,
+        search_space=FrozenMap(),
+        fixed=FrozenMap(),
+        schedule=ScheduleSpec(SCHEDULES.get("cosine"), warmup=0.05),
     )
     spec = TrialSpec(task=task, optimizer=optimizer, hparams={"lr": 1e-3}, seed=0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,8 +17,8 @@ those first draws, the pruned search finds it for the few steps spent until then
 gives the pruned search another sampler seed: the stricter question of whether pruning finds an equally
 good configuration from different draws.
 
-Each search runs through the pieces the engine uses (`bench.search` samplers, pruners and Lightning
-pruning callback; `bench.run.train_trial`; the suite loader), minus MLflow and the slot bookkeeping, so
+Each search runs through the pieces the engine uses (`bench.search` samplers, pruners and
+pruning callable; `bench.run.train_trial`; the suite loader), minus MLflow and the slot bookkeeping, so
 the number measures the tuning protocol, not the stores. One torch thread: the models are tiny.
 
     python benchmarks/pruning_efficiency.py                        # digits_mlp, adamw, 32 x 200 steps
@@ -46,11 +46,11 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from bench import search  # noqa: E402
-from bench.catalog import load  # noqa: E402
 from bench.engine import trial_spec  # noqa: E402
+from bench.loader import load_suite  # noqa: E402
 from bench.plan import StudyPlan, make_plan  # noqa: E402
 from bench.run import train_trial  # noqa: E402
-from bench.spec import Suite, load_suite  # noqa: E402
+from bench.spec import Suite  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,8 @@ def run_search(
 
     def objective(trial: optuna.Trial) -> float:
         hparams = search.suggest(trial, space)
-        callbacks = [search.PruningCallback(trial, monitor=sp.task.metric)] if pruner != "none" else []
         spec = trial_spec(suite, sp, hparams, seed=0)  # tuning trials train on seed 0, as in the engine
-        result = train_trial(spec, callbacks=callbacks, is_prune=search.is_pruned)
+        result = train_trial(spec, on_eval=search.pruning_callable(trial) if pruner != "none" else None)
         ok = result.outcome == "completed" and math.isfinite(result.value)
         record.append(Trial(result.outcome, result.steps, result.value if ok else math.nan))
         if result.outcome == "pruned":
@@ -162,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    load()
     started = time.monotonic()
     fractions, per_trial_budget = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
-"""Multi-process trials on CPU: launch checks, data sharding, SLURM rendezvous, and a 2-process DDP
-trial under torchrun that must reproduce the single-process run on the same global batch."""
+"""Multi-process trials on CPU: launcher detection and launch checks, data sharding, SLURM rendezvous, and a
+2-process DDP trial under torchrun that must reproduce the single-process run on the same global batch."""
 
 from __future__ import annotations
 
@@ -16,23 +16,74 @@ from helpers import optuna_states, trial_runs, write_suite
 from torch.utils.data import DataLoader, IterableDataset
 
 from bench import distributed
-from bench.spec import SpecError, load_suite
-from bench.tasks.image_data import SeededSampler, TensorPairs
+from bench.loader import load_suite
+from bench.spec import SpecError
+from bench.workloads.image_data import SeededSampler, TensorPairs
 
 CPU_DDP = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+
+
+LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE",
+               "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
+               "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME", "SLURM_JOB_ID", "SLURM_NODELIST")  # fmt: skip
 
 
 @pytest.fixture
 def plain_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """No launcher variables, whatever the machine running the tests has set."""
-    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
+    for var in LAUNCH_VARS:
         monkeypatch.delenv(var, raising=False)
 
 
-def launched(monkeypatch: pytest.MonkeyPatch, world: int) -> None:
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", str(world))
+def launched(monkeypatch: pytest.MonkeyPatch, world: int, rank: int = 0) -> None:
+    """The variables `torchrun --nproc_per_node {world}` sets in process `rank`."""
+    for var, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": rank, "LOCAL_RANK": rank, "GROUP_RANK": 0,
+                       "WORLD_SIZE": world, "LOCAL_WORLD_SIZE": world, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": 29500}.items():  # fmt: skip
+        monkeypatch.setenv(var, str(value))
+
+
+def srun_task(monkeypatch: pytest.MonkeyPatch, ntasks: int, procid: int, **extra: str) -> None:
+    """The variables `srun --ntasks-per-node {ntasks}` sets in task `procid` (one node)."""
+    for var, value in {"SLURM_NTASKS": ntasks, "SLURM_PROCID": procid, "SLURM_LOCALID": procid, "SLURM_NODEID": 0,
+                       "SLURM_NTASKS_PER_NODE": ntasks, "SLURM_NNODES": 1, "SLURM_JOB_NAME": "bench",
+                       **extra}.items():  # fmt: skip
+        monkeypatch.setenv(var, str(value))
+
+
+# -- launchers, as Lightning's cluster environments detect them -------------------------------------
+def test_a_plain_process_is_rank_0_of_1(plain_process) -> None:
+    assert distributed.launcher() is None and distributed.environment() is None
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (0, 1, 0)
+    assert distributed.is_leader()
+
+
+def test_torchrun_and_srun_ranks_come_from_lightnings_environments(plain_process, monkeypatch) -> None:
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    srun_task(monkeypatch, 4, 3)
+    assert distributed.launcher() == "slurm" and isinstance(distributed.environment()[1], SLURMEnvironment)
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (3, 4, 3)
+    assert not distributed.is_leader()
+
+    launched(monkeypatch, 2, rank=1)  # torchrun inside a SLURM allocation: torchrun wins, as in Lightning
+    assert distributed.launcher() == "torchrun"
+    assert isinstance(distributed.environment()[1], TorchElasticEnvironment)
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (1, 2, 1)
+
+    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # an interactive SLURM shell is no launcher
+    assert distributed.launcher() is None and distributed.world_size() == 1
+
+
+def test_slurm_rendezvous_is_lightnings_and_set_variables_win(plain_process, monkeypatch) -> None:
+    srun_task(monkeypatch, 2, 0, SLURM_NODELIST="node[03-05,9],gpu1", SLURM_JOB_ID="4719123")
+    assert distributed.rendezvous() == ("node03", 15000 + 9123)  # first host; 15000 + the job id's last 4
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("node03", "24123")  # for env://
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    monkeypatch.setenv("MASTER_PORT", "29400")
+    assert distributed.rendezvous() == ("10.0.0.7", 29400)
 
 
 # -- launch checks ---------------------------------------------------------------------------------
@@ -50,18 +101,24 @@ def test_multi_device_trainer_without_a_launcher_names_the_torchrun_command(
         distributed.check(every_gpu)
 
 
-def test_launch_must_match_devices_batch_must_split_and_workers_are_refused(tmp_path, monkeypatch) -> None:
+def test_launch_must_match_devices_batch_must_split_and_workers_are_refused(
+    tmp_path, plain_process, monkeypatch
+) -> None:
     launched(monkeypatch, 4)
     with pytest.raises(SpecError, match=r"launched as 4 processes \(torchrun\).*= 2"):
         distributed.check(load_suite(write_suite(tmp_path, trainer=CPU_DDP)))
 
-    tasks = [{"name": "digits_cnn", "steps": 20, "batch_size": 63}]
-    odd = load_suite(write_suite(tmp_path, trainer=CPU_DDP, tasks=tasks))
-    with pytest.raises(SpecError, match=r"tasks\[0\].batch_size: 63 does not split evenly over 2"):
-        distributed.check_suite(odd)  # what `bench validate` can tell, before any launch
+    # a single-device suite with an odd batch under a 2-process launch: every problem, at once
     launched(monkeypatch, 2)
-    with pytest.raises(SpecError, match=r"tasks\[0\].batch_size: 63 does not split evenly over 2"):
-        distributed.check(odd)
+    tasks = [{"name": "digits_cnn", "steps": 20, "batch_size": 63}]
+    odd = load_suite(write_suite(tmp_path, trainer={"accelerator": "cpu", "devices": 1}, tasks=tasks))
+    with pytest.raises(SpecError) as e:
+        distributed.check(odd, workers=2)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(str(odd.path)) for line in lines)
+    assert "trainer: launched as 2 processes (torchrun), but devices: 1 x num_nodes: 1 = 1" in lines[0]
+    assert "workers: --workers 2 cannot be combined with a torchrun launch" in lines[1]
+    assert "tasks[0].batch_size: 63 does not split evenly over 2 processes" in lines[2]
 
     suite = load_suite(write_suite(tmp_path, trainer=CPU_DDP))
     with pytest.raises(SpecError, match=r"--workers 3 cannot be combined"):
@@ -69,31 +126,11 @@ def test_launch_must_match_devices_batch_must_split_and_workers_are_refused(tmp_
     distributed.check(suite)  # 2 processes for devices: 2: fine
 
 
-def test_fsdp_is_refused_for_optimizers_without_the_flag(tmp_path, plain_process) -> None:
-    trainer = {"accelerator": "gpu", "devices": 1, "strategy": "fsdp"}
-    suite = load_suite(write_suite(tmp_path, trainer=trainer, optimizers=["adamw", "muon"]))
-    with pytest.raises(SpecError, match=r"optimizers\[1\]: 'muon' .* does not support FSDP") as e:
-        distributed.check(suite)
-    listed = str(e.value).split("flagged `fsdp`: ")[1].split(", ")
-    assert "adamw" in listed and "sgd" in listed and "muon" not in listed
-    assert listed == distributed.fsdp_optimizers()
-    distributed.check(load_suite(write_suite(tmp_path, trainer=trainer, optimizers=["adamw", "lion"])))
-
-
 def test_batch_sizes() -> None:
     assert distributed.per_device_batch(64, 2) == 32 and distributed.per_device_batch(64, 1) == 64
     with pytest.raises(ValueError, match="does not split evenly"):
         distributed.per_device_batch(10, 4)
     assert distributed.global_batch(32, accumulate_grad_batches=4) == 128
-    assert [distributed.processes(d, 2) for d in (4, "4", "0,1", "auto", -1)] == [8, 8, 4, None, None]
-
-
-def test_slurm_rendezvous_matches_lightning() -> None:
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
-    for nodes in ("gpu01", "node[03-05,9]", "node[7]", "a,b", "host[5-9],other"):
-        assert distributed.first_host(nodes) == SLURMEnvironment.resolve_root_node_address(nodes)
-    assert distributed.slurm_port("4719123") == 15000 + 9123  # Lightning: last four digits + 15000
 
 
 # -- data sharding ---------------------------------------------------------------------------------
@@ -152,6 +189,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # two processes importing torch and Lightning: ~8 s on 2 cores
 def test_srun_tasks_join_one_group_and_followers_get_every_announcement(tmp_path: Path) -> None:
     """Two processes with the variables `srun --ntasks-per-node 2` sets (no SLURM needed)."""
     script = textwrap.dedent("""

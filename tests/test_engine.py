@@ -1,4 +1,5 @@
-"""End to end, in process: a tiny suite through Optuna, Lightning and MLflow to a leaderboard."""
+"""End to end, in process: a tiny suite through Optuna, Lightning and MLflow to a leaderboard; and the
+runner's plain-callable boundary (`train_trial` with `log_metrics`, `on_eval`, `on_step`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: Path, capsys) -> None:
     suite = write_suite(workdir, tuning={"protocol": "random", "trials": 2, "seeds": 2})
     assert main(["run", str(suite)]) == 0
@@ -36,7 +38,10 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     one = client.get_run(runs[0]["run_id"])
     assert one.data.params["steps"] == "20" and any(k.startswith("hp.") for k in one.data.params)
-    assert len(client.get_metric_history(one.info.run_id, "val/error")) == 2  # steps 10 and 20
+    assert [m.step for m in client.get_metric_history(one.info.run_id, "val/error")] == [
+        9,
+        19,
+    ]  # 2 evaluations
     assert client.get_metric_history(one.info.run_id, "train/loss")
     assert one.data.metrics["train/device/samples_per_sec"] > 0  # Lightning's ThroughputMonitor
     assert one.data.tags["mlflow.parentRunId"]  # a child of its study's run
@@ -46,8 +51,17 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     board = workdir / "leaderboards" / "tiny.md"
     text = board.read_text()
     assert "adamw" in text and "sgd" in text and "trials" in text
+    # the machine-readable baseline `bench check` compares against: every (task, optimizer), counted
     data = json.loads((workdir / "leaderboards" / "tiny.json").read_text())
-    assert data  # machine-readable baseline for `bench check`
+    assert data["format"] == "bench-leaderboard/1" and data["suite"] == "tiny"
+    rows = data["tasks"]["digits_cnn"]["optimizers"]
+    assert set(rows) == {"sgd", "adamw"}
+    assert all(
+        r["n_trials"] == 2 and r["n_seeds"] == 1 and r["outcomes"]["completed"] == 2 for r in rows.values()
+    )
+    assert all(
+        0.0 <= r["best"] <= 1.0 and r["best_trial_id"].startswith("tiny.digits_cnn.") for r in rows.values()
+    )
 
     # A second run finds every slot finished: no new trial, no new run.
     assert main(["run", str(suite)]) == 0
@@ -55,7 +69,8 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     assert optuna_states(workdir, "tiny.digits_cnn.adamw").count("COMPLETE") == 2
 
 
-def test_absurd_learning_rates_are_recorded_as_diverged(workdir: Path) -> None:
+@pytest.mark.slow
+def test_absurd_learning_rates_are_recorded_as_diverged_without_lightning_noise(workdir: Path, capfd) -> None:
     suite = write_suite(
         workdir,
         name="absurd",
@@ -66,8 +81,12 @@ def test_absurd_learning_rates_are_recorded_as_diverged(workdir: Path) -> None:
     runs = trial_runs(workdir)
     assert [r["bench.outcome"] for r in runs] == ["diverged", "diverged"]
     assert "diverged" in (workdir / "leaderboards" / "absurd.md").read_text()
+    out, err = capfd.readouterr()
+    assert out.count(": diverged ") == 2
+    assert "training_step` returned `None`" not in out + err  # a skipped step is the outcome, not a warning
 
 
+@pytest.mark.slow
 def test_defaults_protocol_runs_one_trial_per_study(workdir: Path) -> None:
     suite = write_suite(workdir, name="defaults", tuning={"protocol": "defaults", "trials": 5, "seeds": 1})
     assert main(["run", str(suite)]) == 0
@@ -76,6 +95,7 @@ def test_defaults_protocol_runs_one_trial_per_study(workdir: Path) -> None:
     assert all(json.loads(r["bench.params"]) == {} for r in runs)
 
 
+@pytest.mark.slow
 def test_pruned_trials_are_recorded_as_pruned(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import optuna
 
@@ -92,8 +112,12 @@ def test_pruned_trials_are_recorded_as_pruned(workdir: Path, monkeypatch: pytest
     assert main(["run", str(suite)]) == 0
     runs = trial_runs(workdir)
     assert [r["bench.outcome"] for r in runs] == ["pruned", "pruned"]
+    assert sorted(int(r["bench.number"]) for r in runs) == [0, 1]
     assert optuna_states(workdir, "pruned.digits_cnn.adamw") == ["PRUNED", "PRUNED"]
-    assert all(int(float(r.get("bench.number", 0))) in (0, 1) for r in runs)
+    storage = f"sqlite:///{workdir / '.bench' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="pruned.digits_cnn.adamw", storage=storage).get_trials()
+    # stopped at the first evaluation (step 10 of 20), where the metric was reported at the optimizer step
+    assert all(t.user_attrs["steps"] == 10 and list(t.intermediate_values) == [10] for t in trials)
 
 
 def test_malformed_suite_exits_nonzero_and_creates_nothing(workdir: Path, capsys) -> None:
@@ -104,13 +128,22 @@ def test_malformed_suite_exits_nonzero_and_creates_nothing(workdir: Path, capsys
     assert sorted(p.name for p in workdir.iterdir()) == ["bad.yaml"]
 
 
+@pytest.mark.slow
 def test_trial_outcome_value_is_nan_free_in_leaderboard_json(workdir: Path) -> None:
     suite = write_suite(workdir, name="one", optimizers=["adamw"], tuning={"trials": 1, "seeds": 1})
     assert main(["run", str(suite)]) == 0
     (run,) = trial_runs(workdir)
-    assert math.isfinite(float(run["bench.lr"]))
+    assert math.isfinite(float(run["bench.lr"])) and float(run["bench.lr"]) > 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the leaderboard JSON")
+
+    text = (workdir / "leaderboards" / "one.json").read_text()
+    row = json.loads(text, parse_constant=refuse)["tasks"]["digits_cnn"]["optimizers"]["adamw"]
+    assert math.isfinite(row["best"]) and row["seed_mean"] is None  # one trial, no reruns: null, not NaN
 
 
+@pytest.mark.slow
 def test_a_changed_suite_under_the_same_name_is_refused_with_the_way_out(workdir: Path, capsys) -> None:
     suite = write_suite(workdir, optimizers=["adamw"], tuning={"protocol": "random", "trials": 1, "seeds": 1})
     assert main(["run", str(suite)]) == 0
@@ -122,19 +155,61 @@ def test_a_changed_suite_under_the_same_name_is_refused_with_the_way_out(workdir
     assert main(["run", str(suite), "--trials", "2", "--set", "name=tiny2"]) == 0
 
 
-def test_progress_line_says_why_a_trial_failed() -> None:
-    from bench.engine import Progress
-    from bench.run import TrialResult
-
-    lines: list[str] = []
-    error = 'Traceback (most recent call last):\n  File "x.py", line 1\nFileNotFoundError: tokenizer file not found: x\n'
-    result = TrialResult(outcome="error", value=math.nan, metrics={}, steps=0, time_s=0.1, error=error)
-    Progress(total=1, out=lines.append).trial("s.t.adamw", "adamw#0", result, {"lr": 0.1}, "val/loss")
-    assert "error (FileNotFoundError: tokenizer file not found: x) val/loss=n/a" in lines[0]
-
-
 def test_standins_into_a_file_is_refused(tmp_path: Path, capsys) -> None:
     target = tmp_path / "file"
     target.write_text("keep")
     assert main(["standins", str(target)]) == 2
     assert "not a directory" in capsys.readouterr().err and target.read_text() == "keep"
+
+
+# -- the runner's boundary: plain callables in, an outcome out -----------------------------------------
+def runner_spec(tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float = 1e-3):
+    from bench.engine import trial_spec
+    from bench.loader import load_suite
+    from bench.plan import make_plan
+
+    suite = write_suite(
+        tmp_path,
+        name="runner",
+        tasks=[{"name": "digits_cnn", "steps": steps, "eval_every": eval_every}],
+        optimizers=["adamw"],
+    )
+    (study,) = make_plan(load_suite(suite)).studies
+    return trial_spec(load_suite(suite), study, {"lr": lr}, seed=0)
+
+
+@pytest.mark.slow
+def test_the_runner_logs_through_a_plain_callable_and_reports_steps(tmp_path: Path) -> None:
+    from bench.run import train_trial
+
+    logged: list[tuple[int, dict[str, float]]] = []
+    steps: list[int] = []
+    result = train_trial(
+        runner_spec(tmp_path), log_metrics=lambda m, step: logged.append((step, m)), on_step=steps.append
+    )
+    assert result.outcome == "completed" and result.steps == 20
+    assert steps[-1] == 20 and steps == sorted(steps)
+    keys = {k for _, m in logged for k in m}
+    assert {"train/loss", "val/loss", "val/error", "train/device/samples_per_sec", "epoch"} <= keys
+    val = [(step, m["val/error"]) for step, m in logged if "val/error" in m]
+    assert [step for step, _ in val] == [9, 19] and val[-1][1] == pytest.approx(result.value)
+    assert all(isinstance(v, int | float) for _, m in logged for v in m.values())
+
+
+@pytest.mark.slow
+def test_the_runner_stops_as_pruned_when_on_eval_says_so(tmp_path: Path) -> None:
+    from bench.run import train_trial
+
+    heard: list[tuple[int, float]] = []
+
+    def on_eval(step: int, value: float) -> bool:
+        heard.append((step, value))
+        return True  # stop at the first evaluation
+
+    result = train_trial(runner_spec(tmp_path, steps=40, eval_every=10), on_eval=on_eval)
+    assert result.outcome == "pruned" and result.steps == 10 and result.error is None
+    assert heard == [(10, pytest.approx(result.value))]  # one evaluation, no final one after stopping
+    assert math.isfinite(result.value)
+
+    patient = train_trial(runner_spec(tmp_path, steps=20, eval_every=10), on_eval=lambda s, v: False)
+    assert patient.outcome == "completed" and patient.steps == 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -200,3 +201,80 @@ def test_render_markdown_without_plots():
     md = report.render_markdown(board, "quick")
     assert "![" not in md
     assert "vs nobody" not in md  # the reference did not run: no reference profile
+
+
+# -- build_leaderboard: the suite's trials read back from MLflow, scored, written and logged --------------
+def recorded_suite(tmp_path: Path):
+    """A suite-like object and an MLflow store holding two optimizers' trials (records, no training)."""
+    from types import SimpleNamespace
+
+    from bench import records
+    from bench.track import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = SimpleNamespace(
+        name="quick",
+        settings=SimpleNamespace(tracking_uri=uri, leaderboard_dir=str(tmp_path / "boards")),
+        leaderboard=LeaderboardSpec(ks=(1, 2)),
+        resolved={"name": "quick", "tasks": ["digits_cnn"]},
+    )
+    tracker = Tracker(uri, "quick")
+    meta = records.Provenance(git_commit="abc", versions={}, hardware="cpu")
+    for optimizer, values in (("adamw", (0.1, 0.2)), ("sgd", (0.3, 0.4))):
+        study = f"quick.digits_cnn.{optimizer}"
+        for number, value in enumerate(values):
+            record = records.TrialRecord(
+                suite="quick", task="digits_cnn", optimizer=optimizer, study=study,
+                trial_id=f"{study}.trial-{number}", number=number, optuna_trial=number, kind=records.TUNE,
+                seed=0, metric="val/error", mode="min", target=0.05, lr=10.0 ** -(number + 2),
+                hparams={"lr": 10.0 ** -(number + 2)}, kwargs={}, steps=20, batch_size=64, schedule="cosine",
+                world_size=1, batch_size_per_device=64, global_batch_size=64, tokens_per_step=None,
+                task_version=1, optimizer_source="torch", fingerprint="f", provenance=meta,
+            )  # fmt: skip
+            run_id = tracker.open_trial(record, f"digits_cnn/{optimizer}#{number}", None)
+            with tracker.metrics_writer(run_id) as log_metrics:
+                for step in (9, 19):
+                    log_metrics(
+                        {"val/error": value + (19 - step) / 100, "train/loss": 1.0 - step / 100}, step
+                    )
+            summary = records.Summary(outcome="completed", value=value, steps=20, time_s=1.0)
+            tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+    return suite, tracker
+
+
+def test_build_leaderboard_with_nothing_recorded_writes_nothing(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = SimpleNamespace(
+        name="none", settings=SimpleNamespace(tracking_uri=uri, leaderboard_dir=str(tmp_path))
+    )
+    said: list[str] = []
+    assert report.build_leaderboard(suite, out=said.append) == []
+    assert said == ["bench: no finished trials recorded yet; no leaderboard written"]
+
+
+def test_build_leaderboard_reads_scores_writes_and_logs_on_the_suite_run(tmp_path: Path) -> None:
+    from bench import records
+
+    suite, tracker = recorded_suite(tmp_path)
+    said: list[str] = []
+    paths = report.build_leaderboard(suite, out=said.append)
+    md = tmp_path / "boards" / "quick.md"
+    assert paths[:3] == [md, md.with_suffix(".csv"), md.with_suffix(".json")]
+    assert said == [f"bench: leaderboard written to {md}"]
+    board = json.loads(md.with_suffix(".json").read_text())["tasks"]["digits_cnn"]["optimizers"]
+    assert {k: (v["rank"], v["best"], v["n_trials"]) for k, v in board.items()} == {
+        "adamw": (1, 0.1, 2), "sgd": (2, 0.3, 2)}  # fmt: skip
+    assert (tmp_path / "boards" / "quick" / "curves_digits_cnn.png").read_bytes().startswith(PNG)
+
+    run_id = tracker.find_run(records.suite_key("quick"))
+    artifacts = {a.path for a in tracker.client.list_artifacts(run_id)}
+    assert artifacts == {"leaderboard", "plots", "suite.resolved.json"}
+    logged = {a.path for a in tracker.client.list_artifacts(run_id, "leaderboard")}
+    assert logged == {"leaderboard/quick.md", "leaderboard/quick.csv", "leaderboard/quick.json"}
+    run = tracker.client.get_run(run_id)
+    assert run.data.metrics["trials"] == 4 and run.info.status == "FINISHED"
+
+    report.build_leaderboard(suite, tracker=tracker, out=said.append)  # rebuilt: the same suite run
+    assert [r.info.run_id for r in tracker.runs(f"tags.`{records.KIND}` = 'suite'")] == [run_id]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from helpers import trial_runs, write_suite
 from optuna.trial import TrialState
 
@@ -74,6 +75,7 @@ def kill_mid_trial(proc: subprocess.Popen, db: Path, log: Path, timeout_s: float
     raise AssertionError(f"no trial was running after {timeout_s}s:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Path) -> None:
     suite = write_suite(
         tmp_path,

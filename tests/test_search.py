@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -245,28 +244,28 @@ def test_best_trial_is_the_best_completed_outcome_only() -> None:
         assert search.best_trial(study).value == best
 
 
-def fake_trainer(step: int, score: float | None, sanity: bool = False) -> SimpleNamespace:
-    metrics = {} if score is None else {"val/error": torch.tensor(score)}
-    return SimpleNamespace(sanity_checking=sanity, callback_metrics=metrics, global_step=step)
-
-
-def test_pruning_callback_reports_at_the_optimizer_step_and_prunes_when_told() -> None:
+def test_the_pruning_callable_reports_at_the_optimizer_step_and_says_when_to_stop() -> None:
     class PruneAfter(optuna.pruners.BasePruner):  # deterministic: prune once a step >= 40 is reported
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
             return max(trial.intermediate_values, default=0) >= 40
 
     study = optuna.create_study(pruner=PruneAfter())
-    trial = study.ask()
-    callback = search.PruningCallback(trial, monitor="val/error")
-    callback.on_validation_end(fake_trainer(0, 0.9, sanity=True), None)  # sanity check: not reported
-    callback.on_validation_end(fake_trainer(20, 0.5), None)
-    callback.on_validation_end(fake_trainer(30, None), None)  # metric missing: nothing to report
-    callback.on_validation_end(fake_trainer(35, math.nan), None)  # NaN: the trial diverges, no report
-    assert study.trials[0].intermediate_values == {20: 0.5}  # the global step, not the epoch (0)
-    with pytest.raises(optuna.TrialPruned, match="step 40"):
-        callback.on_validation_end(fake_trainer(40, 0.4), None)
-    assert study.trials[0].intermediate_values == {20: 0.5, 40: pytest.approx(0.4)}
-    assert search.is_pruned(optuna.TrialPruned()) and not search.is_pruned(RuntimeError())
+    on_eval = search.pruning_callable(study.ask())
+    assert on_eval(20, 0.5) is False
+    assert on_eval(30, 0.45) is False
+    assert study.trials[0].intermediate_values == {20: 0.5, 30: 0.45}  # the step, not the epoch
+    assert on_eval(40, 0.4) is True
+    assert study.trials[0].state == TrialState.RUNNING  # it only answers; the engine ends the trial
+
+
+def test_a_real_pruner_through_the_callable_stops_a_trial_worse_than_the_median() -> None:
+    study = optuna.create_study(pruner=search.make_pruner("median", steps=100, eval_every=20))
+    for value in (0.1, 0.2):  # two finished trials that did well (the median pruner's startup)
+        on_eval = search.pruning_callable(trial := study.ask())
+        assert not any(on_eval(step, value) for step in (20, 40, 60))
+        study.tell(trial, value)
+    on_eval = search.pruning_callable(study.ask())
+    assert on_eval(20, 10.0) is True
 
 
 @pytest.mark.parametrize("name", ["median", "hyperband"])
@@ -336,6 +335,7 @@ def parent_metrics(directory: Path, study: str) -> dict[str, float]:
 TINY = {"name": "digits_cnn", "steps": 4, "eval_every": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["qmc", "grid", "tpe", "cmaes"])
 def test_each_protocol_runs_its_budget_of_slots(workdir: Path, protocol: str) -> None:
     lr = {"low": 1.0e-3, "high": 1.0, "log": True}
@@ -361,10 +361,8 @@ def test_each_protocol_runs_its_budget_of_slots(workdir: Path, protocol: str) ->
     assert all(set(p) == set(space) for p in params.values())
     assert len({p["lr"] for p in params.values()}) == expected  # every slot a different configuration
     if protocol in ("qmc", "grid"):  # drawn up front, slot by slot, from the suite's sampler seed
-        from bench.catalog import load
-        from bench.spec import load_suite
+        from bench.loader import load_suite
 
-        load()
         drawn = search.draw_configurations(protocol, 3, load_suite(suite).optimizers[0].search_space, trials)
         assert [params[i] for i in range(expected)] == drawn
     if protocol == "grid":
@@ -373,6 +371,7 @@ def test_each_protocol_runs_its_budget_of_slots(workdir: Path, protocol: str) ->
         assert any(k.startswith("cma:") for t in done[1:] for k in t.system_attrs)
 
 
+@pytest.mark.slow
 def test_errors_and_out_of_memory_are_outcomes_with_their_message(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -423,6 +422,7 @@ def test_errors_and_out_of_memory_are_outcomes_with_their_message(
     assert '"oom": 1' in json.dumps(board) and '"error": 1' in json.dumps(board)
 
 
+@pytest.mark.slow
 def test_trial_time_budget_ends_a_trial_as_timeout_with_its_value(workdir: Path) -> None:
     suite = write_suite(
         workdir,
@@ -440,6 +440,7 @@ def test_trial_time_budget_ends_a_trial_as_timeout_with_its_value(workdir: Path)
     assert math.isfinite(done.value)  # validated where it stopped: a partial result, not a failure
 
 
+@pytest.mark.slow
 def test_study_time_budget_stops_every_study_alike_and_a_larger_cap_resumes(workdir: Path, capsys) -> None:
     suite = write_suite(
         workdir,

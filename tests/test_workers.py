@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 from helpers import trial_runs, write_suite
 from optuna.trial import TrialState
 
@@ -36,7 +37,8 @@ def make_suite(directory: Path, name: str) -> Path:
     return write_suite(
         directory,
         name=name,
-        tasks=[{"name": "digits_cnn", "steps": 30, "eval_every": 15}],
+        # trials of a second or more: a worker process needs seconds to start, and must find work left
+        tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 100}],
         optimizers=list(LABELS),
         tuning={"protocol": "tpe", "trials": TRIALS, "seeds": SEEDS},
     )
@@ -44,15 +46,23 @@ def make_suite(directory: Path, name: str) -> Path:
 
 def single_worker_draws(suite: Path, label: str) -> list[dict[str, Any]]:
     from bench import search
-    from bench.catalog import load
-    from bench.spec import load_suite
+    from bench.loader import load_suite
 
-    load()
     (optimizer,) = [o for o in load_suite(suite).optimizers if o.label == label]
     space = optimizer.search_space
     alone = optuna.create_study(sampler=search.make_sampler("tpe", 0, space))
     alone.optimize(lambda t: sum(search.suggest(t, space).values()), n_trials=TRIALS)  # still TPE's startup
     return [t.params for t in alone.trials]
+
+
+def all_complete(storage: str, suite: str) -> list[optuna.trial.FrozenTrial]:
+    return [
+        t
+        for label in LABELS
+        for study in (f"{suite}.digits_cnn.{label}", f"{suite}.digits_cnn.{label}.seeds")
+        for t in optuna.load_study(study_name=study, storage=storage).get_trials()
+        if t.state == TrialState.COMPLETE
+    ]
 
 
 def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) -> None:
@@ -74,6 +84,9 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
         # ran a slot, it tried what a single worker would have, and no configuration was spent twice.
         assert tuned == dict(enumerate(single_worker_draws(directory / f"{suite}.yaml", label)))
 
+    ran_by = {t.user_attrs["bench.worker"] for t in all_complete(storage, suite)}
+    assert len(ran_by) == 2, ran_by  # both processes trained trials: the suite was shared
+
     runs = trial_runs(directory)
     assert len(runs) == TOTAL
     assert len({r["bench.trial_id"] for r in runs}) == TOTAL
@@ -93,6 +106,7 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
     assert len(lines) == TOTAL, "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_workers_flag_shares_the_suite_between_processes(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, "pair")
     log = tmp_path / "run.log"
@@ -104,6 +118,7 @@ def test_workers_flag_shares_the_suite_between_processes(tmp_path: Path) -> None
     check_every_trial_ran_once(tmp_path, "pair", [log])
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_split_the_budget(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, "twin")
     # The stores' tables exist already: two processes creating one SQLite database at once race in the
