@@ -12,6 +12,13 @@ record the outcome. When a study's tuning slots are all finished, its best confi
 the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
+
+Nothing is lost whatever happens (docs/reliability.md): a worker repairs what earlier runs left
+half-done when it starts and before each trial (`bench.repair`, `bench.search.repair_slots`), a study's
+tuning is over only when every slot holds a finished trial, and a failure that is not the trial's (a
+full disk, a store that cannot be written) puts the trial back in the queue and stops the run instead
+of recording it. Outputs are checked before any training (`bench.preflight`). Fail points
+(`bench.faults.failpoint`) mark where tests kill the process.
 """
 
 from __future__ import annotations
@@ -28,13 +35,14 @@ from typing import Any
 
 import torch
 
-from bench import distributed, provenance, records, report, search
+from bench import distributed, preflight, provenance, records, repair, report, search
+from bench.faults import RecordError, explain, failpoint, stores
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, seeds_study, tokens_per_step, trial_id
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
-from bench.run import TrialResult, TrialSpec, train_trial
+from bench.run import LogMetrics, TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -126,6 +134,7 @@ class Worker:
                     steps=sp.task.steps,
                 )
                 run_id = self.tracker.open_study(record, f"{sp.task.name}/{sp.optimizer.label}")
+                failpoint("study.parent")
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
@@ -165,7 +174,7 @@ class Worker:
         seeds = list(range(1, sp.seeds))
         study, _ = search.open_study(
             self.storage,
-            f"{sp.name}.seeds",
+            seeds_study(sp.name),
             direction="minimize" if sp.task.mode == "min" else "maximize",
             protocol="random",
             seed=0,
@@ -236,6 +245,7 @@ class Worker:
             run_id = tracker.open_trial(
                 record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
             )
+            failpoint("trial.run")
             trial.set_user_attr("mlflow_run", run_id)
             tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
             on_eval = None
@@ -244,15 +254,20 @@ class Worker:
                 on_eval = search.pruning_callable(trial)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
             self.display.begin(f"{sp.name} {label}", sp.task.steps)
-            with tracker.metrics_writer(run_id) as log_metrics:
-                result = train_trial(
-                    trial_spec(suite, sp, hparams, seed),
-                    log_metrics=log_metrics,
-                    on_eval=on_eval,
-                    on_step=self.display.step,
-                )
-            summary = summary_of(result)
-            tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+            try:
+                with tracker.metrics_writer(run_id) as log_metrics:
+                    result = train_trial(
+                        trial_spec(suite, sp, hparams, seed),
+                        log_metrics=recording(log_metrics),
+                        on_eval=on_eval,
+                        on_step=self.display.step,
+                    )
+                summary = summary_of(result)
+                tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+            except BaseException:  # not the trial's failure: this attempt is void, its slot goes back
+                tracker.retire(run_id, f"attempt interrupted (optuna trial {trial.number}); slot re-enqueued")
+                raise
+            failpoint("trial.recorded")
             for key, value in (("outcome", summary.outcome), ("value", summary.value),
                                ("steps", summary.steps), ("time_s", summary.time_s)):  # fmt: skip
                 finite = not isinstance(value, float) or math.isfinite(value)
@@ -290,9 +305,9 @@ class Worker:
         normally; the slots left stay waiting, so a larger cap resumes them). True when capped."""
         cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
-        search.fail_stale(study)
         ran = False
         while True:
+            search.repair_slots(study)  # dead workers' trials failed, lost slots back in the queue
             spent = self.spent(study, log=ran) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
@@ -306,25 +321,50 @@ class Worker:
             ran = True
 
     def work(self, poll_s: float = 2.0) -> None:
-        """Run slots until every study of the plan (and its seed reruns) is finished."""
+        """Run slots until every study of the plan (and its seed reruns) is finished: every slot holds a
+        finished trial (a capped study: none is running). Starts and ends by retiring the MLflow runs
+        earlier attempts left behind (`bench.repair`)."""
+        self.retire_orphans()
         while True:
             busy = False
             for sp in self.plan.studies:
                 tuning = self.open_tuning(sp)
                 capped = self.drain(sp, tuning, tuning=True)
-                waiting, running = search.pending(tuning)
-                waiting = 0 if capped else waiting
-                if waiting or running:
+                if search.running_slots(tuning) or (not capped and search.unfinished_slots(tuning)):
                     busy = True
                     continue
                 if sp.seeds > 1:
                     seeds = self.open_seeds(sp, tuning)
                     if seeds is not None:
                         self.drain(sp, seeds)
-                        busy = busy or any(search.pending(seeds))
+                        busy = busy or bool(search.unfinished_slots(seeds))
             if not busy:
-                return
+                break
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
+        self.retire_orphans()
+
+    def retire_orphans(self) -> None:
+        """Retire the trial runs no finished or running Optuna trial stands behind (see bench.repair)."""
+
+        def study_of(record: TrialRecord) -> str:
+            return seeds_study(record.study) if record.kind == SEED else record.study
+
+        retired = repair.retire_orphans(self.tracker, self.storage, study_of)
+        if retired:
+            self.display.say(f"bench: retired {len(retired)} MLflow run(s) of attempts that did not finish")
+
+
+def recording(log_metrics: LogMetrics) -> LogMetrics:
+    """`log_metrics` whose failures say they are the recording's, not the trial's (`RecordError`): the
+    runner raises them instead of ending the trial as `error`, and the slot goes back to the queue."""
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        try:
+            log_metrics(metrics, step)
+        except Exception as exc:
+            raise RecordError(f"writing the trial's curves failed: {exc}") from exc
+
+    return log
 
 
 # -- worker processes ----------------------------------------------------------------------------------
@@ -333,13 +373,16 @@ def spawned_worker(path: Path, overrides: dict[str, Any], queue: Any, threads: i
     overrides, then work on the shared studies, sending its lines to the first process's display."""
     torch.set_num_threads(threads)
     relay = Relay(queue)
+    named: dict[str, str] = {}
     try:
         suite = load_suite(path, overrides)
+        named = stores(suite.settings)
         Worker(suite, make_plan(suite), relay).work()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except BaseException:
-        relay.say(f"bench: worker process {os.getpid()} failed:\n{traceback.format_exc().rstrip()}")
+    except BaseException as exc:
+        why = explain(exc, named) or traceback.format_exc().rstrip()
+        relay.say(f"bench: worker process {os.getpid()} failed:\n{why}")
         raise SystemExit(1) from None
 
 
@@ -377,6 +420,8 @@ def run_suite(
     instead (then never live)."""
     plan = make_plan(suite)
     distributed.check(suite, workers)
+    if distributed.is_leader():
+        preflight.check(suite, leaderboard=leaderboard)  # before any store is touched or trial trained
     distributed.setup(suite.trainer.accelerator)
     if not distributed.is_leader():
         follow_leader(suite, plan)
@@ -386,11 +431,6 @@ def run_suite(
     with display:
         if suite.settings.standins:
             write_standins(suite.settings.data_root, display.say)
-        procs, queue, pump = [], None, None
-        if workers > 1:
-            queue = multiprocessing.get_context("spawn").Queue()
-            pump = display.serve(queue)
-            procs = spawn_workers(suite, workers - 1, queue)
         display.say(
             f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)"
         )
@@ -402,9 +442,15 @@ def run_suite(
             display.say(
                 f"bench: each trial runs on {distributed.world_size()} processes ({distributed.launcher()}){off}"
             )
+        procs, queue, pump = [], None, None
         worker: Worker | None = None
         try:
-            worker = Worker(suite, plan, display)
+            worker = Worker(suite, plan, display)  # opens (or creates) the stores
+            preflight.check_artifacts(suite, worker.tracker.artifact_location)  # before any training
+            if workers > 1:
+                queue = multiprocessing.get_context("spawn").Queue()
+                pump = display.serve(queue)
+                procs = spawn_workers(suite, workers - 1, queue)
             worker.work()
         except BaseException:
             for p in procs:  # the first process failed or was interrupted: so is the run

@@ -99,6 +99,11 @@ def seed_run_id(study_name: str, seed: int) -> str:
     return f"{study_name}.seed-{seed}"
 
 
+def seeds_study(study_name: str) -> str:
+    """The study that holds the seed reruns of a study's best configuration."""
+    return f"{study_name}.seeds"
+
+
 def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials: int) -> str:
     tuning = suite.tuning
     t = task_dict(task)

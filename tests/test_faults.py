@@ -1,0 +1,110 @@
+"""Fail points kill a real process exactly where named; a full disk and a damaged store are recognised
+however they are wrapped, and the message names the damaged file and the way out."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import faults
+
+PROBE = (
+    "from bench.faults import failpoint\n"
+    "for i in range(3):\n"
+    "    failpoint('trial.run')\n"
+    "    print('passed', i + 1, flush=True)\n"
+)
+
+
+def probe(failpoints: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    if failpoints is not None:
+        env[faults.ENV] = failpoints
+    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_fail_point_sigkills_the_process_the_nth_time_it_is_reached() -> None:
+    assert probe(None).stdout.split("\n")[-2] == "passed 3"  # unarmed: nothing happens
+    first = probe("trial.run")
+    assert first.returncode == -signal.SIGKILL and first.stdout == ""
+    third = probe("study.created, trial.run@3")
+    assert third.returncode == -signal.SIGKILL and third.stdout.split() == ["passed", "1", "passed", "2"]
+    full = probe("trial.run@2=enospc")
+    assert full.returncode == 1 and "No space left on device (fail point trial.run)" in full.stderr
+
+
+def test_an_unknown_fail_point_is_an_error_when_armed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(faults.ENV, "trial.run@9")
+    with pytest.raises(ValueError, match="unknown fail point 'trial.nope'"):
+        faults.failpoint("trial.nope")  # a point bench does not declare
+    monkeypatch.setenv(faults.ENV, "trial.runn")
+    with pytest.raises(ValueError, match=r"unknown fail point 'trial.runn' \(in BENCH_FAILPOINTS\)"):
+        faults.failpoint("trial.run")  # a misspelt point in the environment is not silently ignored
+
+
+def test_a_full_disk_is_recognised_however_it_is_wrapped() -> None:
+    def wrapped(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as exc:
+                raise RuntimeError("API request to log_batch failed") from exc
+        except RuntimeError as outer:
+            return outer
+
+    assert faults.disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert faults.disk_full(wrapped(OSError(errno.EDQUOT, "quota")))
+    assert faults.disk_full(wrapped(sqlite3.OperationalError("database or disk is full")))
+    assert not faults.disk_full(wrapped(PermissionError(errno.EACCES, "Permission denied")))
+    assert not faults.disk_full(ValueError("loss is nan"))
+    assert faults.not_the_trials(wrapped(faults.RecordError("writing the curves failed")))
+    assert not faults.not_the_trials(RuntimeError("CUDA error: an illegal memory access"))
+
+
+def _damaged(path: Path, how: str) -> Path:
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (x)")
+        con.executemany("INSERT INTO t VALUES (?)", [(str(i) * 500,) for i in range(500)])
+    data = path.read_bytes()
+    if how == "garbage":
+        path.write_bytes(os.urandom(len(data)))
+    else:
+        path.write_bytes(data[: len(data) // 3])  # truncated, as by a full disk or a copy cut short
+    return path
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_a_damaged_store_is_named_with_the_way_to_recover(tmp_path: Path, how: str) -> None:
+    good = tmp_path / "optuna.db"
+    sqlite3.connect(good).close()
+    bad = _damaged(tmp_path / "mlflow.db", how)
+    try:
+        with sqlite3.connect(bad) as con:
+            con.execute("SELECT count(*) FROM t").fetchall()
+    except sqlite3.DatabaseError as exc:
+        error = exc
+    stores = {"Optuna storage": f"sqlite:///{good}", "MLflow tracking store": f"sqlite:///{bad}"}
+    found = faults.damaged(stores, RuntimeError("reading runs failed").with_traceback(None))
+    assert found is None  # not a damage message: left alone
+    wrapped = RuntimeError("reading runs failed")
+    wrapped.__cause__ = error
+    message = str(faults.damaged(stores, wrapped))
+    assert message.startswith(f"the MLflow tracking store {bad} is damaged (SQLite: ")
+    assert f"mv {bad} {bad}.damaged" in message and f"sqlite3 {bad}.damaged .recover" in message
+    assert str(good) not in message  # the sound store is not blamed
+    assert faults.explain(wrapped, stores) == message
+
+
+def test_a_full_disk_message_says_nothing_was_lost_and_how_to_resume() -> None:
+    stores = {"Optuna storage": "sqlite:///o.db", "MLflow tracking store": "sqlite:///m.db"}
+    text = faults.explain(OSError(errno.ENOSPC, "No space left on device"), stores)
+    assert text is not None and text.startswith("no space left on device")
+    assert "goes back to the queue" in text and "run the same command again" in text and "sqlite:///m.db" in text
+    assert faults.explain(ValueError("a bug"), stores) is None  # a bug keeps its traceback
