@@ -23,6 +23,7 @@ of recording it. Outputs are checked before any training (`bench.preflight`). Fa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -265,7 +266,7 @@ class Worker:
                 summary = summary_of(result)
                 tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
             except BaseException:  # not the trial's failure: this attempt is void, its slot goes back
-                tracker.retire(run_id, f"attempt interrupted (optuna trial {trial.number}); slot re-enqueued")
+                self.void(run_id, trial.number)
                 raise
             failpoint("trial.recorded")
             for key, value in (("outcome", summary.outcome), ("value", summary.value),
@@ -281,6 +282,12 @@ class Worker:
             return summary.value if ok else worst
 
         return run
+
+    def void(self, run_id: str, number: int) -> None:
+        """Retire the run of an attempt that did not finish. Best effort: when the store itself is what
+        failed (a full disk), the next run's repair retires it (`bench.repair`)."""
+        with contextlib.suppress(Exception):
+            self.tracker.retire(run_id, f"attempt interrupted (optuna trial {number}); slot re-enqueued")
 
     # -- the loop -------------------------------------------------------------------------------
     def spent(self, study: Any, *, log: bool = False) -> float:

@@ -109,14 +109,19 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
 NO_SPACE = ("database or disk is full", "No space left on device", "Disk quota exceeded")
 
 
-def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` comes from a full disk (or quota), however many layers wrapped it."""
+def full_disk_error(exc: BaseException) -> BaseException | None:
+    """The exception in `exc`'s chain that says a disk (or quota) is full, if any."""
     for e in chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
+            return e
         if any(m in str(e) for m in NO_SPACE):
-            return True
-    return False
+            return e
+    return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` comes from a full disk (or quota), however many layers wrapped it."""
+    return full_disk_error(exc) is not None
 
 
 def not_the_trials(exc: BaseException) -> bool:
@@ -204,10 +209,12 @@ def explain(exc: BaseException, stores: Mapping[str, str]) -> str | None:
     locked store), or None. `stores`: what -> URL of the run's stores."""
     if isinstance(exc, StoreError):
         return str(exc)
-    if disk_full(exc):
+    full = full_disk_error(exc)
+    if full is not None:
         where = ", ".join(f"{what} {url}" for what, url in stores.items())
+        said = next((line for line in str(full).splitlines() if any(m in line for m in NO_SPACE)), None)
         return (
-            f"no space left on device ({_first_line(exc)}). Nothing was lost: the trial in flight goes back "
+            f"no space left on device ({said or _first_line(full)}). Nothing was lost: the trial in flight goes back "
             f"to the queue. Free space (stores: {where}; and the artifact and leaderboard directories), then "
             "run the same command again to resume."
         )

@@ -22,6 +22,7 @@ the store's lock (`bench.locks`), so workers started together on a fresh store n
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -42,6 +43,17 @@ from bench.outcomes import OUTCOMES
 from bench.records import RunFields, StudyRecord, TrialRecord
 
 BATCH = 1000  # MLflow's limit on metrics per log_batch request; params and tags: 100
+
+
+class _NoCaughtDatabaseErrors(logging.Filter):
+    """MLflow logs every database error with its traceback before raising it again as an MlflowException;
+    bench reports what it raises (a full disk, a damaged store: `bench.faults.explain`), once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SQLAlchemy database error")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoCaughtDatabaseErrors())
 PARAM_CHARS, TAG_CHARS = 6000, 5000  # value lengths every MLflow backend accepts
 
 

@@ -106,5 +106,34 @@ def test_a_full_disk_message_says_nothing_was_lost_and_how_to_resume() -> None:
     stores = {"Optuna storage": "sqlite:///o.db", "MLflow tracking store": "sqlite:///m.db"}
     text = faults.explain(OSError(errno.ENOSPC, "No space left on device"), stores)
     assert text is not None and text.startswith("no space left on device")
-    assert "goes back to the queue" in text and "run the same command again" in text and "sqlite:///m.db" in text
+    assert (
+        "goes back to the queue" in text and "run the same command again" in text and "sqlite:///m.db" in text
+    )
     assert faults.explain(ValueError("a bug"), stores) is None  # a bug keeps its traceback
+
+
+def test_bench_commands_name_a_damaged_store_instead_of_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import write_suite
+
+    from bench.cli import main
+    from bench.track import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    suite = write_suite(tmp_path)
+    mlflow_db = tmp_path / "mlflow.db"
+    Tracker(f"sqlite:///{mlflow_db}", "tiny")
+    mlflow_db.write_bytes(mlflow_db.read_bytes()[: mlflow_db.stat().st_size // 3])  # truncated
+    assert main(["leaderboard", str(suite)]) == 1
+    err = capsys.readouterr().err
+    assert f"\nerror: the MLflow tracking store {mlflow_db} is damaged" in f"\n{err}"
+    assert "Traceback" not in err and "optuna.db" not in err
+
+    mlflow_db.unlink()
+    (tmp_path / ".bench").mkdir()
+    (tmp_path / ".bench" / "optuna.db").write_bytes(os.urandom(64 * 1024))  # garbage in the Optuna store
+    assert main(["run", str(suite)]) == 1  # the Optuna store is opened first, before any training
+    err = capsys.readouterr().err
+    assert f"\nerror: the Optuna storage {tmp_path / '.bench' / 'optuna.db'} is damaged" in f"\n{err}"
+    assert ".recover" in err and "Traceback" not in err

@@ -55,9 +55,8 @@ def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     )
     assert holder.wait(timeout=60) == -signal.SIGKILL
     started = time.monotonic()
-    with locks.store_lock(url, wait_s=10):
-        with locks.store_lock(url):  # re-entrant within a process
-            pass
+    with locks.store_lock(url, wait_s=10), locks.store_lock(url):  # re-entrant within a process
+        pass
     assert time.monotonic() - started < 5
 
 
@@ -96,7 +95,10 @@ Tracker(tracking, "race")
 
 @pytest.mark.slow  # 4 processes importing Optuna and MLflow: ~20 s on a busy 2-core machine
 def test_processes_started_at_once_on_fresh_stores_all_open_them(tmp_path: Path) -> None:
-    storage, tracking = f"sqlite:///{tmp_path / '.bench' / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage, tracking = (
+        f"sqlite:///{tmp_path / '.bench' / 'optuna.db'}",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     gate = tmp_path / "gate"
     procs = [run(OPEN_BOTH, str(gate), storage, tracking) for _ in range(4)]
     time.sleep(8)  # every process has imported Optuna and MLflow and waits at the gate

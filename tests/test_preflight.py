@@ -65,7 +65,9 @@ def read_only_dir(tmp_path: Path) -> Path:
         return target
     if shutil.which("mount") is None:
         pytest.skip("no `mount` to make a read-only file system")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"mounting a read-only tmpfs is not permitted here: {done.stderr.decode().strip()}")
     return target
@@ -80,7 +82,9 @@ def test_bench_run_with_a_read_only_leaderboard_dir_stops_before_creating_anythi
         suite = write_suite(tmp_path, settings={"leaderboard_dir": str(ro / "boards")})
         assert main(["run", str(suite)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"error: {suite}: settings.leaderboard_dir: '{ro / 'boards'}' cannot be written: ")
+        assert err.startswith(
+            f"error: {suite}: settings.leaderboard_dir: '{ro / 'boards'}' cannot be written: "
+        )
         assert "Traceback" not in err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ro", "tiny.yaml"]  # no store, no mlruns/
     finally:

@@ -57,7 +57,9 @@ def test_runs_of_unfinished_attempts_are_retired_and_the_rest_kept(tmp_path: Pat
         return trial, run_id
 
     done, valid = attempt(0)
-    tracker.close_trial(valid, dataclasses.replace(trial_record(trial_id=f"{STUDY}.trial-0"), summary=SUMMARY))
+    tracker.close_trial(
+        valid, dataclasses.replace(trial_record(trial_id=f"{STUDY}.trial-0"), summary=SUMMARY)
+    )
     study.tell(done, 0.0417)
     earlier = tracker.open_trial(trial_record(optuna_trial=done.number), "adamw#0 (an earlier attempt)", None)
     _, live = attempt(1)  # still training in another worker

@@ -8,30 +8,16 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import trial_runs, write_suite
+from helpers import bench_run, trial_runs, write_suite
 from optuna.trial import TrialState
 
 STUDY = "resume.digits_cnn.adamw"
 BUDGET = 3
-
-
-def bench_run(suite: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(suite), "--no-leaderboard"],
-        cwd=suite.parent,
-        env=env,
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the kill reaches everything it started
-    )
 
 
 def trial_states(db: Path) -> list[tuple[int, str, bool]]:
@@ -93,7 +79,7 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     )
     log = tmp_path / "run.log"
     db = tmp_path / ".bench" / "optuna.db"
-    kill_mid_trial(bench_run(suite, log), db, log)
+    kill_mid_trial(bench_run(suite, log, "--no-leaderboard"), db, log)
 
     storage = f"sqlite:///{db}"
     killed = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
@@ -101,7 +87,7 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     assert sum(t.state == TrialState.COMPLETE for t in killed) >= 1
     dead_run = dead.user_attrs["mlflow_run"]
 
-    resumed = bench_run(suite, log)  # the same command again
+    resumed = bench_run(suite, log, "--no-leaderboard")  # the same command again
     assert resumed.wait(timeout=400) == 0, log.read_text()
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()

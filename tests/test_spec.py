@@ -44,7 +44,9 @@ def write(path: Path, text: str) -> Path:
 
 def expectations(path: Path) -> list[str]:
     text = path.read_bytes().decode("utf-8", errors="replace")  # a fixture may hold bytes that are not UTF-8
-    return [line.removeprefix("# expect:").strip() for line in text.splitlines() if line.startswith("# expect:")]
+    return [
+        line.removeprefix("# expect:").strip() for line in text.splitlines() if line.startswith("# expect:")
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
