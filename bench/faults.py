@@ -168,7 +168,7 @@ def damaged(stores: Mapping[str, str], exc: BaseException) -> StoreError | None:
         path = sqlite_path(url)
         problem = quick_check(path) if path is not None else None
         if problem is not None:
-            lines.append(_corrupt(what, path, problem))
+            lines.append(_corrupt(what, path, problem, [u for w, u in stores.items() if w != what]))
     if not lines and migrated:
         which = " or ".join(f"the {what} ({url})" for what, url in stores.items())
         lines.append(
@@ -183,15 +183,15 @@ def damaged(stores: Mapping[str, str], exc: BaseException) -> StoreError | None:
     return StoreError("\n".join(lines))
 
 
-def _corrupt(what: str, path: Path, problem: str) -> str:
-    salvaged = path.with_name(f"{path.stem}.recovered{path.suffix}")
+def _corrupt(what: str, path: Path, problem: str, others: list[str]) -> str:
+    partner = ", ".join(str(sqlite_path(u) or u) for u in others)
     return (
-        f"the {what} {path} is damaged (SQLite: {problem}). To recover:\n"
-        f"  1. keep it aside:  mv {path} {path}.damaged\n"
-        f"  2. salvage what SQLite can still read:  sqlite3 {path}.damaged .recover | sqlite3 {salvaged}\n"
-        f"     then use {salvaged} (--storage / --tracking-uri sqlite:///{salvaged}, or move it to {path});\n"
-        f"  or restore a backup; or start afresh without it (every trial of the suite is run again: move the "
-        f"Optuna and MLflow stores aside together, see docs/reliability.md)."
+        f"the {what} {path} is damaged (SQLite: {problem}). bench cannot use it. To recover, either\n"
+        f"  - restore it from a backup (together with {partner}, as they were at the same moment), or\n"
+        f"  - start the suite afresh, keeping the damaged file: mv {path} {path}.damaged, and move {partner} "
+        f"aside too (the two stores are a pair); every trial of the suite then runs again, or\n"
+        f"  - run it under a new name with new stores (--set name=NEW_NAME).\n"
+        f"  Salvaging part of a damaged SQLite file: docs/reliability.md."
     )
 
 

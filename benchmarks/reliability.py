@@ -249,10 +249,13 @@ SCHEDULE: list[tuple[str, str]] = [
     ("random", ""),
     ("point", "study.parent"),
     ("training", ""),
-    ("point", "stale.failed"),
+    (
+        "point",
+        "stale.failed",
+    ),  # the trial killed while training is failed; the kill comes before re-enqueuing
+    ("point", "retire.tagged"),  # its run is retired when the next run starts
     ("random", ""),
     ("training", ""),
-    ("point", "retire.tagged"),
     ("full", "trial.metrics=enospc"),
     ("point", "trial.metrics=enospc,trial.failed"),
     ("random", "workers"),
@@ -301,15 +304,11 @@ def run_cycle(
         deadline = began + rng.uniform(*window)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-    else:  # "training": once a trial has been training for a moment
+    else:  # "training": a moment after a trial started training
         deadline = began + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            running = training(db)
-            if running:
-                time.sleep(rng.uniform(0.1, 1.0))
-                if running & training(db):
-                    break
-            time.sleep(0.1)
+        while time.monotonic() < deadline and proc.poll() is None and not training(db):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
     if proc.poll() is not None:
         rc = proc.returncode
         return Cycle(
