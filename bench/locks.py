@@ -5,8 +5,8 @@ run SQLAlchemy + alembic, which fails or half-migrates when several processes do
 creation of a study with its slots, and the repair of a study's slots (failing dead workers' trials and
 re-enqueuing every slot left without a live trial). `store_lock(url)` is:
 
-- SQLite (`sqlite:///path.db`) and Optuna journal files: an exclusive `flock` on `path.db.lock` beside the
-  store (the `filelock` package). The kernel releases it when its holder dies, even by SIGKILL, so a
+- SQLite (`sqlite:///path.db`) and Optuna journal files: an exclusive `flock` on `path.db.bench.lock`
+  beside the store (the `filelock` package). The kernel releases it when its holder dies, even by SIGKILL, so a
   crash never leaves the store locked;
 - PostgreSQL: a session-level advisory lock (`pg_advisory_lock`) on a connection of its own; the server
   releases it when that connection ends, as a dead process's does;
@@ -46,7 +46,8 @@ def lock_path(url: str) -> Path | None:
     path = sqlite_path(url)
     if path is None and (url.endswith(".log") or url.startswith("journal:")):
         path = Path(url.removeprefix("journal:"))
-    return None if path is None else path.with_name(path.name + ".lock")
+    # not `.lock`: Optuna's journal backend keeps its own symlink lock under that name
+    return None if path is None else path.with_name(path.name + ".bench.lock")
 
 
 def _advisory_key(name: str) -> int:

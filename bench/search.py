@@ -113,10 +113,19 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
 
 
 def storage_url(storage: optuna.storages.BaseStorage) -> str:
-    """The URL a storage was opened with (what `bench.locks` locks)."""
-    if isinstance(storage, JournalStorage):
-        return "journal:" + str(storage._backend._file_path)  # private: Optuna keeps no public path
-    return str(getattr(storage, "url", ""))
+    """The URL a storage was opened with: what `bench.locks` locks ("" for an in-memory storage, which
+    one process owns). A study's storage is Optuna's cache around the RDB storage: unwrapped here, since
+    a lock taken on the wrong name would silently lock nothing."""
+    inner = storage
+    while not isinstance(inner, RDBStorage | JournalStorage) and hasattr(inner, "_backend"):
+        inner = inner._backend  # private: Optuna's _CachedStorage keeps the RDB storage there
+    if isinstance(inner, JournalStorage):
+        return "journal:" + str(inner._backend._file_path)  # private: Optuna keeps no public path
+    if isinstance(inner, RDBStorage):
+        return str(inner.url)
+    if isinstance(inner, optuna.storages.InMemoryStorage):
+        return ""
+    raise TypeError(f"bench does not know how to lock a {type(storage).__name__}")
 
 
 def distribution(param: Param) -> BaseDistribution:

@@ -67,7 +67,7 @@ def write_suite(
     optimizers: tuple[str, ...] = ("sgd", "adamw", "lion"),
     trials: int = 6,
     seeds: int = 2,
-    steps: int = 300,
+    steps: int = 400,
 ) -> Path:
     """A CPU suite with its stores and leaderboard inside `directory` (random protocol: configurations
     fixed when a study is created, so a resumed suite trains exactly what an uninterrupted one does)."""
@@ -94,18 +94,28 @@ def kill(proc: subprocess.Popen) -> bool:
 
 
 def training(db: Path) -> set[int]:
-    """Optuna trials running with their MLflow run recorded (read straight from the SQLite file)."""
+    """Optuna trials a live process is training, their MLflow run recorded (read straight from the SQLite
+    file; a trial a killed run left RUNNING does not count)."""
     if not db.exists():
         return set()
     try:
         with closing(sqlite3.connect(db, timeout=30)) as con:
             rows = con.execute(
-                "SELECT t.trial_id FROM trials t WHERE t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM "
-                "trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'mlflow_run')"
+                "SELECT t.trial_id, w.value_json FROM trials t JOIN trial_user_attributes w ON "
+                "w.trial_id = t.trial_id AND w.key = 'bench.worker' WHERE t.state = 'RUNNING' AND EXISTS "
+                "(SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'mlflow_run')"
             ).fetchall()
     except sqlite3.OperationalError:  # tables not created yet, or locked for long
         return set()
-    return {r[0] for r in rows}
+    return {trial for trial, worker in rows if alive(int(json.loads(worker).rpartition(":")[2]))}
+
+
+def alive(pid: int) -> bool:
+    """A running process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 # -- the audit -------------------------------------------------------------------------------------------

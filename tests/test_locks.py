@@ -43,7 +43,7 @@ def test_the_lock_excludes_other_processes(tmp_path: Path) -> None:
     assert len(lines) == 6
     for i in range(0, 6, 2):  # each holder's "in" is followed by its own "out": never interleaved
         assert lines[i].split()[0] == lines[i + 1].split()[0] and lines[i].endswith("in")
-    assert locks.lock_path(url) == tmp_path / "optuna.db.lock"
+    assert locks.lock_path(url) == tmp_path / "optuna.db.bench.lock"
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:

@@ -250,6 +250,14 @@ print(search.repair_slots(study))
 """
 
 
+def test_a_study_is_locked_under_its_storage_url(tmp_path: Path) -> None:
+    # Optuna wraps an RDB storage in its cache: a lock named after the wrapper would lock nothing.
+    for url in (f"sqlite:///{tmp_path}/optuna.db", str(tmp_path / "journal.log")):
+        study, _ = open_tiny(search.open_storage(url, 1), [{"lr": 0.1}])
+        assert search.storage_url(study._storage).removeprefix("journal:") == url
+    assert search.storage_url(optuna.create_study()._storage) == ""  # in memory: one process owns it
+
+
 def test_workers_repairing_at_once_re_enqueue_a_lost_slot_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/optuna.db"
     study, _ = open_tiny(search.open_storage(url, 1), [{"lr": 0.01}, {"lr": 0.1}])
