@@ -112,13 +112,18 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
         return make(url)
 
 
+def _unwrapped(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The RDB or journal storage under Optuna's cache (a study's `_storage` is the cache)."""
+    while not isinstance(storage, RDBStorage | JournalStorage) and hasattr(storage, "_backend"):
+        storage = storage._backend  # private: Optuna's _CachedStorage keeps the RDB storage there
+    return storage
+
+
 def storage_url(storage: optuna.storages.BaseStorage) -> str:
     """The URL a storage was opened with: what `bench.locks` locks ("" for an in-memory storage, which
     one process owns). A study's storage is Optuna's cache around the RDB storage: unwrapped here, since
     a lock taken on the wrong name would silently lock nothing."""
-    inner = storage
-    while not isinstance(inner, RDBStorage | JournalStorage) and hasattr(inner, "_backend"):
-        inner = inner._backend  # private: Optuna's _CachedStorage keeps the RDB storage there
+    inner = _unwrapped(storage)
     if isinstance(inner, JournalStorage):
         return "journal:" + str(inner._backend._file_path)  # private: Optuna keeps no public path
     if isinstance(inner, RDBStorage):
@@ -337,7 +342,7 @@ def fail_stale(study: optuna.Study) -> list[int]:
     storage = study._storage  # private, as in Optuna's own fail_stale_trials
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     optuna.storages.fail_stale_trials(study)  # heartbeats; the storage has no callback to re-enqueue
-    grace = float(getattr(storage, "grace_period", None) or 0.0)
+    grace = float(getattr(_unwrapped(storage), "grace_period", None) or 0.0)
     here = worker_id().rpartition(":")[0]
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _dead(t, here, grace):
