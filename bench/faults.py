@@ -5,7 +5,7 @@ can use it.
 
 **Fail points** (as FreeBSD's fail(9) or TiKV's fail-rs, in one function): `failpoint("trial.recorded")`
 does nothing unless the environment variable `BENCH_FAILPOINTS` names that point; then the process
-SIGKILLs itself there (or raises, see below). Tests use them to kill a real `bench run` at exactly the
+SIGKILLs itself there (or raises, or waits for other processes, see below). Tests use them to kill a real `bench run` at exactly the
 instruction where a crash is most dangerous (between marking a trial failed and re-enqueuing it,
 between creating an MLflow run and telling Optuna its id, half-way through creating a study):
 
@@ -13,8 +13,9 @@ between creating an MLflow run and telling Optuna its id, half-way through creat
     BENCH_FAILPOINTS="trial.recorded@3"        # ... the third time (in this process)
     BENCH_FAILPOINTS="trial.metrics=enospc"    # raise OSError(ENOSPC) there instead: a full disk
     BENCH_FAILPOINTS="study.created,stale.failed@2"   # several points
+    BENCH_FAILPOINTS="trial.recorded=wait:2:/tmp/gate" # wait there until 2 processes got there (a barrier)
 
-`POINTS` lists every point bench has, each with where it is; `benchmarks/kill_stress.py` and
+`POINTS` lists every point bench has, each with where it is; `benchmarks/reliability.py` and
 `tests/test_reliability.py` kill at each of them.
 
 **Not the trial's fault.** A trial's own failures (NaN, out of memory, a bug in an optimizer) are
@@ -33,6 +34,7 @@ import errno
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
@@ -46,6 +48,8 @@ POINTS: dict[str, str] = {
     "study.slot": "after each slot a study's creator enqueues (`study.slot@2`: after the second)",
     "study.parent": "the study's MLflow parent run exists, Optuna does not know its id yet",
     "trial.run": "a trial's MLflow run exists, Optuna does not know its id yet",
+    "trial.step": "the trial is training: after each optimizer step (`trial.step@250`: the 250th step this "
+    "process trains, counted across its trials)",
     "trial.metrics": "the trial is training, a batch of its curves is being written",
     "trial.recorded": "the trial's MLflow run is closed with its outcome, Optuna still says RUNNING",
     "trial.failed": "Optuna marked a trial FAIL after an exception, its slot is not re-enqueued yet",
@@ -92,7 +96,22 @@ def failpoint(name: str) -> None:
             continue
         if action == "enospc":
             raise InjectedFault(errno.ENOSPC, f"No space left on device (fail point {name})")
+        if action.startswith("wait:"):
+            _, count, directory = action.split(":", 2)
+            barrier(Path(directory), name, int(count))
+            continue
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def barrier(directory: Path, name: str, count: int, timeout_s: float = 600.0) -> None:
+    """Wait until `count` processes reached fail point `name` (each leaves a file `name.PID` in
+    `directory`), or `timeout_s` passed: tests use it to make sure several workers each run a trial,
+    however fast the first one is. A process that gets there late passes at once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(directory.glob(f"{name}.*"))) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # -- what an exception means ---------------------------------------------------------------------------

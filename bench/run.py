@@ -49,7 +49,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
-from bench.faults import not_the_trials
+from bench.faults import failpoint, not_the_trials
 from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
@@ -204,6 +204,7 @@ class BenchModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and outputs is not None:
             self.ema.update_parameters(self.model)
+        failpoint("trial.step")
         if self.on_step is not None:
             self.on_step(self.global_step)
 

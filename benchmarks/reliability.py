@@ -246,8 +246,9 @@ def compare(a: Any, b: Any, where: str = "") -> list[str]:
 
 
 # -- kill ------------------------------------------------------------------------------------------------
-# (what to do, argument): fail points fire where named; "random" kills at a random moment; "training"
-# kills while a trial trains; "full" meets a full disk. The order matters: a store is created only once,
+# (what to do, argument): fail points fire where named (`trial.step@N`: mid-training, however fast the
+# machine trains); "random" kills at a random moment; "training" polls the store and kills a moment after
+# a trial started training (with --workers 2: the whole process group); "full" meets a full disk. The order matters: a store is created only once,
 # a study only when it is reached, a stale trial exists only after a kill during training.
 SCHEDULE: list[tuple[str, str]] = [
     ("point", "store.creating"),  # the Optuna store, half-created
@@ -258,11 +259,8 @@ SCHEDULE: list[tuple[str, str]] = [
     ("point", "trial.recorded"),
     ("random", ""),
     ("point", "study.parent"),
-    ("training", ""),
-    (
-        "point",
-        "stale.failed",
-    ),  # the trial killed while training is failed; the kill comes before re-enqueuing
+    ("point", "trial.step@200"),  # half-way through the first trial the run trains
+    ("point", "stale.failed"),  # that trial is failed; the kill comes before re-enqueuing
     ("point", "retire.tagged"),  # its run is retired when the next run starts
     ("random", ""),
     ("training", ""),

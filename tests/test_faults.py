@@ -1,4 +1,4 @@
-"""Fail points kill a real process exactly where named; a full disk and a damaged store are recognised
+"""Fail points kill a real process exactly where named (or hold it until others get there); a full disk and a damaged store are recognised
 however they are wrapped, and the message names the damaged file and the way out."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,23 @@ def test_a_fail_point_sigkills_the_process_the_nth_time_it_is_reached() -> None:
     assert third.returncode == -signal.SIGKILL and third.stdout.split() == ["passed", "1", "passed", "2"]
     full = probe("trial.run@2=enospc")
     assert full.returncode == 1 and "No space left on device (fail point trial.run)" in full.stderr
+
+
+def test_a_wait_fail_point_holds_each_process_until_enough_processes_reach_it(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != faults.ENV},
+        faults.ENV: f"trial.run@2=wait:2:{tmp_path}",
+    }
+    run = [sys.executable, "-c", PROBE]
+    first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("trial.run.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p.name for p in tmp_path.glob("trial.run.*")] == [f"trial.run.{first.pid}"]
+    assert first.poll() is None  # alone at the barrier: it waits
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0 and second.stdout.split() == ["passed", "1", "passed", "2", "passed", "3"]
+    assert first.communicate(timeout=60)[0].split() == ["passed", "1", "passed", "2", "passed", "3"]
 
 
 def test_an_unknown_fail_point_is_an_error_when_armed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
 """Nothing lost, whatever happens, end to end with real processes and real SQLite stores: SIGKILLs at every
-fail point and at random, a trial failed without a retry, a real full disk, four runs started at the same
+fail point (mid-training included) and at random, a trial failed without a retry, a real full disk, four runs started at the same
 instant on fresh stores. `benchmarks/reliability.py` runs the full-size versions (20+ kills, 10 races);
 these are reduced ones, still training real digits trials."""
 
@@ -44,10 +44,10 @@ def test_killed_at_every_dangerous_point_and_at_random_it_resumes_to_the_same_le
         ("point", "trial.run"),
         ("point", "trial.recorded"),
         ("point", "study.parent"),  # runs the rest of the first study, then dies creating the second
-        ("training", ""),
+        ("point", "trial.step@60"),  # half-way through the first trial it trains
         ("point", "stale.failed"),  # between failing the dead trial and re-enqueuing its slot
         ("point", "retire.tagged"),  # retiring that trial's run, when the next run starts
-        ("training", ""),
+        ("point", "trial.step@60"),
         ("point", "trial.metrics=enospc,trial.failed"),  # between an exception's FAIL and the re-enqueue
         ("full", "trial.metrics=enospc"),
         ("random", ""),
@@ -55,7 +55,9 @@ def test_killed_at_every_dangerous_point_and_at_random_it_resumes_to_the_same_le
     ]
     result = reliability.stress(suite, reference, schedule, random.Random(0), (3.0, 8.0))
     lines = [f"{c.kind} {c.arg}: {c.result}" for c in result.cycles] + result.audit.lines()
-    assert result.ok(schedule, kills=2), "\n".join(lines)
+    # Every kill above is at a fail point, so none can miss however fast the machine trains; the random
+    # ones are extras (they may come after the suite finished; benchmarks/reliability.py counts 20+).
+    assert result.ok(schedule, kills=0), "\n".join(lines)
     assert (result.audit.slots, result.audit.runs) == (12, 12)
 
 

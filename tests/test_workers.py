@@ -18,11 +18,16 @@ TRIALS, SEEDS, LABELS = 3, 2, ("sgd", "adamw")
 TOTAL = len(LABELS) * (TRIALS + SEEDS - 1)
 
 
+def both_train(directory: Path) -> str:
+    """Fail points holding each process after its first trial until two processes got there: both train,
+    however fast the first one runs through the budget while the other is still starting."""
+    return f"trial.recorded=wait:2:{directory / 'barrier'}"
+
+
 def make_suite(directory: Path, name: str) -> Path:
     return write_suite(
         directory,
         name=name,
-        # trials of a second or more: a worker process needs seconds to start, and must find work left
         tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 100}],
         optimizers=list(LABELS),
         tuning={"protocol": "tpe", "trials": TRIALS, "seeds": SEEDS},
@@ -95,7 +100,7 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
 def test_workers_flag_shares_the_suite_between_processes(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, "pair")
     log = tmp_path / "run.log"
-    proc = bench_run(suite, log, "--workers", "2")
+    proc = bench_run(suite, log, "--workers", "2", failpoints=both_train(tmp_path))
     assert proc.wait(timeout=600) == 0, log.read_text()
     text = log.read_text()
     assert "2 worker(s)" in text and "leaderboard written" in text
@@ -109,7 +114,7 @@ def test_two_runs_started_at_once_split_the_budget(tmp_path: Path) -> None:
     # Fresh stores: both processes race to create the databases (serialized by the stores' locks), the
     # studies, their slots and parent runs.
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    procs = [bench_run(suite, log, "--no-leaderboard") for log in logs]  # both race to create the studies
+    procs = [bench_run(suite, log, "--no-leaderboard", failpoints=both_train(tmp_path)) for log in logs]
     for proc, log in zip(procs, logs, strict=True):
         assert proc.wait(timeout=600) == 0, log.read_text()
     check_every_trial_ran_once(tmp_path, "twin", logs)
