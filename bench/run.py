@@ -21,7 +21,9 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
-get `loss.backward(create_graph=True)`.
+get `loss.backward(create_graph=True)`; `closure` optimizers (SAM) train under Lightning's manual
+optimization: backward, then `step(closure)` with a closure that recomputes the loss and its gradient on
+the same batch, then the schedule's step.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ QUIET = (
     r".*when logging on epoch level in distributed setting.*",
     # A diverged trial skips its step by returning None on purpose; the outcome says so.
     r".*`training_step` returned `None`.*",
+    # heavyball notes that a scheduled lr is "experimental" unless multi_tensor=True, which is its default.
+    r".*Learning rate changed between steps.*",
 )
 
 LogMetrics = Callable[[dict[str, float], int], None]
@@ -123,6 +127,9 @@ class BenchModule(L.LightningModule):
         entry = spec.optimizer.entry
         self.schedule_free = "schedule_free" in entry.flags
         self.create_graph = "create_graph" in entry.flags
+        # A closure optimizer needs its first gradient before `step(closure)`: Lightning's automatic
+        # optimization computes it inside the closure, so these run under manual optimization.
+        self.automatic_optimization = "closure" not in entry.flags
         self.ema: AveragedModel | None = None
         if spec.optimizer.ema:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
@@ -192,7 +199,28 @@ class BenchModule(L.LightningModule):
         if self.global_step % self.spec.log_every_n_steps == 0:
             self.curves["train"].append((self.global_step, value))
             self.log("train/loss", value, prog_bar=True, on_step=True, on_epoch=False)
+        if not self.automatic_optimization:
+            self._closure_step(loss, batch)
+            return loss.detach()
         return loss
+
+    def _closure_step(self, loss: torch.Tensor, batch: Any) -> None:
+        """One optimizer step of a `closure` optimizer (manual optimization; the global step counts it)."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            again = self.task.training_loss(self.model, batch)
+            self.manual_backward(again)
+            return again
+
+        opt.step(closure=closure)
+        opt.zero_grad()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_train_start(self) -> None:
         self.started = time.perf_counter()
