@@ -33,7 +33,7 @@ import math
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -69,6 +69,8 @@ QUIET = (
     r".*`training_step` returned `None`.*",
     # heavyball notes that a scheduled lr is "experimental" unless multi_tensor=True, which is its default.
     r".*Learning rate changed between steps.*",
+    # A small task's epoch is shorter than the logging interval; bench logs by global step anyway.
+    r".*smaller than the logging interval.*",
 )
 
 LogMetrics = Callable[[dict[str, float], int], None]
@@ -298,10 +300,31 @@ class BenchModule(L.LightningModule):
     # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
     # batches together are the single-process batch (see bench.distributed.shard_loader).
     def train_dataloader(self) -> Any:
-        return shard_loader(self.task.train_loader(), self.global_rank, self.trainer.world_size, train=True)
+        loader = one_loader(self.task.train_loader())
+        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
 
     def val_dataloader(self) -> Any:
-        return shard_loader(self.task.val_loader(), self.global_rank, self.trainer.world_size, train=False)
+        loader = one_loader(self.task.val_loader())
+        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=False)
+
+
+class Batches:
+    """A task's list (or tuple, or mapping) of batches as one loader: Lightning reads a bare list as
+    several loaders. Sized when the batches are."""
+
+    def __init__(self, batches: Iterable[Any]):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+
+def one_loader(batches: Iterable[Any]) -> Any:
+    """What a task's `train_loader`/`val_loader` returned, as a single loader for Lightning."""
+    return Batches(batches) if isinstance(batches, list | tuple | Mapping) else batches
 
 
 def _is_oom(exc: BaseException) -> bool:
