@@ -69,6 +69,8 @@ QUIET = (
     r".*`training_step` returned `None`.*",
     # heavyball notes that a scheduled lr is "experimental" unless multi_tensor=True, which is its default.
     r".*Learning rate changed between steps.*",
+    # Sophia's backward(create_graph=True): the runner drops the gradients (set_to_none) every step.
+    r".*Using backward\(\) with create_graph=True.*",
     # A small task's epoch is shorter than the logging interval; bench logs by global step anyway.
     r".*smaller than the logging interval.*",
 )
