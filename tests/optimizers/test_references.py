@@ -67,7 +67,9 @@ def test_nadamw_is_torch_nadam_decoupled():
     assert same_training("nadamw", ref) == 0.0
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="the reference, torch.optim.Muon, needs torch>=2.9")
+@pytest.mark.skipif(
+    not hasattr(torch.optim, "Muon"), reason="the reference, torch.optim.Muon, needs torch>=2.9"
+)
 def test_muon_is_torch_muon_on_hidden_matrices_plus_adamw():
     def ref(m: nn.Module) -> torch.optim.Optimizer:
         hidden, rest = muon_split(m)
