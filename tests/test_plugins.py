@@ -4,6 +4,7 @@ its entry points register both; `bench ls` shows where they come from and `bench
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -55,9 +56,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         EXAMPLE, work / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
     target = work / "site"
+    # Offline, with the setuptools at hand; where there is none (Python >= 3.12 venvs), pip's isolated build.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-         str(target), str(work / "src")],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation, "--target", str(target),
+         str(work / "src")],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return target
