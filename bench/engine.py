@@ -483,8 +483,11 @@ def run_suite(
         return {"trials_run": 0}
     total = plan.estimate.runs  # tuning trials plus seed reruns
     studies = {sp.name: (sp.task.name, sp.cost.runs) for sp in plan.studies}
+    work = {
+        sp.task.name: sp.cost.flops / sp.cost.runs for sp in plan.studies if sp.cost.flops and sp.cost.runs
+    }
     live = False if out is not None else progress
-    display = Display(total, workers=workers, live=live, out=out or say, studies=studies)
+    display = Display(total, workers=workers, live=live, out=out or say, studies=studies, work=work)
     with display:
         if suite.settings.standins:
             write_standins(suite.settings.data_root, display.say)

@@ -80,19 +80,34 @@ def _fmt(v: Any) -> str:
 
 
 def estimate_remaining(
-    times: Mapping[str, Sequence[float]], left: Mapping[str, int], workers: int = 1
+    times: Mapping[str, Sequence[float]],
+    left: Mapping[str, int],
+    workers: int = 1,
+    work: Mapping[str, float] | None = None,
 ) -> float | None:
     """Seconds until the trials still to run are done.
 
     times: task -> the seconds of its trials, in the order they ended; left: task -> its trials still to
-    run. A task's typical trial is the median of its times after the first (the first pays one-time
-    costs), or its only time; a task with none yet counts as the median of the other tasks' typical
-    times. None while fewer than two trials have ended."""
+    run; work: task -> the FLOPs of one of its trials, where declared. A task's typical trial is the
+    median of its times after the first (the first pays one-time costs), or its only time. A task with no
+    time yet is priced by its FLOPs at the seconds per FLOP of the tasks seen (the quickstart's CNN trial
+    has 1/50 of its GPT trial's FLOPs and took 1/18 of its time: a rough price, far better than none),
+    else at the median typical time of the tasks seen. None while fewer than two trials have ended."""
     if sum(len(v) for v in times.values()) < 2:
         return None
+    work = work or {}
     typical = {task: statistics.median(v[1:] or v) for task, v in times.items() if v}
+    per_flop = [t / work[task] for task, t in typical.items() if work.get(task)]
     fallback = statistics.median(typical.values())
-    return sum(n * typical.get(task, fallback) for task, n in left.items() if n > 0) / max(1, workers)
+
+    def price(task: str) -> float:
+        if task in typical:
+            return typical[task]
+        if per_flop and work.get(task):
+            return statistics.median(per_flop) * work[task]
+        return fallback
+
+    return sum(n * price(task) for task, n in left.items() if n > 0) / max(1, workers)
 
 
 def trial_line(
@@ -121,7 +136,8 @@ class Display:
     """The run's output: trial lines with elapsed and remaining-time estimates (over every worker's
     trials), messages, and on a terminal a live bar. `live=None` decides by `is_terminal()`; lines go
     to `out` when not live. `studies` maps each study's name to (its task, its trials), which the
-    remaining-time estimate counts per task (without it, every trial counts alike)."""
+    remaining-time estimate counts per task (without it, every trial counts alike); `work` maps a task
+    to the FLOPs of one trial, where declared (`estimate_remaining`)."""
 
     def __init__(
         self,
@@ -131,9 +147,10 @@ class Display:
         live: bool | None = None,
         out: Callable[[str], None] = say,
         studies: Mapping[str, tuple[str, int]] | None = None,
+        work: Mapping[str, float] | None = None,
     ):
         self.total, self.workers, self.out = total, max(1, workers), out
-        self.studies = dict(studies or {})
+        self.studies, self.work = dict(studies or {}), dict(work or {})
         self.done = 0
         self.started = time.monotonic()
         self.times: dict[str, list[float]] = {}  # task -> seconds of its trials, in order
@@ -174,7 +191,7 @@ class Display:
         for study, n in self.left.items():
             task = self.studies[study][0] if study in self.studies else ""
             left[task] = left.get(task, 0) + n
-        return estimate_remaining(self.times, left, self.workers)
+        return estimate_remaining(self.times, left, self.workers, self.work)
 
     def __enter__(self) -> Display:
         if self._live is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 
+import pytest
+
 from bench.progress import Display, Relay, estimate_remaining, trial_line
 from bench.records import Summary
 
@@ -49,6 +51,10 @@ def test_the_estimate_leaves_out_each_tasks_first_trial_and_counts_trials_per_ta
     assert estimate_remaining(times, {"gpt": 8}) == 8 * 19.0
     assert estimate_remaining(times | {"cnn": [3.0, 1.0, 1.0]}, {"gpt": 0, "cnn": 9}) == 9 * 1.0
     assert estimate_remaining(times, {"gpt": 2, "cnn": 4}) == (2 + 4) * 19.0  # a task not started yet
+    work = {"gpt": 1.75e12, "cnn": 3.5e10}  # ... priced by its FLOPs, where declared
+    assert estimate_remaining(times, {"gpt": 2, "cnn": 4}, work=work) == pytest.approx(
+        2 * 19.0 + 4 * 19.0 / 50
+    )
     assert estimate_remaining({"gpt": [140.0]}, {"gpt": 11}) is None
     assert estimate_remaining(times, {"gpt": 8}, workers=2) == 4 * 19.0
 
