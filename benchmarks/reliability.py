@@ -145,16 +145,21 @@ class Audit:
 
 
 def expected_slots(suite_path: Path) -> dict[str, int]:
-    """Optuna study name -> slots, from the suite's plan (tuning studies and their seed reruns)."""
+    """Optuna study name -> slots, from the suite's plan (tuning studies and the seed reruns of their best
+    configuration, named after its slot)."""
+    from bench import search
     from bench.loader import load_suite
     from bench.plan import make_plan, seeds_study
 
-    plan = make_plan(load_suite(suite_path))
+    suite = load_suite(suite_path)
+    storage = search.open_storage(suite.settings.storage)
     out = {}
-    for sp in plan.studies:
+    for sp in make_plan(suite).studies:
         out[sp.name] = sp.trials
-        if sp.seeds > 1:
-            out[seeds_study(sp.name)] = sp.seeds - 1
+        tuning = search.load(storage, sp.name) if sp.seeds > 1 else None
+        best = search.best_trial(tuning) if tuning is not None else None
+        if sp.seeds > 1:  # no best: the reruns are lost with the tuning slots
+            out[seeds_study(sp.name, None if best is None else int(best.user_attrs["slot"]))] = sp.seeds - 1
     return out
 
 
