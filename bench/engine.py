@@ -8,8 +8,10 @@ leaderboard at the end `bench.report`.
 For each study of the plan (task x optimizer) a worker opens the Optuna study (creating it with its
 whole budget enqueued as slots, see `bench.search`) and its MLflow parent run, then pops slots until
 none is left. Each slot is one trial: sample (or read) the hyperparameters, open a child run, train,
-record the outcome. When a study's tuning slots are all finished, its best configuration is rerun on
-the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
+record the outcome. A `sweep` study runs in stages (`bench.sweep`): when its lr grid is finished, each
+next stage (an lr extension, then the 1-D sweeps at the best lr) is a study of its own, created once
+with its points as slots, the same mechanism. When a study's tuning slots are all finished, its best
+configuration is rerun on the suite's extra seeds (a second study `<study>.seeds`). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
 """
@@ -28,10 +30,10 @@ from typing import Any
 
 import torch
 
-from bench import distributed, provenance, records, report, search
+from bench import distributed, provenance, records, report, search, sweep
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, sweep_warmup, tokens_per_step, trial_id
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import TrialResult, TrialSpec, train_trial
@@ -45,10 +47,18 @@ class SuiteConflict(RuntimeError):
     """The stores already hold a study of this name with a different configuration."""
 
 
-def trial_spec(suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: int) -> TrialSpec:
+def trial_spec(
+    suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: int, warmup: float | None = None
+) -> TrialSpec:
+    """What one trial runs; `warmup` replaces the schedule's (a sweep's warmup points)."""
+    optimizer = sp.optimizer
+    if warmup is not None:
+        optimizer = dataclasses.replace(
+            optimizer, schedule=dataclasses.replace(optimizer.schedule, warmup=warmup)
+        )
     return TrialSpec(
         task=sp.task,
-        optimizer=sp.optimizer,
+        optimizer=optimizer,
         hparams=hparams,
         seed=seed,
         trainer=suite.trainer,
@@ -87,7 +97,7 @@ def follow_leader(suite: Suite, plan: Plan) -> None:
 
     def run(payload: dict[str, Any]) -> None:
         sp = studies[payload["study"]]
-        train_trial(trial_spec(suite, sp, payload["hparams"], payload["seed"]))
+        train_trial(trial_spec(suite, sp, payload["hparams"], payload["seed"], payload.get("warmup")))
 
     distributed.follow(run)
 
@@ -133,7 +143,11 @@ class Worker:
     def open_tuning(self, sp: StudyPlan) -> Any:
         t = self.suite.tuning
         space = sp.optimizer.search_space if t.protocol != "defaults" else {}
-        slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials)
+        if t.protocol == "sweep":  # the first stage: the lr grid
+            slots, attrs = _point_slots(sweep.first_stage(space, _kwargs(sp), t.sweep), start=0)
+        else:
+            slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials, t.grid_points)
+            attrs = [{"kind": TUNE, "seed": 0}] * len(slots)
         study, created = search.open_study(
             self.storage,
             sp.name,
@@ -143,7 +157,7 @@ class Worker:
             space=space,
             pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
             slots=slots,
-            slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
+            slot_attrs=attrs,
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
         )
@@ -158,10 +172,70 @@ class Worker:
             )
         return study
 
-    def open_seeds(self, sp: StudyPlan, tuning: Any) -> Any | None:
-        best = search.best_trial(tuning)
+    def open_stage(self, sp: StudyPlan, tuning: Any, name: str, points: list[sweep.Point], start: int) -> Any:
+        """A later stage of a sweep: a study of its own, created once with `points` as its slots (numbered
+        from `start`), sharing the tuning study's MLflow parent run."""
+        t = self.suite.tuning
+        slots, attrs = _point_slots(points, start)
+        study, _ = search.open_study(
+            self.storage,
+            name,
+            direction="minimize" if sp.task.mode == "min" else "maximize",
+            protocol="sweep",
+            seed=t.sampler_seed,
+            space=sp.optimizer.search_space,
+            pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
+            slots=slots,
+            slot_attrs=attrs,
+            study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name, "stage": name},
+            on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
+        )
+        return study
+
+    def sweep_stages(self, sp: StudyPlan, tuning: Any) -> tuple[list[Any], str]:
+        """Open, in order, and drain the stages after a sweep's lr grid (`tuning`, finished): its lr
+        extensions while the best lr sits at an edge, then the 1-D sweeps at the best lr. Each stage is
+        decided from the finished ones only, so every worker and every resume decides alike and each
+        stage is created once. Returns the stages opened (the first included) and why it stopped early:
+        "pending" (a stage has trials waiting or running elsewhere), "capped" (the study's time budget
+        is spent: no later stage), or "" (every stage finished)."""
+        spec, stages = self.suite.tuning.sweep, [tuning]
+        kwargs, sign = _kwargs(sp), 1.0 if sp.task.mode == "min" else -1.0
+        space, n = sp.optimizer.search_space, spec.lr_points
+        for k in range(1, spec.extend + 1):
+            lr = sweep.extension(_lr_rows(stages, sign), spec.per_decade)
+            if lr is None:
+                break
+            point = sweep.Point({**sweep.centre(space, kwargs), sweep.LR: lr}, sweep.LR, lr)
+            stages.append(self.open_stage(sp, tuning, sweep.lr_stage(sp.name, k), [point], start=n + k - 1))
+            if status := self.drain_stage(sp, stages):
+                return stages, status
+        best = sweep.best_lr(_lr_rows(stages, sign))
+        points = (
+            [] if best is None else sweep.second_stage(space, kwargs, spec, best, sweep_warmup(sp.optimizer))
+        )
+        if not points:  # nothing completed (no optimum to sweep around), or nothing else to sweep
+            return stages, ""
+        stages.append(
+            self.open_stage(sp, tuning, sweep.sweep_stage(sp.name), points, start=n + len(stages) - 1)
+        )
+        return stages, self.drain_stage(sp, stages)
+
+    def drain_stage(self, sp: StudyPlan, stages: list[Any]) -> str:
+        """Drain the last of a sweep's `stages`, the study time budget counting the earlier ones too:
+        "capped", "pending" or "" as in `sweep_stages`."""
+        spent = sum(self.spent(s) for s in stages[:-1])
+        if self.drain(sp, stages[-1], tuning=True, before_s=spent):
+            return "capped"
+        return "pending" if any(search.pending(stages[-1])) else ""
+
+    def open_seeds(self, sp: StudyPlan, stages: list[Any]) -> Any | None:
+        best = search.best_of(stages)
         if best is None:
             return None
+        tuning = stages[0]
+        number = best.user_attrs.get("number", best.user_attrs.get("slot", best.number))
+        warmup = {"warmup": best.user_attrs["warmup"]} if "warmup" in best.user_attrs else {}
         seeds = list(range(1, sp.seeds))
         study, _ = search.open_study(
             self.storage,
@@ -172,8 +246,8 @@ class Worker:
             space={},
             pruner=search.make_pruner("none", 1, 1),
             slots=[dict(best.params)] * len(seeds),
-            slot_attrs=[{"kind": SEED, "seed": s, "best_number": best.number} for s in seeds],
-            study_attrs={"fingerprint": sp.fingerprint, "best_number": best.number},
+            slot_attrs=[{"kind": SEED, "seed": s, "best_number": number, **warmup} for s in seeds],
+            study_attrs={"fingerprint": sp.fingerprint, "best_number": number},
             on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
         )
         return study
@@ -182,8 +256,11 @@ class Worker:
     def record_of(
         self, sp: StudyPlan, trial: Any, slot: int, kind: str, seed: int, hparams: dict
     ) -> TrialRecord:
-        """The trial's record as it starts (see bench.records)."""
+        """The trial's record as it starts (see bench.records); `slot` is its number in the study (a
+        sweep numbers its points over all stages)."""
         suite = self.suite
+        attrs = trial.user_attrs
+        warmup = attrs.get("warmup", sweep_warmup(sp.optimizer))
         kwargs = to_kwargs(sp.optimizer.entry.defaults, {**sp.optimizer.fixed, **hparams})
         accumulate = suite.trainer.accumulate_grad_batches
         return TrialRecord(
@@ -213,11 +290,18 @@ class Worker:
             optimizer_source=sp.optimizer.entry.source,
             fingerprint=sp.fingerprint,
             provenance=self.meta,
+            protocol=suite.tuning.protocol,
+            failure_value=sp.task.failure_value,
+            axis=str(attrs.get("axis", "")),
+            axis_value=attrs.get("axis_value"),
+            warmup=warmup,
         )
 
     def objective(self, sp: StudyPlan, study: Any) -> Callable[[Any], float]:
         suite, tracker = self.suite, self.tracker
         space = sp.optimizer.search_space if suite.tuning.protocol != "defaults" else {}
+        if suite.tuning.protocol == "sweep":  # its points may lie past the declared ranges
+            space = sweep.trial_space(space, _kwargs(sp), suite.tuning.sweep)
 
         def run(trial: Any) -> float:
             if not search.is_slot(trial):
@@ -230,9 +314,10 @@ class Worker:
                 tracker.retire(stale, f"process died; retried as optuna trial {trial.number}")
             kind, seed = trial.user_attrs.get("kind", TUNE), int(trial.user_attrs.get("seed", 0))
             hparams = search.suggest(trial, space)
-            slot = int(trial.user_attrs["slot"])
+            slot = int(trial.user_attrs.get("number", trial.user_attrs["slot"]))
             label = sp.optimizer.label + (f"#{slot}" if kind == TUNE else f"@seed{seed}")
             record = self.record_of(sp, trial, slot, kind, seed, hparams)
+            warmup = trial.user_attrs.get("warmup")
             run_id = tracker.open_trial(
                 record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
             )
@@ -242,11 +327,11 @@ class Worker:
             # the pruner decides on rank 0 alone: no pruning in multi-process trials
             if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 on_eval = search.pruning_callable(trial)
-            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
+            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed, "warmup": warmup})
             self.display.begin(f"{sp.name} {label}", sp.task.steps)
             with tracker.metrics_writer(run_id) as log_metrics:
                 result = train_trial(
-                    trial_spec(suite, sp, hparams, seed),
+                    trial_spec(suite, sp, hparams, seed, warmup),
                     log_metrics=log_metrics,
                     on_eval=on_eval,
                     on_step=self.display.step,
@@ -284,16 +369,17 @@ class Worker:
             self.tracker.log(study.user_attrs["mlflow_parent"], metrics=metrics, step=len(done))
         return seconds
 
-    def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False) -> bool:
+    def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False, before_s: float = 0.0) -> bool:
         """Run waiting slots until none is left or, for a tuning study with `study_time_budget_s`,
-        until its finished trials' training time reaches the cap (the trial that crosses it ends
-        normally; the slots left stay waiting, so a larger cap resumes them). True when capped."""
+        until its finished trials' training time (plus `before_s`, a sweep's earlier stages) reaches the
+        cap (the trial that crosses it ends normally; the slots left stay waiting, so a larger cap
+        resumes them). True when capped."""
         cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
         search.fail_stale(study)
         ran = False
         while True:
-            spent = self.spent(study, log=ran) if tuning else 0.0
+            spent = before_s + self.spent(study, log=ran) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
                     study.set_user_attr("bench.time_budget_spent_s", spent)
@@ -317,14 +403,47 @@ class Worker:
                 if waiting or running:
                     busy = True
                     continue
+                stages = [tuning]
+                if self.suite.tuning.protocol == "sweep" and not capped:
+                    stages, status = self.sweep_stages(sp, tuning)
+                    if status == "pending":
+                        busy = True
+                        continue
                 if sp.seeds > 1:
-                    seeds = self.open_seeds(sp, tuning)
+                    seeds = self.open_seeds(sp, stages)
                     if seeds is not None:
                         self.drain(sp, seeds)
                         busy = busy or any(search.pending(seeds))
             if not busy:
                 return
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
+
+
+def _kwargs(sp: StudyPlan) -> dict[str, Any]:
+    """The optimizer's keyword arguments at its defaults and the suite's fixed values."""
+    return to_kwargs(sp.optimizer.entry.defaults, sp.optimizer.fixed)
+
+
+def _point_slots(points: list[sweep.Point], start: int) -> tuple[list[dict], list[dict]]:
+    """Slots and their attributes for sweep points numbered from `start`."""
+    attrs = [
+        {"kind": TUNE, "seed": 0, "number": start + i, "axis": p.axis, "axis_value": p.value,
+         **({"warmup": p.warmup} if p.warmup is not None else {})}
+        for i, p in enumerate(points)
+    ]  # fmt: skip
+    return [dict(p.params) for p in points], attrs
+
+
+def _lr_rows(stages: list[Any], sign: float) -> list[tuple[float, float | None]]:
+    """(lr, oriented value or None) of every finished lr point of a sweep's stages (`bench.sweep`)."""
+    rows = []
+    for study in stages:
+        for t in search.finished_trials(study):
+            if t.user_attrs.get("axis") != sweep.LR:
+                continue
+            ok = t.user_attrs.get("outcome") == "completed" and t.value is not None and math.isfinite(t.value)
+            rows.append((float(t.params[sweep.LR]), sign * t.value if ok else None))
+    return rows
 
 
 # -- worker processes ----------------------------------------------------------------------------------
