@@ -206,7 +206,7 @@ class Worker:
             lr = sweep.extension(_lr_rows(stages, sign), spec.per_decade)
             if lr is None:
                 break
-            point = sweep.Point({**sweep.centre(space, kwargs), sweep.LR: lr}, sweep.LR, lr)
+            point = sweep.lr_point(space, kwargs, lr)
             stages.append(self.open_stage(sp, tuning, sweep.lr_stage(sp.name, k), [point], start=n + k - 1))
             if status := self.drain_stage(sp, stages):
                 return stages, status
@@ -294,6 +294,7 @@ class Worker:
             failure_value=sp.task.failure_value,
             axis=str(attrs.get("axis", "")),
             axis_value=attrs.get("axis_value"),
+            axis_scale=str(attrs.get("axis_scale", "")),
             warmup=warmup,
         )
 
@@ -428,7 +429,7 @@ def _point_slots(points: list[sweep.Point], start: int) -> tuple[list[dict], lis
     """Slots and their attributes for sweep points numbered from `start`."""
     attrs = [
         {"kind": TUNE, "seed": 0, "number": start + i, "axis": p.axis, "axis_value": p.value,
-         **({"warmup": p.warmup} if p.warmup is not None else {})}
+         "axis_scale": p.scale, **({"warmup": p.warmup} if p.warmup is not None else {})}
         for i, p in enumerate(points)
     ]  # fmt: skip
     return [dict(p.params) for p in points], attrs

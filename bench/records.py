@@ -18,7 +18,8 @@ throughput):
 - tags `bench.*`: identity (suite, task, optimizer, study, trial_id, number = the slot, optuna_trial,
   kind, seed), what is measured (metric, mode, target, lr, params as JSON, tokens_per_step,
   failure_value = what a failed trial costs), how it was chosen (protocol; for a sweep point the axis
-  it lies on, `lr`, a hyperparameter or `warmup`, and its value there), where the numbers come from
+  it lies on, `lr`, a hyperparameter or `warmup`, its value there and the axis' scale), where the
+  numbers come from
   (task_version, optimizer_source, fingerprint, git_commit, hardware, versions), and the outcome
   (`running` until the trial ends);
 - params: the searched values `hp.<name>`, the optimizer's keyword arguments `opt.<name>`, seed,
@@ -75,6 +76,7 @@ RETIRED = "bench.retired"  # on a dead attempt's run: why it was retired
 FAILURE_VALUE = "bench.failure_value"
 AXIS = "bench.axis"
 AXIS_VALUE = "bench.axis_value"
+AXIS_SCALE = "bench.axis_scale"
 
 # -- artifacts ---------------------------------------------------------------------------------------
 RESOLVED_ARTIFACT = "suite.resolved.json"
@@ -90,7 +92,7 @@ COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
     "seconds_to_target", "tokens_to_target", "tokens_per_step", "protocol", "failure_value", "axis",
-    "axis_value",
+    "axis_value", "axis_scale", "warmup",
 )  # fmt: skip
 
 
@@ -166,6 +168,7 @@ class TrialRecord:
     failure_value: float | None = None  # what a failed trial costs in `metric` (None: not declared)
     axis: str = ""  # a sweep point's axis: "lr", a searched name or "warmup" ("" for other protocols)
     axis_value: Any = None  # its value on that axis
+    axis_scale: str = ""  # how the axis is spaced: "log", "linear" or "choice"
     warmup: float | None = None  # the schedule's warmup (fraction of steps if < 1, else steps)
 
     @property
@@ -238,7 +241,7 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         TASK_VERSION: r.task_version, OPTIMIZER_SOURCE: r.optimizer_source, GIT_COMMIT: p.git_commit,
         HARDWARE: p.hardware, VERSIONS: json.dumps(dict(p.versions)), FINGERPRINT: r.fingerprint,
         PROTOCOL: r.protocol, FAILURE_VALUE: _or_nan(r.failure_value), AXIS: r.axis,
-        AXIS_VALUE: "" if r.axis_value is None else r.axis_value,
+        AXIS_VALUE: "" if r.axis_value is None else r.axis_value, AXIS_SCALE: r.axis_scale,
     }  # fmt: skip
     params = {
         **{f"hp.{k}": v for k, v in r.hparams.items()},
@@ -365,6 +368,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
         failure_value=None if math.isnan(failure) else failure,
         axis=t.get(AXIS, ""),
         axis_value=_value(t[AXIS_VALUE]) if t.get(AXIS_VALUE) else None,
+        axis_scale=t.get(AXIS_SCALE, ""),
         warmup=param("warmup"),
     )
 
@@ -401,4 +405,6 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "failure_value": _number(record.failure_value),
         "axis": record.axis,
         "axis_value": record.axis_value,
+        "axis_scale": record.axis_scale,
+        "warmup": _number(record.warmup),
     }

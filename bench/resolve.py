@@ -501,12 +501,12 @@ def failure_cost(
 ) -> tuple[float | None, str]:
     """What a failed trial of this task costs in `metric`, and why: the suite's `failure_value`, else
     what the entry declares for its options (`TaskEntry.failure`), else nothing (None)."""
-    if given is not None:
+    declared = entry.failure(options) if entry.failure is not None else None
+    value = declared.values.get(metric) if declared is not None else None
+    if given is not None and given != value:
         return float(given), "set by the suite (tasks[].failure_value)"
-    if entry.failure is None:
+    if declared is None:
         return None, f"not declared by task '{entry.name}'"
-    declared = entry.failure(options)
-    value = declared.values.get(metric)
     if value is None:
         return None, f"not declared for {metric}: {declared.why}"
     return float(value), declared.why

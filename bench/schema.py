@@ -283,6 +283,7 @@ class LeaderboardSpec(Model):
     basin_absolute: bool = Field(False, description="basin_eps is in the metric's units instead of relative")
     sensitivity_decades: float = Field(1.0, gt=0, description="width of the window, centred on each optimizer's optimum, over which sensitivities are averaged (log axes)")  # fmt: skip
     alpha: float = Field(0.95, gt=0, le=1, description="alpha-tunability: the budget fraction at which expected best-of-k gets within 1 - alpha (relative) of the task's best")  # fmt: skip
+    importance: Literal["fanova", "ped_anova", "none"] = Field("fanova", description="hyperparameter importance of random/qmc/tpe/cmaes studies, by Optuna's evaluator")  # fmt: skip
     bootstrap: Annotated[int, Hint("0: no bands")] = Field(200, ge=0, le=100_000, description="bootstrap resamples for the bands of expected best-of-k")  # fmt: skip
     reference: str | None = Field(None, description="optimizer label the fixed-reference profile divides by (default: adamw, else the first)")  # fmt: skip
     r_max: float = Field(4.0, gt=1, description="performance profiles' largest ratio")

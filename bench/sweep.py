@@ -48,7 +48,13 @@ class Point:
     params: Mapping[str, Any]
     axis: str  # LR, a searched name, or WARMUP
     value: Any
+    scale: str  # how the axis is spaced: "log", "linear" or "choice" (`scale_of`)
     warmup: float | None = None
+
+
+def scale_of(param: Param) -> str:
+    """How a hyperparameter's axis is spaced: "log", "linear" or "choice" (a categorical)."""
+    return "choice" if isinstance(param, Categorical) else "log" if param.log else "linear"
 
 
 def lr_stage(study: str, k: int) -> str:
@@ -112,10 +118,14 @@ def swept_params(spec: SweepSpec, space: Mapping[str, Param]) -> list[str]:
     return [n for n in names if n in space and n != LR]
 
 
+def lr_point(space: Mapping[str, Param], kwargs: Mapping[str, Any], lr: float) -> Point:
+    """A point of the lr axis: this lr, every other hyperparameter at its default."""
+    return Point({**centre(space, kwargs), LR: lr}, LR, lr, "log")
+
+
 def first_stage(space: Mapping[str, Param], kwargs: Mapping[str, Any], spec: SweepSpec) -> list[Point]:
     """The lr grid, every other hyperparameter at its default."""
-    base = centre(space, kwargs)
-    return [Point({**base, LR: lr}, LR, lr) for lr in lr_grid(space[LR], spec)]
+    return [lr_point(space, kwargs, lr) for lr in lr_grid(space[LR], spec)]
 
 
 def best_lr(rows: Sequence[tuple[float, float | None]]) -> float | None:
@@ -156,11 +166,11 @@ def second_stage(
     for name in swept_params(spec, space):
         for value in grid({name: space[name]}, spec.points)[name]:
             if value != base[name]:
-                points.append(Point({**base, name: value}, name, value))
+                points.append(Point({**base, name: value}, name, value, scale_of(space[name])))
     if warmup is not None:
         for w in spec.warmup:
             if w != warmup:
-                points.append(Point(dict(base), WARMUP, float(w), warmup=float(w)))
+                points.append(Point(dict(base), WARMUP, float(w), "linear", warmup=float(w)))
     return points
 
 
