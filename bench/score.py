@@ -64,6 +64,7 @@ import pandas as pd
 from bench import robustness
 from bench.outcomes import FAILED, OUTCOMES
 from bench.records import KINDS
+from bench.robustness import Scored
 from bench.schema import LeaderboardSpec
 
 Mode = Literal["min", "max"]
@@ -476,7 +477,9 @@ class Leaderboard:
     curves: (task, optimizer) -> expected best-of-k for k = 1..n_scored, in the metric's units (random
         and qmc studies of two trials or more only).
     lr_profiles: `lr_profile` of the table. profiles: the `Profile`s for each time unit with data.
-    axes: one row per swept axis of each (task, optimizer) (`robustness_scores`).
+    axes: one row per swept axis of each (task, optimizer) (`robustness_scores`); points: the curves
+        behind them, one row per point (task, optimizer, axis, scale, at: the axis value, value: in the
+        metric's units, filled and clipped, failed: every trial there failed, best: the curve's optimum).
     bands: (task, optimizer) -> (ks, low, high): the bootstrap band of the expected best-of-k curve.
     importances: task, optimizer, param, importance (shares summing to 1 per study).
     """
@@ -496,6 +499,8 @@ class Leaderboard:
     bands: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     importances: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=IMPORTANCE_COLUMNS))
     spec: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    points: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POINT_COLUMNS))
+    failure_why: Mapping[str, str] = field(default_factory=dict)  # task -> how its failure cost was set
 
     def row(self, task: str, optimizer: str) -> pd.Series:
         sel = self.rows[(self.rows["task"] == task) & (self.rows["optimizer"] == optimizer)]
@@ -513,6 +518,7 @@ def leaderboard(
     lr_bin_decades: float = 0.25,
     importance: Importance | None = None,
     spaces: Mapping[str, Mapping[str, Any]] | None = None,
+    failure_why: Mapping[str, str] | None = None,
 ) -> Leaderboard:
     """Score a trials table (see the module docstring for the columns and conventions).
 
@@ -522,6 +528,7 @@ def leaderboard(
     importance: (configurations, oriented values, search space) -> {hyperparameter: share}, e.g.
         `bench.search.importances`; spaces: optimizer label -> its search space (`bench.space` params).
         Without them no importance is computed.
+    failure_why: task -> how its failure value was obtained (`TaskSpec.failure_why`), for the report.
     """
     if spec is None:
         spec = LeaderboardSpec()
@@ -602,7 +609,9 @@ def leaderboard(
         + ["ttt_n"]
     )
     rows = rows[order]
-    robust, axes, bands, importances = robustness_scores(t, spec, curves, basin_abs, importance, spaces)
+    robust, axes, bands, importances, points = robustness_scores(
+        t, spec, curves, basin_abs, importance, spaces
+    )
     rows = rows.merge(robust, on=["task", "optimizer"], how="left")
 
     profiles = _profiles(rows, spec.r_max, spec.reference)
@@ -636,6 +645,8 @@ def leaderboard(
         bands=bands,
         importances=importances,
         spec=spec,
+        points=points,
+        failure_why=dict(failure_why or {}),
     )
 
 
@@ -699,6 +710,7 @@ AXIS_COLUMNS = (
     "task", "optimizer", "axis", "scale", "n_points", "best_at", "best", "edge", "sensitivity", "why",
 )  # fmt: skip
 IMPORTANCE_COLUMNS = ("task", "optimizer", "param", "importance")
+POINT_COLUMNS = ("task", "optimizer", "axis", "scale", "at", "value", "failed", "best")
 
 _NOT_RANDOM = {
     "sweep": "a sweep's points are grids around the optimum, not random draws",
@@ -750,76 +762,96 @@ def lr_curve_rows(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return (rows, "") if n >= 3 else (g.iloc[:0], f"{n} learning rate(s): a curve needs 3 or more")
 
 
+class _Axes:
+    """Collects the axis rows and curve points of `robustness_scores`."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.points: list[dict[str, Any]] = []
+
+    def add(
+        self, g: pd.DataFrame, axis: str, scale: str, x: np.ndarray, sel: pd.DataFrame, at: Any, sens: Scored
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One swept axis of study `g`: positions `x` of the trials `sel`; `at(xs)` gives the axis values
+        of the curve's positions. Returns the curve (xs, ys)."""
+        xs, ys = robustness.curve(x, sel[_PREPARED])
+        _, failed = robustness.curve(x, sel["_failed"].astype(float))
+        values = at(xs)
+        b = robustness.best_index(ys)
+        sign = -1.0 if g["mode"].iloc[0] == "max" else 1.0
+        task, opt = g["task"].iloc[0], g["optimizer"].iloc[0]
+        self.points += [
+            {"task": task, "optimizer": opt, "axis": axis, "scale": scale, "at": values[i],
+             "value": float(sign * ys[i]), "failed": bool(failed[i] == 1.0), "best": i == b}
+            for i in range(xs.size)
+        ]  # fmt: skip
+        self.rows.append({
+            "task": task, "optimizer": opt, "axis": axis, "scale": scale, "n_points": int(xs.size),
+            "best_at": values[b], "best": float(sign * ys[b]),
+            "edge": robustness.edge(xs, ys) if scale != "choice" else "", "sensitivity": sens[0], "why": sens[1],
+        })  # fmt: skip
+        return xs, ys
+
+
 def _lr_scores(
-    g: pd.DataFrame, l0: float, spec: LeaderboardSpec, eps_abs: float | None, axes: list[dict]
+    g: pd.DataFrame, l0: float, spec: LeaderboardSpec, eps_abs: float | None, axes: _Axes
 ) -> tuple[dict[str, Any], pd.DataFrame, float]:
-    """The lr curve's columns, its axis row appended to `axes`; also its rows and the best lr."""
+    """The lr curve's columns (its axis added to `axes`); also its rows and the best lr."""
     rows, why = lr_curve_rows(g)
     out: dict[str, Any] = {"lr_points": int(rows["lr"].nunique()), "why_lr": why}
     if why:
         return out, rows, np.nan
-    xs, ys = robustness.curve(np.log10(rows["lr"].to_numpy(dtype=float)), rows[_PREPARED])
+    x = np.log10(rows["lr"].to_numpy(dtype=float))
+    xs, ys = robustness.curve(x, rows[_PREPARED])
+    sens = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
+    axes.add(g, "lr", "log", x, rows, lambda xs: 10.0**xs, sens)
     eps = eps_abs if eps_abs is not None else spec.basin_eps
     b = robustness.basin(xs, ys, eps, absolute=eps_abs is not None or spec.basin_absolute)
     best_lr = float(10 ** xs[robustness.best_index(ys)])
-    sens, why_sens = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
     completed = (rows["outcome"] == "completed").to_numpy() & ~rows["_failed"].to_numpy(dtype=bool)
     ratio, censored = robustness.headroom(rows["lr"].to_numpy(dtype=float), completed, best_lr)
     out.update(
         lr_edge=robustness.edge(xs, ys), basin_decades=b.width, basin_open=b.censored,
-        lr_sensitivity=sens, headroom=ratio, headroom_censored=censored,
+        lr_sensitivity=sens[0], headroom=ratio, headroom_censored=censored,
     )  # fmt: skip
-    axes.append(_axis_row(g, "lr", "log", xs, ys, 10.0**xs, sens, why_sens))
     return out, rows, best_lr
 
 
-def _axis_row(
-    g: pd.DataFrame, axis: str, scale: str, xs: np.ndarray, ys: np.ndarray, at: Any, sens: float, why: str
-) -> dict[str, Any]:
-    b = robustness.best_index(ys)
-    sign = -1.0 if g["mode"].iloc[0] == "max" else 1.0
-    return {
-        "task": g["task"].iloc[0], "optimizer": g["optimizer"].iloc[0], "axis": axis, "scale": scale,
-        "n_points": int(xs.size), "best_at": at[b], "best": float(sign * ys[b]),
-        "edge": robustness.edge(xs, ys) if scale != "choice" else "", "sensitivity": sens, "why": why,
-    }  # fmt: skip
-
-
 def _other_axes(
-    g: pd.DataFrame, lr_rows: pd.DataFrame, best_lr: float, l0: float, spec: LeaderboardSpec, axes: list[dict]
+    g: pd.DataFrame, lr_rows: pd.DataFrame, best_lr: float, l0: float, spec: LeaderboardSpec, axes: _Axes
 ) -> None:
-    """Rows of `axes` for a sweep's 1-D sweeps at the best lr: each curve is its points plus the best lr
-    point itself (the centre: every other hyperparameter at its default)."""
+    """A sweep's 1-D sweeps at the best lr: each curve is its points plus the best lr point itself (the
+    centre, every other hyperparameter at its default). Sensitivity: windowed on log axes, over the
+    whole sweep on linear and categorical ones."""
     if "axis" not in g.columns or not np.isfinite(best_lr):
         return
-    centre = lr_rows[np.isclose(lr_rows["lr"], best_lr)].iloc[0]
+    centre = lr_rows[np.isclose(lr_rows["lr"], best_lr)].iloc[[0]]
     for axis in sorted(set(g["axis"].dropna().astype(str)) - {"", "lr"}):
         pts = g[g["axis"] == axis]
         scale = str(pts["axis_scale"].iloc[0]) if "axis_scale" in pts.columns else "linear"
         if axis == "warmup":
-            middle = centre.get("warmup", np.nan)
+            middle = centre["warmup"].iloc[0] if "warmup" in centre.columns else np.nan
         else:
-            params = centre.get("params")
+            params = centre["params"].iloc[0] if "params" in centre.columns else None
             middle = params.get(axis, np.nan) if isinstance(params, Mapping) else np.nan
-        values = [*pts["axis_value"].tolist(), middle]
-        filled = [*pts[_PREPARED].tolist(), centre[_PREPARED]]
+        sel = pd.concat([pts, centre])
+        values = pd.Series([*pts["axis_value"].tolist(), middle])
         if scale == "choice":
-            keys = [str(v) for v in values]
-            xs, ys = robustness.curve(pd.factorize(pd.Series(keys))[0], filled)
-            names = np.array(pd.factorize(pd.Series(keys))[1], dtype=object)
-            sens, why = robustness.mean_sensitivity(ys, l0)
-            axes.append(_axis_row(g, axis, scale, xs, ys, names, sens, why))
+            codes, names = pd.factorize(values.astype(str))
+            xs, ys = robustness.curve(codes.astype(float), sel[_PREPARED])
+            axes.add(g, axis, scale, codes.astype(float), sel, lambda xs, n=names: np.asarray(n, dtype=object)[xs.astype(int)],
+                     robustness.mean_sensitivity(ys, l0))  # fmt: skip
             continue
-        x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
         if scale == "log":
             with np.errstate(divide="ignore", invalid="ignore"):
                 x = np.where(x > 0, np.log10(x), np.nan)
-        xs, ys = robustness.curve(x, filled)
+        xs, ys = robustness.curve(x, sel[_PREPARED])
         if scale == "log":
-            sens, why = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
+            sens = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
+            axes.add(g, axis, scale, x, sel, lambda xs: 10.0**xs, sens)
         else:
-            sens, why = robustness.mean_sensitivity(ys, l0)
-        axes.append(_axis_row(g, axis, scale, xs, ys, 10.0**xs if scale == "log" else xs, sens, why))
+            axes.add(g, axis, scale, x, sel, lambda xs: xs, robustness.mean_sensitivity(ys, l0))
 
 
 def _importance(
@@ -857,7 +889,7 @@ def robustness_scores(
     basin_abs: Mapping[str, float],
     importance: Importance | None = None,
     spaces: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame, pd.DataFrame]:
     """The robustness columns of each (task, optimizer) of a prepared table, from its tune trials (pruned
     left out), in the metric's units unless said; each NaN comes with its reason (`why_*`):
 
@@ -877,10 +909,10 @@ def robustness_scores(
     Also returns the axes table (`AXIS_COLUMNS`: one row per swept axis, the lr's included; best_at is
     the axis value at the optimum, sensitivity windowed on log axes and over the whole sweep on linear
     and categorical ones), the expected best-of-k bands ((task, optimizer) -> (ks, low, high), the
-    bootstrap 90% band, `spec.bootstrap` resamples) and the importance table."""
+    bootstrap 90% band, `spec.bootstrap` resamples), the importance table and the curves' points."""
     tune = t[(t["kind"] == "tune") & t["_scored"]]
     recs: list[dict[str, Any]] = []
-    axes: list[dict[str, Any]] = []
+    axes = _Axes()
     bands: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     imps: list[dict[str, Any]] = []
     for (task, opt), g in tune.groupby(["task", "optimizer"], sort=True):
@@ -909,8 +941,13 @@ def robustness_scores(
     modes = tune.groupby("task")["mode"].first().astype(str).to_dict()
     _alpha_tunability(out, curves, modes, spec.alpha)
     _robust_ranks(out, modes)
-    axes_df = pd.DataFrame.from_records(axes).reindex(columns=list(AXIS_COLUMNS))
-    return out, axes_df, bands, pd.DataFrame.from_records(imps).reindex(columns=list(IMPORTANCE_COLUMNS))
+    return (
+        out,
+        pd.DataFrame.from_records(axes.rows).reindex(columns=list(AXIS_COLUMNS)),
+        bands,
+        pd.DataFrame.from_records(imps).reindex(columns=list(IMPORTANCE_COLUMNS)),
+        pd.DataFrame.from_records(axes.points).reindex(columns=list(POINT_COLUMNS)),
+    )
 
 
 def _alpha_tunability(
