@@ -124,8 +124,8 @@ def window_sensitivity(xs: np.ndarray, ys: np.ndarray, l0: float, width: float) 
     tol = 1e-9 * max(1.0, abs(width))
     if lo < xs[0] - tol or hi > xs[-1] + tol:
         return float("nan"), (
-            f"the window of {width:g} around the optimum reaches past the sweep "
-            f"({xs[0]:.3g} to {xs[-1]:.3g}; optimum at {xs[b]:.3g})"
+            f"the optimum is within {width / 2:g} of an end of the sweep: the window of {width:g} around "
+            "it reaches past the values swept"
         )
     spacing = float(np.median(np.diff(xs)))
     k = max(2, round(width / spacing))

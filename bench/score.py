@@ -969,13 +969,16 @@ def _alpha_tunability(
 
 
 def _robust_ranks(out: pd.DataFrame, modes: Mapping[str, str]) -> None:
-    """Per task: rank by lr sensitivity when every optimizer has one, else by CPE, else none."""
+    """Per task: rank by lr sensitivity (lower is more robust), else by CPE, whichever more optimizers of
+    the task have (lr sensitivity on a tie); only those that have it are ranked, the others are NaN."""
     out["robust_rank"], out["robust_by"] = np.nan, ""
     for task, idx in out.groupby("task").groups.items():
-        for col, name in (("lr_sensitivity", "lr sensitivity"), ("cpe", "CPE")):
-            v = out.loc[idx, col].astype(float).to_numpy()
-            if np.isfinite(v).all():
-                sign = -1.0 if col == "cpe" and modes[task] == "max" else 1.0
-                out.loc[idx, "robust_rank"] = rank_with_ties(sign * v)[0]
-                out.loc[idx, "robust_by"] = name
-                break
+        measures = [("lr_sensitivity", "lr sensitivity"), ("cpe", "CPE")]
+        col, name = max(measures, key=lambda m: np.isfinite(out.loc[idx, m[0]].astype(float)).sum())
+        v = out.loc[idx, col].astype(float)
+        have = v.index[np.isfinite(v.to_numpy())]
+        if len(have) < 2:
+            continue  # one score ranks nothing
+        sign = -1.0 if col == "cpe" and modes[task] == "max" else 1.0
+        out.loc[have, "robust_rank"] = rank_with_ties(sign * v.loc[have].to_numpy())[0]
+        out.loc[idx, "robust_by"] = name

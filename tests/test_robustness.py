@@ -100,7 +100,7 @@ def test_window_sensitivity_interpolates_a_gap():
 
 def test_window_sensitivity_is_nan_with_the_reason_when_the_window_leaves_the_sweep():
     value, why = rb.window_sensitivity(GRID, np.array([0.9, 0.5, 0.4, 0.35, 0.3]), l0=1.0, width=1.0)
-    assert math.isnan(value) and "reaches past the sweep" in why  # the optimum sits at the edge, -2
+    assert math.isnan(value) and "reaches past the values swept" in why  # the optimum sits at the edge, -2
     value, why = rb.window_sensitivity(GRID[:2], VALUES[:2], l0=1.0, width=0.5)
     assert math.isnan(value) and "3 or more" in why
 

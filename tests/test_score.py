@@ -292,7 +292,7 @@ def test_lr_curve_of_a_study_that_searched_the_lr_alone(board):
     assert math.isnan(a["lr_sensitivity"]) and a["why_lr"] == ""
     assert a["headroom"] == pytest.approx(10.0) and not a["headroom_censored"]  # 1e-2 completed, 1 did not
     (row,) = board.axes[(board.axes["task"] == "t") & (board.axes["optimizer"] == "a")].to_dict("records")
-    assert row["axis"] == "lr" and row["best_at"] == pytest.approx(1e-3) and "past the sweep" in row["why"]
+    assert row["axis"] == "lr" and row["best_at"] == pytest.approx(1e-3) and "past the values swept" in row["why"]
 
 
 def test_basin_absolute_per_task():
@@ -513,6 +513,7 @@ def test_a_sweep_scores_each_other_axis_around_its_centre():
 
 def test_robust_rank_is_by_lr_sensitivity_and_says_so():
     board = sweep_board()
+    assert board.row("t", "a")["robust_by"] == "lr sensitivity"
     a, b = board.row("t", "a"), board.row("t", "b")
     # tuned: a (0.3) beats b (0.4); robust: b's sensitivity mean(0.45, 0.4, 0.5) - 0.4 = 0.05 beats a's 0.1
     assert (a["rank"], b["rank"]) == (1, 2)
@@ -529,6 +530,15 @@ def test_an_optimum_at_the_edge_of_the_sweep_is_flagged_and_its_window_is_na():
     c = score.leaderboard(table(rows), SPEC).row("t", "c")
     assert c["lr_edge"] == "high" and bool(c["basin_open"])
     assert math.isnan(c["lr_sensitivity"]) and math.isnan(c["robust_rank"])
+    # beside optimizers that have a sensitivity, it is left out of the robust ranking, not ranked last
+    a, b = (
+        sweep_rows("a", {1e-4: 0.9, 10**-3.5: 0.5, 1e-3: 0.3, 10**-2.5: 0.4, 1e-2: 0.9}),
+        sweep_rows("b", {1e-4: 0.8, 10**-3.5: 0.45, 1e-3: 0.4, 10**-2.5: 0.5, 1e-2: 0.9}),
+    )
+    board = score.leaderboard(table(a + b + rows), SPEC)
+    assert [board.row("t", o)["robust_rank"] for o in "ab"] == [2, 1] and math.isnan(
+        board.row("t", "c")["robust_rank"]
+    )
     assert c["headroom"] == pytest.approx(1.0) and bool(c["headroom_censored"])  # nothing larger failed
 
 
