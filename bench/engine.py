@@ -343,7 +343,8 @@ class Worker:
                                ("steps", summary.steps), ("time_s", summary.time_s)):  # fmt: skip
                 finite = not isinstance(value, float) or math.isfinite(value)
                 trial.set_user_attr(key, value if finite else None)
-            self.display.trial(sp.name, label, summary, hparams, sp.task.metric)
+            shown = {**hparams, **({"warmup": warmup} if warmup is not None else {})}
+            self.display.trial(sp.name, label, summary, shown, sp.task.metric)
             self.ran += 1
             if summary.outcome == "pruned":
                 raise search.TrialPruned(f"pruned at step {summary.steps}")

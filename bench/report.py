@@ -656,30 +656,37 @@ def plot_expected_best(board: Leaderboard, task: str, path: Path) -> Path | None
 def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: Path) -> Path | None:
     """Zhao et al. 2024's figure: one panel per swept hyperparameter (the lr first), the final metric
     against the swept value, one line per optimizer; x: every trial there failed (drawn at what a
-    failure costs, the dashed line), star: the curve's optimum, error bar: mean +- std of the seed
-    reruns of the best configuration, on the panel where it lies."""
+    failure costs, L0: the dashed line, or at the panel's edge when L0 is far off the curves), star: the
+    curve's optimum, error bar: mean +- std of the seed reruns of the best configuration, on the panel
+    where it lies."""
     pts = board.points[board.points["task"] == task]
     if pts.empty:
         return None
     info = board.tasks.loc[task]
-    axes_order = [
-        "lr",
-        *sorted(set(pts["axis"]) - {"lr", "warmup"}),
-        *(["warmup"] if "warmup" in set(pts["axis"]) else []),
-    ]
-    axes_order = [a for a in axes_order if a in set(pts["axis"])]
+    present = set(pts["axis"])
+    order = ["lr", *sorted(present - {"lr", "warmup"}), "warmup"]
+    order = [a for a in order if a in present]
     colors = _colors(board.rows["optimizer"].unique().tolist())
-    fig, panels = _figure(len(axes_order), width=3.6, legend=0.0)
+    fig, panels = _figure(len(order), width=3.6, legend=0.0)
+    fig.subplots_adjust(bottom=0.25)
     seeds = _seed_marks(board, trials, task)
-    for ax, axis in zip(panels, axes_order, strict=True):
+    l0, sign = float(info["worst"]), -1.0 if info["mode"] == "max" else 1.0
+    ok = pts.loc[~pts["failed"].astype(bool), "value"].to_numpy(dtype=float)
+    lo, hi = (ok.min(), ok.max()) if ok.size else (l0, l0)
+    span = max(hi - lo, 1e-3 * max(abs(hi), 1.0))
+    off = np.isfinite(l0) and sign * (l0 - (hi if sign > 0 else lo)) > 2 * span  # L0 far beyond the curves
+    edge_y = (hi + 0.1 * span) if sign > 0 else (lo - 0.1 * span)
+    for ax, axis in zip(panels, order, strict=True):
         sel = pts[pts["axis"] == axis]
         scale = str(sel["scale"].iloc[0])
         for opt, g in sel.groupby("optimizer", sort=True):
             x = np.arange(len(g)) if scale == "choice" else g["at"].astype(float).to_numpy()
             y = g["value"].to_numpy(dtype=float)
+            failed = g["failed"].to_numpy(dtype=bool)
+            if off:
+                y = np.where(sign * (y - edge_y) > 0, edge_y, y)  # at the edge: drawn, off the scale
             c = colors[opt]
             ax.plot(x, y, "-o", ms=3, lw=1.2, color=c, label=str(opt))
-            failed = g["failed"].to_numpy(dtype=bool)
             if failed.any():
                 ax.scatter(x[failed], y[failed], marker="x", s=40, color=c, zorder=3)
             best = g["best"].to_numpy(dtype=bool)
@@ -689,13 +696,20 @@ def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: 
             if (opt, axis) in seeds:
                 at, mean, std = seeds[(opt, axis)]
                 ax.errorbar([at], [mean], yerr=[std], color=c, capsize=3, lw=1, zorder=5)
-        if np.isfinite(info["worst"]):
-            ax.axhline(info["worst"], ls="--", lw=1, color="gray", label="failure (L0)")
+        if off:
+            ax.set_ylim(*sorted((lo - 0.05 * span * sign, edge_y + 0.05 * span * sign)))
+        elif np.isfinite(l0):
+            ax.axhline(l0, ls="--", lw=1, color="gray", label="failure cost L0")
         if scale == "log":
             _log_x(ax)
-        ax.set(xlabel=axis, ylabel=str(info["metric"]) if axis == axes_order[0] else "")
+        ax.set(xlabel=axis, ylabel=str(info["metric"]) if axis == order[0] else "")
         ax.set_title(f"{task}: {axis}", fontsize=10)
-    panels[0].legend(fontsize=7, loc="upper right")
+    handles, labels = panels[0].get_legend_handles_labels()
+    note = (
+        f"x: failed (cost L0 = {_fmt(l0)}, drawn at the edge)" if off else "x: failed, at the failure cost L0"
+    )
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False,
+               title=f"star: optimum; bar: seed mean +- std of the best configuration; {note}", title_fontsize=8)  # fmt: skip
     return _save(fig, path)
 
 
