@@ -433,16 +433,19 @@ def importances(
         raise ValueError(
             f"unknown importance evaluator {evaluator!r}; expected one of {IMPORTANCE_EVALUATORS}"
         )
+    rows = [
+        ({k: config[k] for k in space}, float(value))
+        for config, value in zip(configs, values, strict=True)
+        if all(k in config for k in space) and math.isfinite(value)  # every hyperparameter, and a value
+    ]
+    # one distribution per hyperparameter for every trial (Optuna's evaluators keep only the parameters
+    # whose distribution all trials share), widened to hold values past the declared range (a default,
+    # an extended sweep)
     dists = {name: distribution(p) for name, p in space.items()}
+    for params, _ in rows:
+        dists = {k: _holding(d, params[k]) for k, d in dists.items()}
     study = optuna.create_study(direction="minimize")
-    trials = []
-    for config, value in zip(configs, values, strict=True):
-        params = {k: config[k] for k in dists if k in config}
-        if len(params) != len(dists) or not math.isfinite(value):
-            continue  # a trial must hold every hyperparameter, and a value
-        # a value outside its declared range (a default, an extended sweep) still counts: widen the range
-        d = {k: _holding(dists[k], v) for k, v in params.items()}
-        trials.append(optuna.trial.create_trial(params=params, distributions=d, value=float(value)))
+    trials = [optuna.trial.create_trial(params=p, distributions=dists, value=v) for p, v in rows]
     study.add_trials(trials)
     if evaluator == "fanova":
         ev: optuna.importance.BaseImportanceEvaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)

@@ -292,7 +292,11 @@ def test_lr_curve_of_a_study_that_searched_the_lr_alone(board):
     assert math.isnan(a["lr_sensitivity"]) and a["why_lr"] == ""
     assert a["headroom"] == pytest.approx(10.0) and not a["headroom_censored"]  # 1e-2 completed, 1 did not
     (row,) = board.axes[(board.axes["task"] == "t") & (board.axes["optimizer"] == "a")].to_dict("records")
-    assert row["axis"] == "lr" and row["best_at"] == pytest.approx(1e-3) and "past the values swept" in row["why"]
+    assert (
+        row["axis"] == "lr"
+        and row["best_at"] == pytest.approx(1e-3)
+        and "past the values swept" in row["why"]
+    )
 
 
 def test_basin_absolute_per_task():
