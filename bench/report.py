@@ -458,10 +458,11 @@ def robustness_section(board: Leaderboard, task: str, plots: Mapping[str, Path])
     absolute = eps is not None or board.spec.basin_absolute
     basin = f"{'absolute' if absolute else 'relative'} eps {eps if eps is not None else board.basin_eps:g}"
     out += _table(["optimizer", *(h for h, _ in cols)], body)
-    out += [
-        "",
-        f"lr basin with {basin}; windowed sensitivities over {board.spec.sensitivity_decades:g} decade(s).",
-    ]
+    windows = f"windowed sensitivities over {board.spec.sensitivity_decades:g} decade(s)"
+    if any(h == "lr basin (decades)" for h, _ in cols):
+        out += ["", f"lr basin with {basin}; {windows} around each optimizer's own optimum."]
+    elif any(h.endswith("sensitivity") for h, _ in cols):
+        out += ["", f"{windows.capitalize()} around each optimizer's own optimum."]
     if na:
         out += ["", *_na_reasons(na)]
     if reasons:
@@ -746,6 +747,7 @@ def plot_importance(board: Leaderboard, task: str, path: Path) -> Path | None:
     params = sorted(set(imp["param"]))
     opts = sorted(set(imp["optimizer"]))
     fig, (ax,) = _figure()
+    fig.subplots_adjust(left=0.1 + 0.012 * max(len(p) for p in params))  # room for the names
     height = 0.8 / len(opts)
     for j, opt in enumerate(opts):
         share = imp[imp["optimizer"] == opt].set_index("param")["importance"].reindex(params).fillna(0.0)
