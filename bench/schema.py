@@ -230,7 +230,7 @@ class SweepSpec(Model):
     )  # fmt: skip
     points: int = Field(
         4, ge=2, le=MAX_POINTS,
-        description="values per 1-D sweep of another hyperparameter (log-spaced on log axes; every choice of a categorical)",
+        description="values per 1-D sweep of another hyperparameter: on a log axis around its default at per_decade spacing (those in its range), on a linear one evenly over its range; every choice of a categorical",
     )  # fmt: skip
     warmup: Annotated[tuple[Annotated[float, Field(ge=0)], ...], BeforeValidator(_tuple)] = Field(
         (),

@@ -13,11 +13,13 @@ A study `<suite>.<task>.<label>` runs in stages, each an Optuna study created ex
     <study>.lr-1 ... while the best lr sits at an edge of the lrs swept so far (failed points count as
                      swept: a diverged lr beyond the best bounds it), one more lr beyond that edge, at
                      most `extend` of them. An optimum still at an edge after that is flagged.
-    <study>.sweep    at the best lr: `points` values of each swept hyperparameter over its range
-                     (log-spaced on log axes, every choice of a categorical), the others at their
-                     defaults; then each warmup of `warmup`, for optimizers that follow a schedule.
-                     The centre of each 1-D curve (every hyperparameter at its default) is the best lr
-                     point itself, so a value equal to the default is not run twice.
+    <study>.sweep    at the best lr, a 1-D sweep of each swept hyperparameter, the others at their
+                     defaults: on a log axis `points` values around its default at the lr grid's
+                     spacing (half below, half above: default x 10^(k / per_decade)), those inside
+                     its search range; on a linear axis `points` values evenly over its range; every
+                     choice of a categorical. Then each warmup of `warmup`, for optimizers that follow
+                     a schedule. The centre of each 1-D curve (every hyperparameter at its default)
+                     is the best lr point itself, so a value equal to the default is not run twice.
     <study>.seeds    (seeds > 1) the best point of every stage, rerun on the other seeds.
 
 The default of a searched name is read from the optimizer's keyword arguments (its defaults and the
@@ -150,6 +152,30 @@ def extension(rows: Sequence[tuple[float, float | None]], per_decade: int) -> fl
     return None
 
 
+def axis_values(param: Param, default: Any, spec: SweepSpec) -> list[Any]:
+    """The values of one hyperparameter's 1-D sweep (see the module docstring), the default left out."""
+    if isinstance(param, Categorical) or not param.log:
+        return [v for v in grid({"p": param}, spec.points)["p"] if not _same(v, default)]
+    below = spec.points // 2
+    steps = [*range(-below, 0), *range(1, spec.points - below + 1)]
+    values = [float(f"{default * 10 ** (k / spec.per_decade):.6g}") for k in steps]
+    values = [v for v in values if param.low * (1 - 1e-9) <= v <= param.high * (1 + 1e-9)]
+    if isinstance(param, Int):
+        values = sorted({int(round(v)) for v in values} - {default})
+    return values
+
+
+def _same(a: Any, b: Any) -> bool:
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not isinstance(a, int | float)
+        or not isinstance(b, int | float)
+    ):
+        return a == b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def second_stage(
     space: Mapping[str, Param],
     kwargs: Mapping[str, Any],
@@ -157,19 +183,17 @@ def second_stage(
     lr: float,
     warmup: float | None,
 ) -> list[Point]:
-    """The 1-D sweeps at the best `lr`: each swept hyperparameter over `spec.points` values of its range,
-    then each warmup of `spec.warmup` (`warmup`: the schedule's own warmup, None for an optimizer
-    without a schedule, which gets no warmup sweep). Values equal to the centre are left out: the best
-    lr point is that trial already."""
+    """The 1-D sweeps at the best `lr`: each swept hyperparameter's `axis_values`, then each warmup of
+    `spec.warmup` (`warmup`: the schedule's own warmup, None for an optimizer without a schedule, which
+    gets no warmup sweep). Values equal to the centre are left out: the best lr point is that trial."""
     base = {**centre(space, kwargs), LR: lr}
     points: list[Point] = []
     for name in swept_params(spec, space):
-        for value in grid({name: space[name]}, spec.points)[name]:
-            if value != base[name]:
-                points.append(Point({**base, name: value}, name, value, scale_of(space[name])))
+        for value in axis_values(space[name], base[name], spec):
+            points.append(Point({**base, name: value}, name, value, scale_of(space[name])))
     if warmup is not None:
         for w in spec.warmup:
-            if w != warmup:
+            if not _same(w, warmup):
                 points.append(Point(dict(base), WARMUP, float(w), "linear", warmup=float(w)))
     return points
 

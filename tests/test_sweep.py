@@ -83,26 +83,34 @@ def test_extension_steps_past_the_edge_where_the_best_lr_sits():
 
 
 def test_second_stage_sweeps_each_hyperparameter_and_the_warmup_at_the_best_lr():
-    spec = SweepSpec(points=3, params=("weight_decay",), warmup=(0.0, 0.05, 0.1))
+    spec = SweepSpec(points=4, per_decade=2, params=("weight_decay",), warmup=(0.0, 0.05, 0.1))
     points = sweep.second_stage(SGD_SPACE, SGD_KWARGS, spec, 0.1, warmup=0.05)
-    # weight decay over [1e-5, 1e-2] at 3 log-spaced values (none is the default 5e-4); the warmup
-    # 0.05 is the schedule's own, i.e. the best lr point itself, so it is not run twice
+    # weight decay around its default 5e-4 at half-decade steps, two below and two above: all in
+    # [1e-5, 1e-2]; the warmup 0.05 is the schedule's own, i.e. the best lr point, so it is not rerun
     assert [(p.axis, p.value) for p in points] == [
-        ("weight_decay", 1e-5),
-        ("weight_decay", pytest.approx(10**-3.5)),
-        ("weight_decay", pytest.approx(1e-2)),
+        ("weight_decay", 5e-5),
+        ("weight_decay", 0.000158114),
+        ("weight_decay", 0.00158114),
+        ("weight_decay", 0.005),
         ("warmup", 0.0),
         ("warmup", 0.1),
     ]
     assert all(p.params["lr"] == 0.1 and p.params["one_minus_momentum"] == pytest.approx(0.1) for p in points)
-    assert points[3].warmup == 0.0 and points[0].warmup is None and points[0].scale == "log"
-    # no schedule (schedule-free optimizers): no warmup points; a value equal to the default is skipped
-    assert [p.axis for p in sweep.second_stage(SGD_SPACE, SGD_KWARGS, spec, 0.1, warmup=None)] == [
+    assert points[4].warmup == 0.0 and points[0].warmup is None and points[0].scale == "log"
+    # no schedule (schedule-free optimizers): no warmup points
+    assert [p.axis for p in sweep.second_stage(SGD_SPACE, SGD_KWARGS, spec, 0.1, None)] == [
         "weight_decay"
-    ] * 3
-    centred = SweepSpec(points=2, params=("nesterov",))
-    space = {**SGD_SPACE, "nesterov": Categorical((False, True))}
-    assert [p.value for p in sweep.second_stage(space, SGD_KWARGS, centred, 0.1, None)] == [True]
+    ] * 4
+
+
+def test_axis_values_stay_in_the_range_and_skip_the_default():
+    spec = SweepSpec(points=4, per_decade=2)
+    # 1 - momentum around 0.1 in [0.01, 0.3]: 0.01, 0.0316 below; 0.316 and 1 are past the range
+    assert sweep.axis_values(SGD_SPACE["one_minus_momentum"], 0.1, spec) == [0.01, 0.0316228]
+    # a linear axis: evenly over the range; a categorical: every choice but the default
+    assert sweep.axis_values(Float(0.0, 0.3), 0.1, SweepSpec(points=4)) == pytest.approx([0.0, 0.2, 0.3])
+    assert sweep.axis_values(Categorical((False, True)), False, spec) == [True]
+    assert sweep.axis_values(Int(1, 100, log=True), 10, SweepSpec(points=2, per_decade=2)) == [3, 32]
 
 
 def test_trial_space_holds_every_point_a_sweep_may_run():
@@ -129,11 +137,14 @@ def test_plan_counts_the_fixed_stages_exactly_and_the_extensions_as_a_bound(tmp_
     )
     plan = make_plan(load_suite(path))
     counts = {s.optimizer.label: (s.trials, s.extension, s.cost.runs) for s in plan.studies}
-    # sgd: 5 lrs + 2 hyperparameters x 3 + 2 warmups; adamw: 5 + 3 x 3 + 2; schedule-free: no warmups
-    assert counts == {"sgd": (13, 2, 16), "adamw": (16, 2, 19), "schedulefree_adamw": (14, 2, 17)}
-    assert plan.estimate.extension == 6 and plan.estimate.runs == 16 + 19 + 17
+    # around the defaults at half-decade steps (one below, two above), in each range, plus 2 warmups:
+    # sgd: 5 lrs + momentum 1 (0.0316; 0.316 and 1 leave [0.01, 0.3]) + weight decay 3 + 2 = 11
+    # adamw: 5 + beta1 1 + beta2 2 (3.2e-3, 1e-2) + weight decay 3 + 2 = 13; schedule-free: no warmups
+    # (beta1 0.9 in [0.02, 0.3]: 1; beta2 0.999: 2; weight decay 3) = 11
+    assert counts == {"sgd": (11, 2, 14), "adamw": (13, 2, 16), "schedulefree_adamw": (11, 2, 14)}
+    assert plan.estimate.extension == 6 and plan.estimate.runs == 14 + 16 + 14
     text = format_plan(plan)
-    assert "13+<=2" in text and "43+<=6" in text and "at most N more learning rates" in text
+    assert "11+<=2" in text and "35+<=6" in text and "at most N more learning rates" in text
     # the fingerprint follows the sweep's options, not the other protocols' budgets
     other = make_plan(load_suite(path, {"tuning.sweep.points": 4}))
     assert other.studies[0].fingerprint != plan.studies[0].fingerprint
