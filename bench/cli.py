@@ -62,7 +62,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         plan = make_plan(found.suite)
         print(
-            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, {plan.estimate.runs} trials"
+            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, "
+            f"{'up to ' if plan.estimate.extension else ''}{plan.estimate.runs} trials"
         )
     return 2 if failed else 0
 

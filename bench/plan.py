@@ -331,10 +331,15 @@ def format_plan(plan: Plan) -> str:
 
 def _sweep_note(suite: Suite) -> str:
     sw = suite.tuning.sweep
+    swept = sorted({n for o in suite.optimizers for n in sweep.swept_params(sw, o.search_space)})
+    warmups = sw.warmup if any(sweep_warmup(o) is not None for o in suite.optimizers) else ()
+    if swept or warmups:
+        axes = ", ".join([*swept, *(["warmup " + str(list(warmups))] if warmups else [])])
+        second = f"then at the best lr 1-D sweeps of {axes} ({sw.points} values per hyperparameter)"
+    else:
+        second = "no 1-D sweeps (no other hyperparameter is searched)"
     return (
-        f"sweep: {sw.lr_points} learning rates at {sw.per_decade} per decade, then 1-D sweeps of "
-        f"{', '.join(sw.params) if sw.params is not None else 'every other hyperparameter'} "
-        f"({sw.points} values each{f', warmups {list(sw.warmup)}' if sw.warmup else ''}) at the best lr. "
-        f"`+<=N`: at most N more learning rates, run only while the best sits at an edge; runs, steps "
-        f"and compute count them (upper bounds)."
+        f"sweep: {sw.lr_points} learning rates at {sw.per_decade} per decade, {second}. `+<=N`: at most N "
+        "more learning rates, run only while the best sits at an edge; runs, steps and compute count "
+        "them (upper bounds)."
     )

@@ -221,4 +221,5 @@ def test_quickstart_is_two_tasks_by_three_optimizers() -> None:
     plan = make_plan(load_suite(REPO / "suites" / "quickstart.yaml"))
     assert {s.task.name for s in plan.studies} == {"pydocs_gpt_tiny", "digits_cnn"}
     assert {s.optimizer.label for s in plan.studies} == {"sgd", "adamw", "lion"}
-    assert plan.suite.tuning.protocol == "random"
+    assert plan.suite.tuning.protocol == "sweep"
+    assert plan.estimate.trials == 18 and plan.estimate.extension == 6  # 3 lrs per study, at most 1 more
