@@ -224,8 +224,7 @@ class Worker:
     def drain_stage(self, sp: StudyPlan, stages: list[Any]) -> str:
         """Drain the last of a sweep's `stages`, the study time budget counting the earlier ones too:
         "capped", "pending" or "" as in `sweep_stages`."""
-        spent = sum(self.spent(s) for s in stages[:-1])
-        if self.drain(sp, stages[-1], tuning=True, before_s=spent):
+        if self.drain(sp, stages[-1], tuning=True, earlier=stages[:-1]):
             return "capped"
         return "pending" if any(search.pending(stages[-1])) else ""
 
@@ -355,10 +354,11 @@ class Worker:
         return run
 
     # -- the loop -------------------------------------------------------------------------------
-    def spent(self, study: Any, *, log: bool = False) -> float:
-        """Training seconds of a tuning study's finished trials (all workers'); with `log`, logged to its
-        MLflow parent run with the steps and the outcome counts. Every optimizer's budget is counted so."""
-        done = search.finished_trials(study)
+    def spent(self, study: Any, *, log: bool = False, earlier: list[Any] | None = None) -> float:
+        """Training seconds of a tuning study's finished trials (all workers'), with those of `earlier`
+        (a sweep's earlier stages); with `log`, logged to its MLflow parent run with the steps and the
+        outcome counts. Every optimizer's budget is counted so."""
+        done = [t for s in [*(earlier or []), study] for t in search.finished_trials(s)]
         seconds = sum(float(t.user_attrs.get("time_s") or 0.0) for t in done)
         if log and study.user_attrs.get("mlflow_parent"):
             outcomes = [t.user_attrs.get("outcome") for t in done]
@@ -371,17 +371,19 @@ class Worker:
             self.tracker.log(study.user_attrs["mlflow_parent"], metrics=metrics, step=len(done))
         return seconds
 
-    def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False, before_s: float = 0.0) -> bool:
+    def drain(
+        self, sp: StudyPlan, study: Any, *, tuning: bool = False, earlier: list[Any] | None = None
+    ) -> bool:
         """Run waiting slots until none is left or, for a tuning study with `study_time_budget_s`,
-        until its finished trials' training time (plus `before_s`, a sweep's earlier stages) reaches the
-        cap (the trial that crosses it ends normally; the slots left stay waiting, so a larger cap
-        resumes them). True when capped."""
+        until its finished trials' training time (with that of `earlier`, a sweep's earlier stages)
+        reaches the cap (the trial that crosses it ends normally; the slots left stay waiting, so a
+        larger cap resumes them). True when capped."""
         cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
         search.fail_stale(study)
         ran = False
         while True:
-            spent = before_s + self.spent(study, log=ran) if tuning else 0.0
+            spent = self.spent(study, log=ran, earlier=earlier) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
                     study.set_user_attr("bench.time_budget_spent_s", spent)
