@@ -613,6 +613,12 @@ def leaderboard(
         t, spec, curves, basin_abs, importance, spaces
     )
     rows = rows.merge(robust, on=["task", "optimizer"], how="left")
+    # a study whose tune trials were all pruned has no robustness row: nothing to score, and why
+    unscored = rows["protocol"].isna()
+    for col in ("why_lr", "why_tunability", "why_importance"):
+        rows[col] = rows[col].where(~unscored, "no tune trial that was not pruned")
+    text = ["protocol", "lr_edge", "why_lr", "why_tunability", "why_importance", "robust_by"]
+    rows[text] = rows[text].astype(object).fillna("")
 
     profiles = _profiles(rows, spec.r_max, spec.reference)
     optimizers = _optimizer_summary(rows, profiles)
@@ -680,7 +686,9 @@ def _optimizer_summary(rows: pd.DataFrame, profiles: tuple[Profile, ...]) -> pd.
             "n_trials": g["n_trials"].sum(),
             "n_seeds": g["n_seeds"].sum(),
             "mean_robust_rank": g["robust_rank"].mean(),
-            "robust_by": g["robust_by"].apply(lambda b: ", ".join(sorted({x for x in b if x}))),
+            "robust_by": g["robust_by"].apply(
+                lambda b: ", ".join(sorted({x for x in b if isinstance(x, str) and x}))
+            ),
         }
     )
     for p in profiles:

@@ -587,3 +587,15 @@ def test_random_search_gets_bands_tunability_and_importance():
     # the lr is not the only thing searched: no lr curve, with the reason
     assert math.isnan(a["basin_decades"]) and "varies every hyperparameter" in a["why_lr"]
     assert a["robust_by"] == "CPE" and {a["robust_rank"], b["robust_rank"]} == {1, 2}
+
+
+def test_a_study_whose_trials_were_all_pruned_has_no_robustness_and_says_why():
+    rows = [
+        trial("t", "a", 0.3, lr=1e-3),
+        trial("t", "a", 0.4, lr=1e-2),
+        trial("t", "b", 0.5, outcome="pruned"),
+    ]
+    board = score.leaderboard(table(rows), SPEC)
+    b = board.row("t", "b")
+    assert b["why_lr"] == b["why_tunability"] == "no tune trial that was not pruned"
+    assert board.optimizers.loc["b", "robust_by"] == ""
