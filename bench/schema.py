@@ -244,7 +244,7 @@ class TuningSpec(Model):
     protocol: Protocol = Field(
         "random", description="how configurations are chosen (see README: Tuning protocols)"
     )
-    trials: int = Field(8, ge=1, le=MAX_TRIALS, description="configurations tried per study (its slots)")
+    trials: int = Field(8, ge=1, le=MAX_TRIALS, description="configurations tried per study (its slots; a sweep's points are set by `sweep`)")  # fmt: skip
     seeds: Annotated[int, Hint("1: no reruns of the best")] = Field(
         1, ge=1, le=MAX_SEEDS, description="seeds the best configuration runs on, counting the tuning run"
     )
