@@ -121,7 +121,7 @@ def window_sensitivity(xs: np.ndarray, ys: np.ndarray, l0: float, width: float) 
         return float("nan"), f"{xs.size} point(s) swept: a window needs 3 or more"
     b = best_index(ys)
     lo, hi = xs[b] - width / 2, xs[b] + width / 2
-    tol = 1e-9 * max(1.0, abs(width))
+    tol = 1e-6  # positions are log10 of values rounded to 6 significant digits (bench.sweep.lr_at)
     if lo < xs[0] - tol or hi > xs[-1] + tol:
         return float("nan"), (
             f"the optimum is within {width / 2:g} of an end of the sweep: the window of {width:g} around "

@@ -174,3 +174,11 @@ def test_best_of_k_weights_match_brute_force(values: list[float]):
     for k in (1, 2, 3):
         brute = np.mean([min(c) for c in itertools.product(values, repeat=k)])
         assert rb.best_of_k_weights(len(values), np.array([k]))[0] @ np.sort(values) == pytest.approx(brute)
+
+
+def test_window_sensitivity_on_rounded_grid_values_covers_a_window_that_ends_on_a_grid_point():
+    # the sweep's learning rates are 10^(j/2) to 6 significant digits: log10(0.00316228) is -2.49999996,
+    # so the window [-3, -2] around it ends 4e-8 past the last point, which still covers it
+    xs = np.log10([0.000316228, 0.001, 0.00316228, 0.01])
+    value, why = rb.window_sensitivity(xs, np.array([0.11, 0.04, 0.025, 0.028]), l0=0.9, width=1.0)
+    assert why == "" and value == pytest.approx((0.04 + 0.025 + 0.028) / 3 - 0.025)
