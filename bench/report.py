@@ -352,10 +352,15 @@ def summary_sentence(board: Leaderboard) -> str:
             "configuration was rerun). No robustness ranking: no task has a robustness score for every "
             "optimizer (see each task's robustness table)."
         )
+    meaning = {
+        "lr sensitivity": "lr sensitivity (lower: less lost within a decade of learning rates around the optimum)",
+        "CPE": "CPE (the expected best of k random configurations averaged over budgets k, the small ones "
+        "weighted most: better with a small tuning budget)",
+    }
     return (
         "Two rankings: **mean rank (tuned)** ranks by the best tuned result (the seed mean where the best "
-        f"configuration was rerun); **mean rank (robust)** ranks by {' or '.join(by)} (lower: less lost "
-        "away from the optimum; see each task's robustness table), over the tasks that have it."
+        f"configuration was rerun); **mean rank (robust)** ranks by {' or '.join(meaning.get(b, b) for b in by)}, "
+        "over the tasks that have it (each task's robustness table)."
     )
 
 
