@@ -296,7 +296,9 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
             "",
         ]
         has_tokens = np.isfinite(sub["tokens_to_target"].astype(float)).any()
-        has_target = bool(np.isfinite(info["target"]))
+        # a target nobody reached: one sentence instead of columns of `never` and 0%
+        reached = (sub["success_rate"].fillna(0) > 0) | np.isfinite(sub["steps_to_target"].astype(float))
+        has_target = bool(np.isfinite(info["target"])) and bool(reached.any())
         has_seeds = bool(sub["n_seeds"].astype(int).any())
         sampled = bool(np.isfinite(sub["median"].astype(float)).any())
         header = ["rank", "optimizer", "best"] + (["seeds mean ± std (n)"] if has_seeds else [])
@@ -327,6 +329,11 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
             body.append(row)
         lines += _table(header, body)
         lines += not_shown(sub, sampled, ks)
+        if np.isfinite(info["target"]) and not has_target:
+            lines += [
+                "",
+                f"No optimizer reached the target {_fmt(info['target'])} (success 0%, time to target never).",
+            ]
         for key, title in (
             (f"lr_sensitivity_{_safe(task)}", "learning-rate sensitivity"),
             (f"expected_best_{_safe(task)}", "expected best of k"),
