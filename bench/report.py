@@ -670,7 +670,7 @@ def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: 
     """Zhao et al. 2024's figure: one panel per swept hyperparameter (the lr first), the final metric
     against the swept value, one line per optimizer; x: every trial there failed (drawn at what a
     failure costs, L0: the dashed line, or at the panel's edge when L0 is far off the curves), star: the
-    curve's optimum, error bar: mean +- std of the seed reruns of the best configuration, on the panel
+    curve's optimum, diamond: the seed reruns of the best configuration (mean +- std), on the panel
     where it lies."""
     pts = board.points[board.points["task"] == task]
     if pts.empty:
@@ -708,7 +708,9 @@ def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: 
                 ax.set_xticks(x, [str(v) for v in g["at"]])
             if (opt, axis) in seeds:
                 at, mean, std = seeds[(opt, axis)]
-                ax.errorbar([at], [mean], yerr=[std], color=c, capsize=3, lw=1, zorder=5)
+                at = list(g["at"]).index(at) if scale == "choice" else at
+                ax.errorbar([at], [mean], yerr=[std if np.isfinite(std) else 0.0], color=c, marker="D", ms=4,
+                            mfc="white", capsize=3, lw=1, zorder=5)  # fmt: skip
         if off:
             ax.set_ylim(*sorted((lo - 0.05 * span * sign, edge_y + 0.05 * span * sign)))
         elif np.isfinite(l0):
@@ -722,19 +724,19 @@ def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: 
         f"x: failed (cost L0 = {_fmt(l0)}, drawn at the edge)" if off else "x: failed, at the failure cost L0"
     )
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False,
-               title=f"star: optimum; bar: seed mean +- std of the best configuration; {note}", title_fontsize=8)  # fmt: skip
+               title=f"star: optimum; diamond: seed reruns of the best configuration (mean +- std); {note}", title_fontsize=8)  # fmt: skip
     return _save(fig, path)
 
 
 def _seed_marks(
     board: Leaderboard, trials: pd.DataFrame, task: str
 ) -> dict[tuple[str, str], tuple[Any, float, float]]:
-    """(optimizer, axis) -> (axis value, seed mean, seed std) for each optimizer whose best
-    configuration was rerun on seeds, on the axis its best trial lies on."""
+    """(optimizer, axis) -> (axis value, seed mean, seed std: NaN for one rerun) for each optimizer whose
+    best configuration was rerun on seeds, on the axis its best trial lies on."""
     out: dict[tuple[str, str], tuple[Any, float, float]] = {}
     if "axis" not in trials.columns:
         return out
-    rows = board.rows[(board.rows["task"] == task) & (board.rows["n_seeds"] > 1)]
+    rows = board.rows[(board.rows["task"] == task) & (board.rows["n_seeds"] > 0)]
     by_id = trials.set_index("trial_id")
     for r in rows.to_dict("records"):
         if r["best_trial_id"] not in by_id.index:
