@@ -14,7 +14,9 @@ exactly, `extension` the most that its conditional lr extensions may add (an upp
 `StudyPlan.fingerprint` hashes everything that changes the results of a study (task version and budget,
 search space, fixed values, schedule, tuning protocol ...): a stored study whose fingerprint differs
 from the plan's is stale and must not be resumed. It leaves out what only changes bookkeeping (time
-budgets, the number of seed reruns, targets, leaderboard settings, stores).
+budgets, targets, leaderboard settings, stores) and the budget itself: the number of trials and of seed
+reruns, so that a larger `tuning.trials` (or `seeds`) extends the recorded studies instead of refusing
+them (`bench.search` keeps every recorded slot's configuration; see docs/results.md).
 """
 
 from __future__ import annotations
@@ -106,7 +108,14 @@ def seed_run_id(study_name: str, seed: int) -> str:
     return f"{study_name}.seed-{seed}"
 
 
-def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials: int) -> str:
+def seeds_study(study_name: str, best_slot: int | None = None) -> str:
+    """Name of the study of the reruns of a study's best configuration, the tuning slot `best_slot` (with
+    None: the prefix every such name starts with)."""
+    prefix = f"{study_name}.seeds-of-slot"
+    return prefix if best_slot is None else f"{prefix}{best_slot}"
+
+
+def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
     tuning = suite.tuning
     t = task_dict(task)
     del t["target"], t["metric"], t["failure_value"]  # what counts as success, not what the runs do
@@ -121,7 +130,6 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials:
             "protocol": tuning.protocol,
             "sampler_seed": tuning.sampler_seed,
             "pruner": tuning.pruner,
-            "trials": trials,
             "divergence_factor": tuning.divergence_factor,
             **_protocol_options(suite),
         },
@@ -152,20 +160,19 @@ def sweep_warmup(optimizer: OptimizerSpec) -> float | None:
     return optimizer.schedule.warmup if needs_schedule(optimizer.entry) else None
 
 
-def _trials(suite: Suite, opt: OptimizerSpec) -> tuple[int, int, int]:
-    """(trials, conditional extension trials, budget for the fingerprint) of one study."""
+def _trials(suite: Suite, opt: OptimizerSpec) -> tuple[int, int]:
+    """(trials, conditional extension trials) of one study."""
     tuning = suite.tuning
     searched = tuning.protocol != "defaults" and bool(opt.search_space)
     budget = tuning.trials if searched else 1
     if tuning.protocol == "sweep":
         kwargs = to_kwargs(opt.entry.defaults, opt.fixed)
         fixed, extension = sweep.counts(opt.search_space, kwargs, tuning.sweep, sweep_warmup(opt))
-        return fixed, extension, fixed
-    # Grid runs each of its points once at most (bench.search.draw_configurations). The fingerprint
-    # keeps the configured budget, as before this cap, so stored grid studies stay resumable.
+        return fixed, extension
+    # Grid runs each of its points once at most (bench.search.draw_configurations).
     if tuning.protocol == "grid":
-        return min(budget, grid_size(opt.search_space, tuning.grid_points)), 0, budget
-    return budget, 0, budget
+        return min(budget, grid_size(opt.search_space, tuning.grid_points)), 0
+    return budget, 0
 
 
 def step_scale(task: TaskSpec, accumulate_grad_batches: int = 1) -> float:
@@ -208,7 +215,7 @@ def make_plan(suite: Suite) -> Plan:
     studies = []
     for task in suite.tasks:
         for opt in suite.optimizers:
-            trials, extension, budget = _trials(suite, opt)
+            trials, extension = _trials(suite, opt)
             seeds = suite.tuning.seeds
             studies.append(
                 StudyPlan(
@@ -218,7 +225,7 @@ def make_plan(suite: Suite) -> Plan:
                     trials=trials,
                     seeds=seeds,
                     steps=task.steps,
-                    fingerprint=_fingerprint(suite, task, opt, budget),
+                    fingerprint=_fingerprint(suite, task, opt),
                     cost=_cost(suite, task, trials + extension + seeds - 1),
                     extension=extension,
                 )
