@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
             "--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2"
         )
         sp.add_argument("--trials", type=int, help="trials per study (tuning.trials)")
-        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, defaults")
+        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, sweep, defaults")
         sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
         sp.add_argument("--storage", help="Optuna storage URL (settings.storage)")
 
