@@ -393,7 +393,13 @@ def test_a_sweep_gets_a_robustness_section_its_figure_and_reasons(tmp_path: Path
     assert a["basin_decades"] == pytest.approx(0.0225) and a["lr_sensitivity"] == pytest.approx(0.1)
     assert set(a["axes"]) == {"lr", "wd"} and a["why"]["random"].startswith("protocol sweep")
     assert data["tasks"]["t"]["failure"] == {"value": 1.0, "declared": True, "why": "initialization: ln V"}
-    assert check.compare(data, data).ok and {p.suffix for p in paths} == {".md", ".html", ".csv", ".json", ".png"}
+    assert check.compare(data, data).ok and {p.suffix for p in paths} == {
+        ".md",
+        ".html",
+        ".csv",
+        ".json",
+        ".png",
+    }
 
 
 def test_random_search_shows_tunability_and_says_why_it_has_no_lr_curve(tmp_path: Path) -> None:

@@ -244,6 +244,10 @@ def test_a_sweep_killed_between_its_stages_resumes_with_its_second_stage_once(tm
     assert {float(r["bench.lr"]) for r in swept} == {best}
     assert sorted(r["bench.axis"] for r in swept) == ["warmup", "warmup", "weight_decay", "weight_decay"]
 
+    again = tmp_path / "again.log"  # every stage recorded, and the lr extensions that will never run
+    assert bench_run(suite, again, "--no-leaderboard").wait(timeout=600) == 0, again.read_text()
+    assert "trials already recorded; nothing to train" in again.read_text(), again.read_text()
+
 
 @pytest.mark.slow
 def test_two_workers_share_every_stage_of_a_sweep(tmp_path: Path) -> None:
@@ -257,3 +261,38 @@ def test_two_workers_share_every_stage_of_a_sweep(tmp_path: Path) -> None:
     assert len(runs) == 2 * 7 and len({r["bench.trial_id"] for r in runs}) == 2 * 7
     assert math.isclose(len({r["bench.study"] for r in runs}), 2)
     assert "leaderboard written" in log.read_text()
+
+
+def lr_study(name: str, values: dict[float, float], waiting: int = 0) -> object:
+    """An in-memory stage of lr points (finished with `values`), with `waiting` slots not run yet."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(study_name=name, direction="minimize")
+    for lr, v in values.items():
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions={"lr": FloatDistribution(1e-6, 10.0, log=True)}, value=v,
+            user_attrs={"axis": "lr", "outcome": "completed"},
+        ))  # fmt: skip
+    for _ in range(waiting):
+        study.enqueue_trial({"lr": 1e-3})
+    return study
+
+
+@pytest.mark.parametrize(("values", "waiting", "forgone"), [
+    ({1e-3: 0.5, 1e-2: 0.3, 1e-1: 0.4}, 0, 2),  # the optimum inside: neither extension will run
+    ({1e-3: 0.5, 1e-2: 0.4, 1e-1: 0.3}, 0, 0),  # at the high edge: an extension is due
+    ({1e-3: 0.5, 1e-2: 0.3}, 1, 0),  # the grid is not finished
+])  # fmt: skip
+def test_a_resume_counts_the_lr_extensions_that_will_never_run_as_done(
+    values: dict[float, float], waiting: int, forgone: int
+) -> None:
+    from types import SimpleNamespace
+
+    from bench.engine import Worker
+
+    spec = SweepSpec(per_decade=1, lr_points=3, extend=2)
+    worker = SimpleNamespace(suite=SimpleNamespace(tuning=SimpleNamespace(sweep=spec)))
+    sp = SimpleNamespace(name="s", extension=2, task=SimpleNamespace(mode="min"))
+    stages = [lr_study("s", values, waiting)]
+    assert Worker.extensions_forgone(worker, sp, stages) == forgone  # type: ignore[arg-type]
