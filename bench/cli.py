@@ -66,7 +66,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         plan = make_plan(found.suite)
         print(
-            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, {plan.estimate.runs} trials"
+            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, "
+            f"{'up to ' if plan.estimate.extension else ''}{plan.estimate.runs} trials"
         )
     return 2 if failed else 0
 
@@ -165,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
             "--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2"
         )
         sp.add_argument("--trials", type=int, help="trials per study (tuning.trials)")
-        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, defaults")
+        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, sweep, defaults")
         sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
         sp.add_argument("--storage", help="Optuna storage URL (settings.storage)")
 

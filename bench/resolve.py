@@ -20,6 +20,11 @@ Rules, so that downstream code need not know them:
 - What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, each task's
   global batch must split over `trainer.devices x trainer.num_nodes` processes, and optimizers flagged
   `closure` (SAM) can't accumulate gradients.
+- Protocol `sweep` needs a log-scale `lr` in every optimizer's search space (its first stage sweeps
+  it); each name of `tuning.sweep.params` must be searched by at least one optimizer (each optimizer
+  sweeps the ones it has), and `lr` is not one of them.
+- A task's failure cost (what a failed trial counts as in every score) is the suite's
+  `failure_value`, else what the task declares for its options and metric (`TaskEntry.failure`).
 
 Names written as import paths (`package.module:Name`, a user's task factory or optimizer) are imported
 only with `imports=True` (`bench run`, `bench plan`); `bench validate` only checks that the module
@@ -56,7 +61,7 @@ from bench.schema import (
     freeze,
     parse,
 )
-from bench.space import Param, SpaceError, parse_param
+from bench.space import Float, Param, SpaceError, parse_param
 from bench.spec import OptimizerSpec, Problems, ScheduleSpec, Suite, TaskSpec
 
 if TYPE_CHECKING:
@@ -183,6 +188,7 @@ class _Resolver:
             return None
         # The entry's target is for its own metric; another metric has none unless the suite gives one.
         target = cfg.target if cfg.target is not None else (entry.target if metric == entry.metric else None)
+        failure_value, failure_why = failure_cost(entry, options, metric, cfg.failure_value)
         return TaskSpec(
             name=entry.name,
             entry=entry,
@@ -193,6 +199,8 @@ class _Resolver:
             mode=metrics[metric],
             target=target,
             eval_every=cfg.eval_every if cfg.eval_every is not None else entry.eval_every,
+            failure_value=failure_value,
+            failure_why=failure_why,
         )
 
     def task_options(self, entry: TaskEntry, given: Mapping[str, Any], where: KeyPath) -> FrozenMap | None:
@@ -393,10 +401,12 @@ class _Resolver:
                 )
             tasks.append(task)
         optimizers: list[OptimizerSpec] = []
+        where: list[int] = []  # the item index of each resolved optimizer
         for i, cfg, bare in self.items("optimizers", Optimizer, "[adamw, sgd]"):
             opt = self.optimizer(i, cfg, bare, suite_schedule)
             if opt is None:
                 continue
+            where.append(i)
             for j, other in enumerate(optimizers):
                 pr.require(
                     opt.label != other.label,
@@ -407,6 +417,8 @@ class _Resolver:
         labels = [o.label for o in optimizers]
         leaderboard = self.reference(leaderboard, labels)
         self.launch_free_checks(trainer, tasks, optimizers)
+        if tuning.protocol == "sweep":
+            self.sweep_checks(tuning, list(zip(where, optimizers, strict=True)))
         if pr or self.unresolved:
             return None
         return Suite(
@@ -433,6 +445,37 @@ class _Resolver:
             return lb
         default = "adamw" if "adamw" in labels else (labels[0] if labels else None)
         return lb.model_copy(update={"reference": default})
+
+    def sweep_checks(self, tuning: TuningSpec, optimizers: list[tuple[int, OptimizerSpec]]) -> None:
+        """The sweep's first stage is an lr grid; its 1-D sweeps name hyperparameters some optimizer has."""
+        for i, opt in optimizers:
+            lr = opt.search_space.get("lr")
+            if lr is None:
+                fixed = " (it is under `fixed:`)" if "lr" in opt.fixed else ""
+                self.problems.add(
+                    ("optimizers", i),
+                    f"protocol sweep needs 'lr' in the search space of '{opt.label}'{fixed}: its first stage "
+                    "is a learning-rate grid. Searched: " + (", ".join(opt.search_space) or "(nothing)"),
+                )
+            elif not (isinstance(lr, Float) and lr.log):
+                self.problems.add(
+                    ("optimizers", i, "search_space", "lr"),
+                    f"protocol sweep needs a log-scale lr range (its grid is in points per decade), got {lr}",
+                )
+        names = tuning.sweep.params or ()
+        searched = sorted({n for _, o in optimizers for n in o.search_space if n != "lr"})
+        for j, name in enumerate(names):
+            if name == "lr":
+                self.problems.add(
+                    ("tuning", "sweep", "params", j),
+                    "'lr' is swept by the first stage; list the other hyperparameters here",
+                )
+            elif optimizers and name not in searched:
+                self.problems.add(
+                    ("tuning", "sweep", "params", j),
+                    f"'{name}' is in no optimizer's search space.{did_you_mean(name, searched)} "
+                    f"Searched: {', '.join(searched) or '(nothing but lr)'}",
+                )
 
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
@@ -462,6 +505,22 @@ class _Resolver:
                     f"(flag `closure`), which gradient accumulation cannot split "
                     f"(trainer.accumulate_grad_batches: {trainer.accumulate_grad_batches}); use 1 for it",
                 )
+
+
+def failure_cost(
+    entry: TaskEntry, options: Mapping[str, Any], metric: str, given: float | None
+) -> tuple[float | None, str]:
+    """What a failed trial of this task costs in `metric`, and why: the suite's `failure_value`, else
+    what the entry declares for its options (`TaskEntry.failure`), else nothing (None)."""
+    declared = entry.failure(options) if entry.failure is not None else None
+    value = declared.values.get(metric) if declared is not None else None
+    if given is not None and given != value:
+        return float(given), "set by the suite (tasks[].failure_value)"
+    if declared is None:
+        return None, f"not declared by task '{entry.name}'"
+    if value is None:
+        return None, f"not declared for {metric}: {declared.why}"
+    return float(value), declared.why
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:

@@ -114,6 +114,8 @@ class TaskSpec:
     mode: Mode
     target: float | None
     eval_every: int
+    failure_value: float | None = None  # what a failed trial costs in `metric` (None: not declared)
+    failure_why: str = "not declared"  # how `failure_value` was obtained
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ def task_dict(t: TaskSpec) -> dict[str, Any]:
         "eval_every": t.eval_every,
         "metric": t.metric,
         "target": t.target,
+        "failure_value": t.failure_value,
         "options": thaw(t.options),
     }
 

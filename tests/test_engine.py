@@ -57,7 +57,7 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     assert "adamw" in text and "sgd" in text and "trials" in text
     # the machine-readable baseline `bench check` compares against: every (task, optimizer), counted
     data = json.loads((workdir / "leaderboards" / "tiny.json").read_text())
-    assert data["format"] == "bench-leaderboard/1" and data["suite"] == "tiny"
+    assert data["format"] == "bench-leaderboard/2" and data["suite"] == "tiny"
     rows = data["tasks"]["digits_cnn"]["optimizers"]
     assert set(rows) == {"sgd", "adamw"}
     assert all(
@@ -91,6 +91,11 @@ def test_absurd_learning_rates_are_recorded_as_diverged_without_lightning_noise(
     runs = trial_runs(workdir)
     assert [r["bench.outcome"] for r in runs] == ["diverged", "diverged"]
     assert "diverged" in (workdir / "leaderboards" / "absurd.md").read_text()
+    # a failure costs chance (0.9 error with 10 classes), whatever the other trials did
+    row = json.loads((workdir / "leaderboards" / "absurd.json").read_text())["tasks"]["digits_cnn"]
+    assert row["failure"]["value"] == pytest.approx(0.9) and row["optimizers"]["sgd"][
+        "median"
+    ] == pytest.approx(0.9)
     out, err = capfd.readouterr()
     assert out.count(": diverged ") == 2
     assert "training_step` returned `None`" not in out + err  # a skipped step is the outcome, not a warning
