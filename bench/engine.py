@@ -143,7 +143,7 @@ class Worker:
             space=space,
             pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
             slots=slots,
-            slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
+            slot_attrs=[{"kind": TUNE, "seed": sp.first_seed}] * len(slots),
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
         )
@@ -162,7 +162,7 @@ class Worker:
         best = search.best_trial(tuning)
         if best is None:
             return None
-        seeds = list(range(1, sp.seeds))
+        seeds = list(sp.reruns)
         study, _ = search.open_study(
             self.storage,
             f"{sp.name}.seeds",

@@ -2,7 +2,8 @@
 
 A study is one (task, optimizer) pair: `trials` tuning trials, each a training run of `steps` steps with
 hyperparameters from the optimizer's search space, then `seeds - 1` reruns of the best configuration
-(the tuning trials run on seed 0; reruns use seeds 1 .. seeds-1, so `seeds: 1` means no reruns).
+(the tuning trials run on seed `first_seed`, 0 by default; reruns use the next `seeds - 1` seeds, so
+`seeds: 1` means no reruns).
 
     plan = make_plan(load_suite("suites/quickstart.yaml"))   # bench.loader.load_suite
     print(format_plan(plan))
@@ -60,11 +61,12 @@ class StudyPlan:
     steps: int  # optimizer steps per run
     fingerprint: str  # short hash of everything that changes this study's results
     cost: Cost
+    first_seed: int = 0  # the tuning trials' seed (tuning.first_seed)
 
     @property
     def reruns(self) -> tuple[int, ...]:
         """Seeds of the reruns of the best configuration."""
-        return tuple(range(1, self.seeds))
+        return tuple(range(self.first_seed + 1, self.first_seed + self.seeds))
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials:
             "pruner": tuning.pruner,
             "trials": trials,
             "divergence_factor": tuning.divergence_factor,
+            # other seeds, other runs; left out at 0 so that fingerprints from before the key stay valid
+            **({"first_seed": tuning.first_seed} if tuning.first_seed else {}),
         },
         "trainer": {  # what changes the numbers, not where they are computed
             "precision": suite.trainer.precision,
@@ -184,6 +188,7 @@ def make_plan(suite: Suite) -> Plan:
                     steps=task.steps,
                     fingerprint=_fingerprint(suite, task, opt, budget),
                     cost=_cost(suite, task, trials + seeds - 1),
+                    first_seed=suite.tuning.first_seed,
                 )
             )
     total = sum((s.cost for s in studies), Cost(0, 0))

@@ -17,6 +17,7 @@ Rules, so that downstream code need not know them:
 - An optimizer's `schedule:` is merged over the suite's `schedule:`; optimizers flagged `schedule_free`
   or `no_schedule` get a constant schedule unless their item names one.
 - `leaderboard.reference` defaults to `adamw` when the suite has it, else to the first optimizer.
+- `check:` names optimizer labels (`beat`, `beat_optimizers`) and tasks (`noise_floor`) of this suite.
 - What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, and each task's
   global batch must split over `trainer.devices x trainer.num_nodes` processes.
 
@@ -39,6 +40,7 @@ from bench.registry import UnknownNameError, did_you_mean, entries_of, load_impo
 from bench.schema import (
     LABEL,
     LABEL_RULE,
+    CheckSpec,
     FrozenMap,
     KeyPath,
     LeaderboardSpec,
@@ -377,6 +379,7 @@ class _Resolver:
         if trainer.accelerator == "auto" and settings.device != "auto":  # the project's default device
             trainer = trainer.model_copy(update={"accelerator": settings.device})
         leaderboard = self.section("leaderboard", LeaderboardSpec, LeaderboardSpec())
+        check = self.section("check", CheckSpec, CheckSpec())
         schedule_cfg = self.section("schedule", Schedule, ScheduleConfig())
         suite_schedule = schedule_cfg.model_dump(exclude_unset=True)
         self.schedule_spec(suite_schedule, ("schedule",))  # validate even if every optimizer overrides it
@@ -405,6 +408,7 @@ class _Resolver:
             optimizers.append(opt)
         labels = [o.label for o in optimizers]
         leaderboard = self.reference(leaderboard, labels)
+        self.check_names(check, labels, [t.name for t in tasks])
         self.launch_free_checks(trainer, tasks, optimizers)
         if pr or self.unresolved:
             return None
@@ -419,6 +423,7 @@ class _Resolver:
             leaderboard=leaderboard,
             settings=settings,
             overrides=overrides,
+            check=check,
         )
 
     def reference(self, lb: LeaderboardSpec, labels: list[str]) -> LeaderboardSpec:
@@ -432,6 +437,37 @@ class _Resolver:
             return lb
         default = "adamw" if "adamw" in labels else (labels[0] if labels else None)
         return lb.model_copy(update={"reference": default})
+
+    def check_names(self, check: CheckSpec, labels: list[str], tasks: list[str]) -> None:
+        """The labels and tasks `check:` names are this suite's."""
+        if not labels or not tasks:
+            return  # the optimizers or tasks had their own problems
+        named = [(("check", "beat"), check.beat)] if check.beat is not None else []
+        named += [(("check", "beat_optimizers", i), b) for i, b in enumerate(check.beat_optimizers)]
+        for where, label in named:
+            self.problems.require(
+                label in labels,
+                where,
+                f"'{label}' is not an optimizer label of this suite.{did_you_mean(label, labels)} "
+                f"Labels: {', '.join(labels)}",
+            )
+        if check.beat is not None:
+            self.problems.require(
+                check.beat not in check.beat_optimizers,
+                ("check", "beat_optimizers"),
+                f"'{check.beat}' is the optimizer to beat (check.beat); it cannot also have to beat itself",
+            )
+            self.problems.require(
+                len(labels) > 1 or bool(check.beat_optimizers),
+                ("check", "beat"),
+                f"the suite has no other optimizer to compare with '{check.beat}'",
+            )
+        for task in check.noise_floor:
+            self.problems.require(
+                task in tasks,
+                ("check", "noise_floor", task),
+                f"'{task}' is not a task of this suite.{did_you_mean(task, tasks)} Tasks: {', '.join(tasks)}",
+            )
 
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
