@@ -69,6 +69,7 @@ def summary_of(result: TrialResult) -> Summary:
         tokens_to_target=result.tokens_to_target,
         final=dict(result.metrics),
         error=result.error,
+        **{name: getattr(result, name) for name in records.COST_METRICS},
     )
 
 

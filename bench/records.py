@@ -21,7 +21,9 @@ throughput):
   the outcome (`running` until the trial ends);
 - params: the searched values `hp.<name>`, the optimizer's keyword arguments `opt.<name>`, seed,
   steps, schedule, batch_size (global), world_size, batch_size_per_device, global_batch_size;
-- summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target, `final/<metric>`;
+- summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target, `final/<metric>`,
+  and the cost of a step (`COST_METRICS`, measured by `bench.run.StepClock`): step_time_s and
+  update_time_s (medians after the first steps) and state_bytes (the optimizer state's tensors);
 - artifacts: the resolved suite (`RESOLVED_ARTIFACT`), and the traceback of a failed trial
   (`ERROR_ARTIFACT`). Its status is FINISHED, or FAILED when the outcome is `error`.
 
@@ -79,12 +81,14 @@ LEADERBOARD_DIR, PLOTS_DIR = "leaderboard", "plots"  # artifact folders of the s
 # Summary metric names; `final/<metric>` holds each final validation metric.
 SUMMARY_METRICS = ("value", "steps", "time_s", "steps_to_target", "seconds_to_target", "tokens_to_target")
 FINAL = "final/"
+# The cost of one optimizer step, logged as summary metrics too: `bench check` gates them (as ratios).
+COST_METRICS = ("step_time_s", "update_time_s", "state_bytes")
 
 # The columns of `table_row`, the trials table `bench.score` documents and consumes.
 COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
-    "seconds_to_target", "tokens_to_target", "tokens_per_step",
+    "seconds_to_target", "tokens_to_target", "tokens_per_step", *COST_METRICS,
 )  # fmt: skip
 
 
@@ -120,6 +124,9 @@ class Summary:
     tokens_to_target: float = math.nan
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    step_time_s: float = math.nan  # median seconds per optimizer step (after the first steps)
+    update_time_s: float = math.nan  # of which the optimizer's update (clipping, step, scheduler)
+    state_bytes: float = math.nan  # bytes of the optimizer state's tensors after training, per process
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,7 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         metrics = {
             "value": s.value, "steps": s.steps, "time_s": s.time_s, "steps_to_target": s.steps_to_target,
             "seconds_to_target": s.seconds_to_target, "tokens_to_target": s.tokens_to_target,
+            **{name: getattr(s, name) for name in COST_METRICS},
             **{f"{FINAL}{k}": v for k, v in s.final.items()},
         }  # fmt: skip
     return RunFields(
@@ -307,6 +315,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
             seconds_to_target=m.get("seconds_to_target", math.nan),
             tokens_to_target=m.get("tokens_to_target", math.nan),
             final={k.removeprefix(FINAL): v for k, v in m.items() if k.startswith(FINAL)},
+            **{name: m.get(name, math.nan) for name in COST_METRICS},
         )
 
     def param(name: str, default: Any = None) -> Any:
@@ -377,4 +386,5 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "seconds_to_target": s.seconds_to_target,
         "tokens_to_target": s.tokens_to_target,
         "tokens_per_step": _number(record.tokens_per_step),
+        **{name: getattr(s, name) for name in COST_METRICS},
     }

@@ -19,6 +19,9 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
         on_step=display.step,   # (optimizer steps done) -> None: progress
     )
 
+Every trial also measures what its optimizer costs (`StepClock`): the median step time and update time
+after the first steps, and the bytes of the optimizer state; `bench check` gates them.
+
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
 get `loss.backward(create_graph=True)`.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 import traceback
 import warnings
@@ -99,6 +103,9 @@ class TrialResult:
     tokens_to_target: float = math.nan
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # "train", "val", ...
     error: str | None = None
+    step_time_s: float = math.nan  # StepClock: median seconds per optimizer step after the first steps
+    update_time_s: float = math.nan  # of which the optimizer's update
+    state_bytes: float = math.nan  # bytes of the optimizer state after training (this process)
 
     @property
     def ok(self) -> bool:
@@ -332,6 +339,151 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
     )
 
 
+# -- the cost of a step ---------------------------------------------------------------------------------
+class StepClock(Callback):
+    """Times the optimizer steps of a trial and counts the bytes of its optimizer state.
+
+    - step time: between the ends of consecutive optimizer steps (data, forward, backward and update:
+      what one waits for per step); an interval that contains a validation run is left out;
+    - update time: from the end of the backward pass (`on_before_optimizer_step`, after all accumulated
+      micro-batches) to the end of the step (`on_train_batch_end`): gradient clipping, the optimizer's
+      update and the lr scheduler's step.
+
+    Both are medians over the steps after the first `skip` (10% of the steps, at least 3: compilation,
+    allocator and cache warm-up), sampled every `stride` steps so a long run keeps at most about
+    `max_samples`. On CUDA they are read from CUDA events recorded in the stream, so nothing
+    synchronises per step; elsewhere from `time.perf_counter`.
+
+    State bytes (`optimizer_state_bytes`) are counted when training ends, on this process: what the
+    optimizer adds to each device's memory (under FSDP, its shard).
+    """
+
+    def __init__(self, steps: int, max_samples: int = 2000):
+        self.skip = min(max(3, steps // 10), max(steps - 2, 0))
+        self.stride = max(1, (steps - self.skip) // max_samples)
+        self.cuda = False
+        self.step_pairs: list[tuple[Any, Any]] = []
+        self.update_pairs: list[tuple[Any, Any]] = []
+        self.state_bytes = math.nan
+        self._update_start: Any = None
+        self._last_end: Any = None
+        self._stepped = self._validated = False
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _sampled(self, done: int) -> bool:
+        """Whether the step that brings the count of steps done to `done` is timed."""
+        return done > self.skip and done % self.stride == 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.cuda = pl_module.device.type == "cuda"
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        self._stepped = True
+        self._update_start = self._mark() if self._sampled(trainer.global_step + 1) else None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._stepped:  # a micro-batch of an accumulation
+            return
+        self._stepped = False
+        done = trainer.global_step
+        if done < self.skip:
+            return
+        end = self._mark()
+        if self._sampled(done):
+            if self._update_start is not None:
+                self.update_pairs.append((self._update_start, end))
+            if self._last_end is not None and not self._validated:
+                self.step_pairs.append((self._last_end, end))
+        self._update_start, self._last_end, self._validated = None, end, False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.state_bytes = float(optimizer_state_bytes(trainer.optimizers))
+
+    def _median(self, pairs: list[tuple[Any, Any]]) -> float:
+        if not pairs:
+            return math.nan
+        if self.cuda:
+            try:
+                torch.cuda.synchronize()
+                seconds = [start.elapsed_time(end) / 1000.0 for start, end in pairs]
+            except RuntimeError:  # the device failed (the trial's outcome says so): nothing to time
+                return math.nan
+        else:
+            seconds = [end - start for start, end in pairs]
+        return float(statistics.median(seconds))
+
+    def result(self) -> dict[str, float]:
+        """step_time_s, update_time_s (NaN when no step was timed) and state_bytes."""
+        return {
+            "step_time_s": self._median(self.step_pairs),
+            "update_time_s": self._median(self.update_pairs),
+            "state_bytes": self.state_bytes,
+        }
+
+
+def optimizer_state_bytes(optimizers: Sequence[Any]) -> int:
+    """Bytes of the tensors an optimizer keeps in `optimizer.state` (nested lists, tuples and dicts
+    included; a wrapped `.optimizer`/`.base_optimizer` too). Each storage counts once, and storages of
+    the parameters themselves count not at all: this is the memory the optimizer adds."""
+    seen: set[tuple[Any, int]] = set()
+    for opt in optimizers:
+        for group in getattr(opt, "param_groups", ()):
+            seen |= {_storage_key(p) for p in group["params"] if isinstance(p, torch.Tensor)}
+    total = 0
+
+    def visit(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            key = _storage_key(value)
+            if key not in seen:
+                seen.add(key)
+                total += _storage_bytes(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                visit(v)
+
+    stack = list(optimizers)
+    while stack:
+        opt = stack.pop()
+        visit(getattr(opt, "state", {}))
+        stack += [
+            getattr(opt, a)
+            for a in ("optimizer", "base_optimizer")
+            if isinstance(getattr(opt, a, None), torch.optim.Optimizer)
+        ]
+    return total
+
+
+def _storage_key(t: torch.Tensor) -> tuple[Any, int]:
+    try:
+        return (str(t.device), t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a plain storage
+        return (str(t.device), id(t))
+
+
+def _storage_bytes(t: torch.Tensor) -> int:
+    try:
+        return int(t.untyped_storage().nbytes())
+    except (RuntimeError, NotImplementedError):
+        return t.numel() * t.element_size()
+
+
 def throughput_monitor(steps: int) -> ThroughputMonitor:
     """Lightning's ThroughputMonitor: `train/batches_per_sec`, `train/samples_per_sec`, `train/device/mfu`
     (GPUs) over a sliding window of a fifth of the run (at most 100 steps), logged with the curves."""
@@ -366,6 +518,7 @@ def train_trial(
     module: BenchModule | None = None
     trainer: L.Trainer | None = None
     outcome, error = "completed", None
+    clock = StepClock(spec.task.steps)
     with _quiet():
         try:
             L.seed_everything(spec.seed, workers=True, verbose=False)
@@ -376,7 +529,7 @@ def train_trial(
             if spec.trainer.compile:
                 module.model = torch.compile(module.model)
             logger = CallableLogger(log_metrics) if log_metrics is not None else None
-            trainer = build_trainer(spec, callbacks, logger)
+            trainer = build_trainer(spec, [*callbacks, clock], logger)
             trainer.fit(module)
             if module.diverged_at is not None:
                 outcome = "diverged"
@@ -416,4 +569,5 @@ def train_trial(
         tokens_to_target=to_target.get("tokens", math.nan),
         curves=module.curves if module is not None else {},
         error=error,
+        **clock.result(),
     )
