@@ -129,6 +129,7 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             **ttt,
             "ttt_n": int(r["ttt_n"]),
             "reached_target": reached,
+            **_gate_fields(board, r["task"], r["optimizer"]),
         }
     optimizers: dict[str, Any] = {}
     for opt, s in board.optimizers.iterrows():
@@ -152,6 +153,23 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
         "tasks": tasks,
         "optimizers": optimizers,
     }
+
+
+def _gate_fields(board: Leaderboard, task: str, optimizer: str) -> dict[str, Any]:
+    """What `bench check` compares besides the scores: the value of each seed rerun (seed -> value, to
+    pair seeds) and the cost of a step (medians, and ratios to the reference measured in the same run)."""
+    values = board.seed_values.get((task, optimizer), {})
+    out: dict[str, Any] = {"seed_values": {str(seed): _clean(v) for seed, v in values.items()}}
+    costs = board.costs
+    if costs is not None and (task, optimizer) in costs.index:
+        row = costs.loc[(task, optimizer)]
+        out["cost"] = {
+            "reference": board.reference,
+            "n_timed": int(row["n_timed"]),
+            **{name: _clean(row[name]) for name in records.COST_METRICS},
+            **{f"{name}_ratio": _clean(row[f"{name}_ratio"]) for name in records.COST_METRICS},
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,6 +301,7 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
             row += [str(r["n_trials"]), _outcomes(r)]
             body.append(row)
         lines += _table(header, body)
+        lines += _cost_lines(board, task)
         for key, title in (
             (f"lr_sensitivity_{_safe(task)}", "learning-rate sensitivity"),
             (f"expected_best_{_safe(task)}", "expected best of k"),
@@ -292,6 +311,50 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
                 lines += ["", f"![{title}]({plots[key].as_posix()})"]
     lines += ["", "## Legend", "", LEGEND]
     return "\n".join(lines)
+
+
+def _bytes(x: float) -> str:
+    if not np.isfinite(x):
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def _cost_lines(board: Leaderboard, task: str) -> list[str]:
+    """A small table of what a step costs each optimizer on `task` (empty when nothing was measured)."""
+    costs = board.costs
+    if costs is None or task not in costs.index.get_level_values(0):
+        return []
+    sub = costs.xs(task, level="task")
+    if not np.isfinite(sub[["step_time_s", "state_bytes"]].to_numpy(dtype=float)).any():
+        return []
+
+    def ratio(x: float) -> str:
+        return "—" if not np.isfinite(x) else f"{x:.2f}x"
+
+    body = [
+        [
+            str(opt),
+            _fmt(1000 * r["step_time_s"], 3) + f" ({int(r['n_timed'])})",
+            ratio(r["step_time_s_ratio"]),
+            _fmt(1000 * r["update_time_s"], 3),
+            ratio(r["update_time_s_ratio"]),
+            _bytes(r["state_bytes"]),
+            ratio(r["state_bytes_ratio"]),
+        ]
+        for opt, r in sub.iterrows()
+    ]
+    header = ["optimizer", "step ms (trials)", f"vs {board.reference}", "update ms", f"vs {board.reference}"]
+    header += ["optimizer state", f"vs {board.reference}"]
+    return [
+        "",
+        f"Cost of a step (medians over completed trials after their first steps; ratios to `{board.reference}` "
+        "measured in the same run):",
+        "",
+        *_table(header, body),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------

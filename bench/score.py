@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from bench.outcomes import FAILED, OUTCOMES
-from bench.records import KINDS
+from bench.records import COST_METRICS, KINDS
 from bench.schema import LeaderboardSpec
 
 Mode = Literal["min", "max"]
@@ -499,6 +499,8 @@ class Leaderboard:
     reference: str
     r_max: float
     basin_abs: Mapping[str, float] = field(default_factory=dict)
+    seed_values: Mapping[tuple[str, str], Mapping[int, float]] = field(default_factory=dict)  # `seed_values`
+    costs: pd.DataFrame | None = None  # `costs`: step time and state bytes, and their ratios to the reference
 
     def row(self, task: str, optimizer: str) -> pd.Series:
         sel = self.rows[(self.rows["task"] == task) & (self.rows["optimizer"] == optimizer)]
@@ -632,6 +634,8 @@ def leaderboard(
         reference=spec.reference,
         r_max=float(spec.r_max),
         basin_abs=basin_abs,
+        seed_values=seed_values(t),
+        costs=costs(t, spec.reference),
     )
 
 
@@ -671,3 +675,62 @@ def _optimizer_summary(rows: pd.DataFrame, profiles: tuple[Profile, ...]) -> pd.
         out[col] = p.scores.reindex(out.index)
     out.index.name = "optimizer"
     return out.sort_values(["mean_rank"], kind="stable")
+
+
+# ---------------------------------------------------------------------------------------------------
+# What `bench check` compares besides the leaderboard's numbers: per-seed values, the cost of a step
+
+
+def seed_values(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, float]]:
+    """The value of each seed rerun of a (task, optimizer)'s best configuration, seed -> value in the
+    metric's units, filled and left out as for `seed_mean` (failed: the task's worst, +inf when it has
+    none; pruned: absent), so their mean is `seed_mean`. `bench check` pairs values by seed: a seed fixes
+    the initialisation and the data order of every task, so the same seed on two sides differs only by
+    what changed. Empty when the table has no `seed` column."""
+    t = prepare(df)
+    if "seed" not in t.columns:
+        return {}
+    seeds = t[(t["kind"] == "seed") & t["_scored"]]
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for (task, opt), g in seeds.groupby(["task", "optimizer"], sort=True):
+        mode = str(g["mode"].iloc[0])
+        out[(str(task), str(opt))] = {
+            int(seed): float(_natural(v, mode))
+            for seed, v in sorted(zip(g["seed"].astype(int), g[_PREPARED].astype(float), strict=True))
+        }
+    return out
+
+
+def costs(df: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """What a step costs each (task, optimizer): columns step_time_s, update_time_s, state_bytes (the
+    median over its completed trials, tune and seed, that measured them; see `bench.run.StepClock`),
+    n_timed (the trials behind step_time_s), and `<column>_ratio`: divided by the `reference` optimizer's
+    value on the same task (NaN without one). Times measured in one run are compared as ratios because a
+    machine's speed and load move both sides alike; the median keeps a few disturbed trials out."""
+    t = prepare(df)
+    cols = [c for c in COST_METRICS if c in t.columns]
+    done = t[t["outcome"] == "completed"]
+    index = pd.MultiIndex.from_frame(
+        t[["task", "optimizer"]].drop_duplicates().sort_values(["task", "optimizer"])
+    )
+    out = pd.DataFrame(index=index)
+    for col in COST_METRICS:
+        values = (
+            pd.to_numeric(done[col], errors="coerce") if col in cols else pd.Series(np.nan, index=done.index)
+        )
+        measured = done.assign(_v=values)[np.isfinite(values)]
+        out[col] = measured.groupby(["task", "optimizer"])["_v"].median().reindex(index)
+        if col == "step_time_s":
+            out["n_timed"] = measured.groupby(["task", "optimizer"]).size().reindex(index, fill_value=0)
+    for col in COST_METRICS:
+        ref = pd.Series(np.nan, index=index)
+        if reference is not None:
+            per_task = (
+                out[col].xs(reference, level="optimizer") if reference in index.get_level_values(1) else None
+            )
+            if per_task is not None:
+                ref = pd.Series(index.get_level_values(0).map(per_task).to_numpy(dtype=float), index=index)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"{col}_ratio"] = (out[col] / ref).where(ref > 0)
+    out["n_timed"] = out["n_timed"].astype(int)
+    return out
