@@ -8,8 +8,10 @@
 Both leaderboards are the JSON that `bench.report.leaderboard_dict` writes (`leaderboards/<suite>.json`);
 the suite's `check:` section (`bench.schema.CheckSpec`, docs/ci.md) says how to decide. Three gates:
 
-**Quality against the baseline**, for every (task, optimizer) of the baseline. A side's value is its
-seed mean when its best configuration was rerun on seeds, else its tune best. With `method: test` (the
+**Quality against the baseline**, for every (task, optimizer) of the baseline. A side's values are the
+runs of its best configuration that were not selected for being best, by seed (its seed reruns, and its
+tuning run when it was the only configuration: `bench.score.seed_values`); a leaderboard written before
+those were recorded offers its seed mean and std; else the tune best is the one value. With `method: test` (the
 default) each row is a one-sided test (bench/stats.py) of "the current run is worse than the baseline by
 more than the margin max(rel_tol * |baseline|, abs_tol)": *paired* over the seeds both sides ran (a seed
 fixes the initialisation and the data order, so the seed-to-seed spread cancels), else Welch's test on
@@ -76,6 +78,10 @@ FAILING = (
     "regressed", "missing", "no result", "metric changed", "slower", "larger", "reference changed",
     "not shown",
 )  # fmt: skip
+VALUES = (
+    "Values are means over the runs of the best configuration that were not selected for being best (its seed "
+    "reruns, and its tuning run when it was the only configuration), else the tune best."
+)
 SKIPPED = ("new", "no baseline", "not gated", "not measured")  # JUnit: nothing was compared
 _ICON = {
     "ok": "✅", "within noise": "✅", "improved": "⬆️", "faster": "⬆️", "smaller": "⬆️", "beats": "✅",
@@ -211,14 +217,13 @@ class CheckResult:
                 f"Quality against {self.baseline}: a row **regresses** when it is significantly worse by more than its "
                 f"margin max({s.rel_tol:g} × |baseline|, {s.abs_tol:g}): one-sided tests at alpha {s.alpha:g}, "
                 f"{_correction_words(s.correction, tested)}. **p**: the corrected p-value; **detectable**: the "
-                f"smallest worsening the row catches with {s.power:.0%} power. Values are seed means when the best "
-                "configuration was rerun on seeds (tests paired on the seeds both sides ran), else the tune best."
+                f"smallest worsening the row catches with {s.power:.0%} power. {VALUES} Tests pair the seeds both "
+                "sides ran."
             )
         else:
             rule = (
                 f"Quality against {self.baseline}: a result fails when it is worse than the baseline by more than "
-                f"max({s.rel_tol:g} × |baseline|, {s.seed_k:g} × pooled seed std, {s.abs_tol:g}). Values are seed "
-                "means when the best configuration was rerun on seeds, else the tune best."
+                f"max({s.rel_tol:g} × |baseline|, {s.seed_k:g} × pooled seed std, {s.abs_tol:g}). {VALUES}"
             )
         lines = [rule, ""]
         lines += _table(
@@ -406,14 +411,20 @@ class Side:
 
 
 def side(entry: Mapping[str, Any] | None) -> Side:
+    """A leaderboard entry as a comparison sees it: its per-seed values when it has them (every unselected
+    run of the best configuration, see `bench.score.seed_values`), else its seed mean and std, else its
+    tune best (a single value)."""
     if entry is None:
         return Side(None, None, 0, {}, "absent")
+    seeds = {int(k): float(v) for k, v in (entry.get("seed_values") or {}).items() if v is not None}
+    if seeds:
+        sample = stats.Sample.of(list(seeds.values()))
+        return Side(sample.mean, sample.std, sample.n, seeds, f"{sample.n} seed{'s' if sample.n > 1 else ''}")
     n_seeds = int(entry.get("n_seeds") or 0)
     if n_seeds and entry.get("seed_mean") is not None:
         std = entry.get("seed_std") if n_seeds > 1 else None
-        seeds = {int(k): float(v) for k, v in (entry.get("seed_values") or {}).items() if v is not None}
         std = None if std is None else float(std)
-        return Side(float(entry["seed_mean"]), std, n_seeds, seeds, f"{n_seeds} seeds")
+        return Side(float(entry["seed_mean"]), std, n_seeds, {}, f"{n_seeds} seeds")
     best = entry.get("best")
     n = entry.get("n_scored", entry.get("n_trials", 0))
     return Side(None if best is None else float(best), None, 1, {}, f"best of {n} trials")

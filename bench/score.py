@@ -682,17 +682,23 @@ def _optimizer_summary(rows: pd.DataFrame, profiles: tuple[Profile, ...]) -> pd.
 
 
 def seed_values(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, float]]:
-    """The value of each seed rerun of a (task, optimizer)'s best configuration, seed -> value in the
-    metric's units, filled and left out as for `seed_mean` (failed: the task's worst, +inf when it has
-    none; pruned: absent), so their mean is `seed_mean`. `bench check` pairs values by seed: a seed fixes
-    the initialisation and the data order of every task, so the same seed on two sides differs only by
-    what changed. Empty when the table has no `seed` column."""
+    """Every run of a (task, optimizer)'s best configuration that was not picked for being best, by seed:
+    its seed reruns, and its tuning run too when that was the study's only scored configuration
+    (protocol `defaults`, or one trial: nothing was selected, so it is an unbiased draw). Values are in
+    the metric's units, filled as in the leaderboard (failed: the task's worst, +inf when it has none;
+    pruned: absent). With one tuning run their mean is not `seed_mean`, which leaves it out.
+
+    `bench check` pairs these values by seed: a seed fixes a task's initialisation and data order, so the
+    same seed on two sides differs only by what changed. Empty when the table has no `seed` column."""
     t = prepare(df)
     if "seed" not in t.columns:
         return {}
-    seeds = t[(t["kind"] == "seed") & t["_scored"]]
+    scored = t[t["_scored"]]
+    tune = scored[scored["kind"] == "tune"]
+    alone = tune.groupby(["task", "optimizer"])["trial_id"].transform("size") == 1
+    runs = pd.concat([tune[alone], scored[scored["kind"] == "seed"]])
     out: dict[tuple[str, str], dict[int, float]] = {}
-    for (task, opt), g in seeds.groupby(["task", "optimizer"], sort=True):
+    for (task, opt), g in runs.groupby(["task", "optimizer"], sort=True):
         mode = str(g["mode"].iloc[0])
         out[(str(task), str(opt))] = {
             int(seed): float(_natural(v, mode))

@@ -439,14 +439,21 @@ def gate_table() -> pd.DataFrame:
     return table(rows)
 
 
-def test_seed_values_are_the_reruns_by_seed_filled_like_the_seed_mean():
+def test_seed_values_are_the_unselected_runs_of_the_best_configuration_by_seed():
     values = score.seed_values(gate_table())
-    assert values[("t", "ref")] == {1: 0.32, 2: 0.34}
-    assert values[("t", "new")] == {1: 0.22, 2: 0.34}  # the failed rerun counts as t's worst, 0.34
-    assert values[("u", "new")] == {1: 0.85}  # in the metric's units (max)
-    board = score.leaderboard(gate_table(), LeaderboardSpec(reference="ref"))
-    assert board.seed_values == values
-    assert np.mean(list(values[("t", "new")].values())) == pytest.approx(board.row("t", "new")["seed_mean"])
+    # one tuning run per study (nothing was selected): it counts, on its seed 0, beside the reruns
+    assert values[("t", "ref")] == {0: 0.30, 1: 0.32, 2: 0.34}
+    assert values[("t", "new")] == {0: 0.20, 1: 0.22, 2: 0.34}  # the failed rerun counts as t's worst, 0.34
+    assert values[("u", "new")] == {0: 0.9, 1: 0.85}  # in the metric's units (max)
+    # a second tuning trial: the best one was selected, so only the reruns are unbiased
+    searched = pd.concat(
+        [gate_table(), table([trial(optimizer="ref", value=0.5, task="t")])], ignore_index=True
+    )
+    assert score.seed_values(searched)[("t", "ref")] == {1: 0.32, 2: 0.34}
+    board = score.leaderboard(searched, LeaderboardSpec(reference="ref"))
+    assert board.seed_values == score.seed_values(searched)
+    reruns = score.seed_values(searched)[("t", "ref")].values()
+    assert np.mean(list(reruns)) == pytest.approx(board.row("t", "ref")["seed_mean"])
     assert score.seed_values(gate_table().drop(columns="seed")) == {}
 
 
