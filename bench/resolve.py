@@ -264,7 +264,7 @@ class _Resolver:
     ) -> OptimizerSpec | None:
         p: KeyPath = ("optimizers", i)
         entry = self.optimizer_entry(cfg.name, p if bare else (*p, "name"))
-        label = cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
+        label = label_of(cfg)
         label_ok = self.problems.require(
             bool(LABEL.match(label)), (*p, "label"), f"expected {LABEL_RULE} (it becomes part of study names), got {label!r}"
         )  # fmt: skip
@@ -385,7 +385,9 @@ class _Resolver:
         self.schedule_spec(suite_schedule, ("schedule",))  # validate even if every optimizer overrides it
 
         tasks: list[TaskSpec] = []
+        task_names: list[str] = []  # every item's name, resolved or not
         for i, cfg, bare in self.items("tasks", Task, "[digits_cnn, pydocs_gpt_tiny]"):
+            task_names.append(cfg.name)
             task = self.task(i, cfg, bare)
             if task is None:
                 continue
@@ -395,7 +397,9 @@ class _Resolver:
                 )
             tasks.append(task)
         optimizers: list[OptimizerSpec] = []
+        written: list[str] = []  # every item's label, resolved or not (an unimported one still has one)
         for i, cfg, bare in self.items("optimizers", Optimizer, "[adamw, sgd]"):
+            written.append(label_of(cfg))
             opt = self.optimizer(i, cfg, bare, suite_schedule)
             if opt is None:
                 continue
@@ -406,9 +410,8 @@ class _Resolver:
                     f"duplicate optimizer label '{opt.label}' (also optimizers[{j}]); give one a `label:`",
                 )
             optimizers.append(opt)
-        labels = [o.label for o in optimizers]
-        leaderboard = self.reference(leaderboard, labels)
-        self.check_names(check, labels, [t.name for t in tasks])
+        leaderboard = self.reference(leaderboard, written)
+        self.check_names(check, written, list(dict.fromkeys([*task_names, *(t.name for t in tasks)])))
         self.launch_free_checks(trainer, tasks, optimizers)
         if pr or self.unresolved:
             return None
@@ -487,6 +490,11 @@ class _Resolver:
                     "products) but FSDP hands each rank a flat shard. Use strategy: ddp for it. Optimizers "
                     f"flagged `fsdp`: {', '.join(supported) or '(none)'}",
                 )
+
+
+def label_of(cfg: Any) -> str:
+    """An optimizer item's label: `label:`, else its name (the class name of an import path)."""
+    return cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:
