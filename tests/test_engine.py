@@ -178,7 +178,9 @@ def test_standins_into_a_file_is_refused(tmp_path: Path, capsys) -> None:
 
 
 # -- the runner's boundary: plain callables in, an outcome out -----------------------------------------
-def runner_spec(tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float = 1e-3):
+def runner_spec(
+    tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float = 1e-3, optimizer: str = "adamw"
+):
     from bench.engine import trial_spec
     from bench.loader import load_suite
     from bench.plan import make_plan
@@ -187,7 +189,7 @@ def runner_spec(tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float
         tmp_path,
         name="runner",
         tasks=[{"name": "digits_cnn", "steps": steps, "eval_every": eval_every}],
-        optimizers=["adamw"],
+        optimizers=[optimizer],
     )
     (study,) = make_plan(load_suite(suite)).studies
     return trial_spec(load_suite(suite), study, {"lr": lr}, seed=0)
@@ -228,3 +230,37 @@ def test_the_runner_stops_as_pruned_when_on_eval_says_so(tmp_path: Path) -> None
 
     patient = train_trial(runner_spec(tmp_path, steps=20, eval_every=10), on_eval=lambda s, v: False)
     assert patient.outcome == "completed" and patient.steps == 20
+
+
+@pytest.mark.slow
+def test_a_closure_optimizer_takes_two_passes_per_step_under_manual_optimization(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAM (flag `closure`): the gradient first, then `step(closure)` re-evaluating the same batch, and
+    the schedule stepped once per optimizer step; Lightning counts one global step per `step`."""
+    from bench.run import train_trial
+    from bench.workloads.digits import DigitsTask
+
+    batches: list[int] = []
+    original = DigitsTask.training_loss
+
+    def counted(self, model, batch):  # type: ignore[no-untyped-def]
+        batches.append(id(batch))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(DigitsTask, "training_loss", counted)
+    from lightning.pytorch.callbacks import Callback
+
+    lrs: list[float] = []
+
+    class LearningRates(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    spec = runner_spec(tmp_path, steps=20, eval_every=10, optimizer="sam")
+    result = train_trial(spec, callbacks=[LearningRates()])
+    assert result.outcome == "completed" and result.steps == 20, result.error
+    assert len(batches) == 40 and all(a == b for a, b in zip(batches[::2], batches[1::2], strict=True))
+    train = [v for _, v in result.curves["train"]]
+    assert train[-1] < train[0] and math.isfinite(result.value)
+    assert len(lrs) == 20 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0]  # cosine, stepped

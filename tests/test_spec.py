@@ -568,6 +568,15 @@ def test_fsdp_is_refused_for_optimizers_without_the_flag(tmp_path: Path) -> None
     load_suite(write(tmp_path / "ok.yaml", text % "lion"))
 
 
+def test_closure_optimizers_refuse_gradient_accumulation(tmp_path: Path) -> None:
+    text = "tasks: [digits_cnn]\noptimizers: [adamw, sam]\ntrainer: {accumulate_grad_batches: %d}\n"
+    with pytest.raises(
+        SpecError, match=r"(?s)optimizers\[1\]: 'sam' .*flag `closure`.*accumulate_grad_batches: 2"
+    ):
+        load_suite(write(tmp_path / "s.yaml", text % 2))
+    assert load_suite(write(tmp_path / "ok.yaml", text % 1)).optimizers[1].entry.flags == {"closure"}
+
+
 def test_a_global_batch_must_split_over_the_processes(tmp_path: Path) -> None:
     path = write(
         tmp_path / "s.yaml",
