@@ -6,9 +6,10 @@ an AdamW subclass at lr 3e-3 written to a temporary directory). The suite runs m
 process, each run on fresh seeds (`tuning.first_seed = 1000 r`):
 
 - U_r, r = 0..N: unchanged code. U_0 is the pinned baseline.
-- L_r, r = 1..N: the library with a learning-rate bug: its update uses `--lr-bug` times the lr.
-- T_r, r = 1..N: the library `--slowdown` slower: after each update it sleeps that fraction of the
-  time since its previous step began (so each step takes that much longer).
+- L_r, r = 1..N, for each of `--lr-bugs`: the library with a learning-rate bug, its update uses that
+  multiple of the lr.
+- T_r, r = 1..N: the library `--slowdown` slower: after each update it spins for that fraction of the
+  time its previous step took (so each step takes that much longer).
 - M_r, r = 1..`--memory-reps`: the library keeps one extra buffer per parameter (+50% state).
 
 and `bench.check.compare` (the same code `bench check` runs) judges pairs of runs:
@@ -54,13 +55,13 @@ import torch
 class LibAdamW(torch.optim.AdamW):
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        self._entered, self._slept = None, 0.0
+        self._entered, self._extra = None, 0.0
 
     def step(self, closure=None):
         now = time.perf_counter()
         slowdown = float(os.environ.get("GATELIB_SLOWDOWN", "0"))
-        interval = None if self._entered is None else now - self._entered - self._slept
-        self._entered, self._slept = now, 0.0
+        interval = None if self._entered is None else now - self._entered - self._extra
+        self._entered, self._extra = now, 0.0
         scale = float(os.environ.get("GATELIB_LR_SCALE", "1"))
         saved = [g["lr"] for g in self.param_groups]
         for g in self.param_groups:  # the bug: the update sees a scaled learning rate
@@ -73,19 +74,33 @@ class LibAdamW(torch.optim.AdamW):
                 for p in group["params"]:
                     if p in self.state and "spare" not in self.state[p]:
                         self.state[p]["spare"] = torch.zeros_like(p)
-        if slowdown and interval is not None:
-            self._slept = slowdown * interval
-            time.sleep(self._slept)
+        if slowdown and interval is not None:  # extra work, as a slower kernel would do (not a sleep,
+            self._extra = slowdown * interval  # whose wake-up on a busy machine takes milliseconds)
+            until = time.perf_counter() + self._extra
+            while time.perf_counter() < until:
+                pass
         return loss
 '''
 
-INJECTIONS: dict[str, dict[str, str]] = {
-    "U": {},
-    "L": {"GATELIB_LR_SCALE": "{lr_bug}"},
-    "T": {"GATELIB_SLOWDOWN": "{slowdown}"},
-    "M": {"GATELIB_EXTRA_STATE": "1"},
-}
 STEP_TOLS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.5)
+QUALITY_VARIANTS: dict[str, dict[str, Any]] = {  # the quality gate under other settings (same runs)
+    "defaults (alpha 0.05, Holm, margin 2%)": {},
+    "noise_floor 0.005": {"noise_floor": {"digits_cnn": 0.005}},
+    "correction bh": {"correction": "bh"},
+    "alpha 0.01": {"alpha": 0.01},
+    "method tolerance (the older rule)": {"method": "tolerance"},
+}
+
+
+def injection(kind: str, slowdown: float) -> dict[str, str]:
+    """The environment that switches on run kind's regression in the stand-in library."""
+    if kind.startswith("L"):
+        return {"GATELIB_LR_SCALE": kind[1:]}
+    return {"U": {}, "T": {"GATELIB_SLOWDOWN": str(slowdown)}, "M": {"GATELIB_EXTRA_STATE": "1"}}[kind]
+
+
+def key(kind: str, r: int) -> str:
+    return f"{kind}#{r}"
 
 
 def suite_file(root: Path, seeds: int) -> Path:
@@ -144,91 +159,92 @@ def verdicts(current: dict, baseline: dict | None, spec: Any) -> dict[str, bool]
     }
 
 
-def evaluate(boards: dict[str, dict], reps: int, memory_reps: int) -> dict[str, Any]:
+def evaluate(boards: dict[str, dict], meta: dict[str, Any]) -> dict[str, Any]:
     from bench.schema import CheckSpec
 
+    reps, memory_reps, bugs = meta["reps"], meta["memory_reps"], [f"L{x:g}" for x in meta["lr_bugs"]]
     spec = CheckSpec(update_time_tol=None, beat="adamw")
-    out: dict[str, Any] = {"settings": spec.model_dump(), "rates": {}, "step_tol_sweep": {}}
+    out: dict[str, Any] = {
+        "settings": spec.model_dump(),
+        "rates": {},
+        "step_tol_sweep": {},
+        "quality_variants": {},
+    }
 
     def count(pairs: list[tuple[str, str | None]], gate: str, s: Any = spec) -> dict[str, Any]:
         hits = [verdicts(boards[c], boards[b] if b else None, s)[gate] for c, b in pairs if c in boards]
         return rate(sum(hits), len(hits))
 
-    us = [(f"U{r}", "U0") for r in range(1, reps + 1)]
+    def against(
+        kind: str, base: str | None, first: int = 1, last: int = reps
+    ) -> list[tuple[str, str | None]]:
+        """(run of `kind`, its baseline) for r in first..last: base "U0" (pinned), "Ur" (same seeds), None."""
+        ref = {"U0": lambda r: key("U", 0), "Ur": lambda r: key("U", r), None: lambda r: None}[base]
+        return [(key(kind, r), ref(r)) for r in range(first, last + 1)]
+
+    unchanged = against("U", "U0")
     rates = out["rates"]
-    rates["false alarm: quality (unpaired, fresh seeds)"] = count(us, "quality")
-    rates["false alarm: step time"] = count(us, "step")
-    rates["false alarm: memory"] = count(us, "memory")
+    rates["false alarm: quality (unpaired, fresh seeds)"] = count(unchanged, "quality")
+    rates["false alarm: step time"] = count(unchanged, "step")
+    rates["false alarm: memory"] = count(unchanged, "memory")
     rates["false alarm: any gate"] = rate(
         sum(
-            any(verdicts(boards[c], boards[b], spec)[g] for g in ("quality", "step", "memory")) for c, b in us
+            any(verdicts(boards[c], boards[b], spec)[g] for g in ("quality", "step", "memory"))
+            for c, b in unchanged
         ),
-        len(us),
+        len(unchanged),
     )
-    rates["lr bug caught: quality, unpaired vs U0"] = count(
-        [(f"L{r}", "U0") for r in range(1, reps + 1)], "quality"
-    )
-    rates["lr bug caught: quality, paired vs U_r"] = count(
-        [(f"L{r}", f"U{r}") for r in range(1, reps + 1)], "quality"
-    )
-    rates["slowdown caught: step time vs U0"] = count([(f"T{r}", "U0") for r in range(1, reps + 1)], "step")
-    rates["extra state caught: memory vs U0"] = count(
-        [(f"M{r}", "U0") for r in range(1, memory_reps + 1)], "memory"
-    )
-    rates["lib shown to beat adamw (unchanged)"] = count(
-        [(f"U{r}", None) for r in range(0, reps + 1)], "beats"
-    )
-    rates["lib shown to beat adamw (lr bug)"] = count([(f"L{r}", None) for r in range(1, reps + 1)], "beats")
+    for bug in bugs:
+        rates[f"lr x {bug[1:]} caught: quality, unpaired vs U0"] = count(against(bug, "U0"), "quality")
+        rates[f"lr x {bug[1:]} caught: quality, paired vs U_r"] = count(against(bug, "Ur"), "quality")
+    rates["+slowdown caught: step time vs U0"] = count(against("T", "U0"), "step")
+    rates["+50% state caught: memory vs U0"] = count(against("M", "U0", last=memory_reps), "memory")
+    rates["lib shown to beat adamw (unchanged)"] = count(against("U", None, first=0), "beats")
+    for bug in bugs:
+        rates[f"lib shown to beat adamw (lr x {bug[1:]})"] = count(against(bug, None), "beats")
     for tol in STEP_TOLS:
         s = CheckSpec(step_time_tol=tol, update_time_tol=None)
         out["step_tol_sweep"][f"{tol:g}"] = {
-            "false alarm": count(us, "step", s),
-            "slowdown caught": count([(f"T{r}", "U0") for r in range(1, reps + 1)], "step", s),
+            "false alarm": count(unchanged, "step", s),
+            "+slowdown caught": count(against("T", "U0"), "step", s),
         }
-    out["effect"] = effects(boards, reps)
+    for name, variant in QUALITY_VARIANTS.items():
+        s = CheckSpec(**variant)
+        row = {"false alarm (unpaired)": count(unchanged, "quality", s)}
+        for bug in bugs:
+            row[f"lr x {bug[1:]} caught (unpaired)"] = count(against(bug, "U0"), "quality", s)
+            row[f"lr x {bug[1:]} caught (paired)"] = count(against(bug, "Ur"), "quality", s)
+        out["quality_variants"][name] = row
+    out["effect"] = effects(boards)
     return out
 
 
-def effects(boards: dict[str, dict], reps: int) -> dict[str, Any]:
-    """Sizes of what was injected, as measured: val/error of lib (seed means) and its step-time ratio."""
+def effects(boards: dict[str, dict]) -> dict[str, Any]:
+    """What each kind of run measured, as mean and sd over its runs: the library's and AdamW's val/error
+    (means over their seeds), the library's seed std, and its step-time ratio to AdamW."""
+    import numpy as np
 
-    def lib(tag: str) -> dict:
-        return boards[tag]["tasks"]["digits_cnn"]["optimizers"]["lib"]
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else float("nan")
-
-    u = [lib(f"U{r}")["seed_mean"] for r in range(reps + 1) if f"U{r}" in boards]
-    ell = [lib(f"L{r}")["seed_mean"] for r in range(1, reps + 1) if f"L{r}" in boards]
-    ratio_u = [lib(f"U{r}")["cost"]["step_time_s_ratio"] for r in range(reps + 1) if f"U{r}" in boards]
-    ratio_t = [lib(f"T{r}")["cost"]["step_time_s_ratio"] for r in range(1, reps + 1) if f"T{r}" in boards]
-    ref = [
-        boards[f"U{r}"]["tasks"]["digits_cnn"]["optimizers"]["adamw"]["seed_mean"]
-        for r in range(reps + 1)
-        if f"U{r}" in boards
-    ]
-    return {
-        "lib val/error, unchanged (mean of seed means)": mean(u),
-        "lib val/error, lr bug": mean(ell),
-        "adamw val/error": mean(ref),
-        "lib seed std (mean over runs)": mean(
-            [
-                lib(f"U{r}")["seed_std"]
-                for r in range(reps + 1)
-                if f"U{r}" in boards and lib(f"U{r}")["seed_std"]
-            ]
-        ),
-        "lib/adamw step-time ratio, unchanged": {
-            "mean": mean(ratio_u),
-            "min": min(ratio_u),
-            "max": max(ratio_u),
-        },
-        "lib/adamw step-time ratio, slowed": {
-            "mean": mean(ratio_t),
-            "min": min(ratio_t, default=None),
-            "max": max(ratio_t, default=None),
-        },
-    }
+    kinds = sorted({k.split("#")[0] for k in boards})
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        runs = [b["tasks"]["digits_cnn"]["optimizers"] for k, b in boards.items() if k.split("#")[0] == kind]
+        cols = {
+            "lib val/error": [r["lib"]["seed_mean"] for r in runs],
+            "adamw val/error": [r["adamw"]["seed_mean"] for r in runs],
+            "lib seed std": [r["lib"]["seed_std"] for r in runs if r["lib"]["seed_std"] is not None],
+            "lib/adamw step time": [r["lib"]["cost"]["step_time_s_ratio"] for r in runs],
+            "lib/adamw state bytes": [r["lib"]["cost"]["state_bytes_ratio"] for r in runs],
+        }
+        out[kind] = {
+            name: {
+                "mean": float(np.mean(v)),
+                "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                "n": len(v),
+            }
+            for name, v in cols.items()
+            if v
+        }
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -241,16 +257,23 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| step_time_tol | false alarm | +slowdown caught |", "|---|---|---|"]
     for tol, v in result["step_tol_sweep"].items():
         lines.append(f"| {tol} | {fmt(v['false alarm'])} | {fmt(v['slowdown caught'])} |")
+    lines += [
+        "",
+        "| quality gate | false alarm (unpaired) | lr bug caught (unpaired) | lr bug caught (paired) |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for name, v in result["quality_variants"].items():
+        lines.append(f"| {name} | " + " | ".join(fmt(x) for x in v.values()) + " |")
     lines += ["", "```", json.dumps(result["effect"], indent=1), "```"]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", type=int, default=20, help="reruns of each kind (default 20)")
+    p.add_argument("--reps", type=int, default=40, help="reruns of each kind (default 40)")
     p.add_argument("--memory-reps", type=int, default=3, help="runs with the extra state (deterministic)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per run: the tuning run and its reruns")
-    p.add_argument("--lr-bug", type=float, default=0.5, help="the buggy update's lr multiplier")
+    p.add_argument("--lr-bugs", type=float, nargs="+", default=[0.5, 0.8], help="lr multipliers of the bugs")
     p.add_argument("--slowdown", type=float, default=0.2, help="extra fraction of step time")
     p.add_argument("--out", type=Path, help="write the runs' leaderboards and the rates here (JSON)")
     p.add_argument("--from", dest="from_", type=Path, help="re-evaluate the leaderboards of an earlier --out")
@@ -268,28 +291,29 @@ def main(argv: list[str] | None = None) -> int:
         (root / "gatelib.py").write_text(textwrap.dedent(LIBRARY))
         sys.path.insert(0, str(root))
         path = suite_file(root, args.seeds)
+        kinds = [f"L{x:g}" for x in args.lr_bugs] + ["T"]
         plan = [("U", r) for r in range(args.reps + 1)]
-        plan += [(k, r) for r in range(1, args.reps + 1) for k in ("L", "T")]
+        plan += [(k, r) for r in range(1, args.reps + 1) for k in kinds]
         plan += [("M", r) for r in range(1, args.memory_reps + 1)]
         boards = {}
         started, load = time.perf_counter(), os.getloadavg()
         for i, (kind, r) in enumerate(plan):
-            env = {
-                k: v.format(lr_bug=args.lr_bug, slowdown=args.slowdown) for k, v in INJECTIONS[kind].items()
-            }
-            boards[f"{kind}{r}"] = run_once(path, f"{kind}{r}", 1000 * r, env)
-            elapsed = time.perf_counter() - started
+            boards[key(kind, r)] = run_once(
+                path, f"{kind.replace('.', '_')}_{r}", 1000 * r, injection(kind, args.slowdown)
+            )
+            minutes = (time.perf_counter() - started) / 60
             print(
-                f"[{i + 1}/{len(plan)}] {kind}{r} done, {elapsed / 60:.1f} min", file=sys.stderr, flush=True
+                f"[{i + 1}/{len(plan)}] {key(kind, r)} done, {minutes:.1f} min", file=sys.stderr, flush=True
             )
         meta = {
-            "reps": args.reps, "memory_reps": args.memory_reps, "seeds": args.seeds, "lr_bug": args.lr_bug,
+            "reps": args.reps, "memory_reps": args.memory_reps, "seeds": args.seeds, "lr_bugs": args.lr_bugs,
             "slowdown": args.slowdown, "minutes": (time.perf_counter() - started) / 60,
-            "load_at_start": load, "load_at_end": os.getloadavg(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "load_at_start": load, "load_at_end": os.getloadavg(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
         }  # fmt: skip
         if args.out:  # the runs are the expensive part: keep them whatever the evaluation does
             args.out.write_text(json.dumps({"meta": meta, "boards": boards}, indent=1))
-    result = evaluate(boards, meta["reps"], meta["memory_reps"])
+    result = evaluate(boards, meta)
     result["meta"] = meta
     print(markdown(result))
     print(json.dumps(meta))
