@@ -253,7 +253,7 @@ class CheckResult:
         )
         lines = [
             f"Speed and memory against {self.baseline}, as ratios to `{ref}` measured in the same run "
-            f"(medians over each optimizer's completed trials); a ratio fails when it grew by more than its "
+            f"(per trial the mean step after the first steps, the median over each optimizer's completed trials); a ratio fails when it grew by more than its "
             f"tolerance: {tols}.",
             "",
         ]

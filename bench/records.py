@@ -23,7 +23,7 @@ throughput):
   steps, schedule, batch_size (global), world_size, batch_size_per_device, global_batch_size;
 - summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target, `final/<metric>`,
   and the cost of a step (`COST_METRICS`, measured by `bench.run.StepClock`): step_time_s and
-  update_time_s (medians after the first steps) and state_bytes (the optimizer state's tensors);
+  update_time_s (means after the first steps) and state_bytes (the optimizer state's tensors);
 - artifacts: the resolved suite (`RESOLVED_ARTIFACT`), and the traceback of a failed trial
   (`ERROR_ARTIFACT`). Its status is FINISHED, or FAILED when the outcome is `error`.
 
@@ -124,7 +124,7 @@ class Summary:
     tokens_to_target: float = math.nan
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
-    step_time_s: float = math.nan  # median seconds per optimizer step (after the first steps)
+    step_time_s: float = math.nan  # mean seconds per optimizer step (after the first steps)
     update_time_s: float = math.nan  # of which the optimizer's update (clipping, step, scheduler)
     state_bytes: float = math.nan  # bytes of the optimizer state's tensors after training, per process
 

@@ -157,7 +157,8 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
 
 def _gate_fields(board: Leaderboard, task: str, optimizer: str) -> dict[str, Any]:
     """What `bench check` compares besides the scores: the value of each seed rerun (seed -> value, to
-    pair seeds) and the cost of a step (medians, and ratios to the reference measured in the same run)."""
+    pair seeds) and the cost of a step (per trial a mean after its first steps, the median over trials,
+    and ratios to the reference measured in the same run)."""
     values = board.seed_values.get((task, optimizer), {})
     out: dict[str, Any] = {"seed_values": {str(seed): _clean(v) for seed, v in values.items()}}
     costs = board.costs
@@ -350,7 +351,7 @@ def _cost_lines(board: Leaderboard, task: str) -> list[str]:
     header += ["optimizer state", f"vs {board.reference}"]
     return [
         "",
-        f"Cost of a step (medians over completed trials after their first steps; ratios to `{board.reference}` "
+        f"Cost of a step (per trial the mean after its first steps, the median over completed trials; ratios to `{board.reference}` "
         "measured in the same run):",
         "",
         *_table(header, body),

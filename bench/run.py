@@ -19,7 +19,7 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
         on_step=display.step,   # (optimizer steps done) -> None: progress
     )
 
-Every trial also measures what its optimizer costs (`StepClock`): the median step time and update time
+Every trial also measures what its optimizer costs (`StepClock`): the mean step time and update time
 after the first steps, and the bytes of the optimizer state; `bench check` gates them.
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
@@ -111,7 +111,7 @@ class TrialResult:
     tokens_to_target: float = math.nan
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # "train", "val", ...
     error: str | None = None
-    step_time_s: float = math.nan  # StepClock: median seconds per optimizer step after the first steps
+    step_time_s: float = math.nan  # StepClock: mean seconds per optimizer step after the first steps
     update_time_s: float = math.nan  # of which the optimizer's update
     state_bytes: float = math.nan  # bytes of the optimizer state after training (this process)
 
@@ -402,10 +402,11 @@ class StepClock(Callback):
       micro-batches) to the end of the step (`on_train_batch_end`): gradient clipping, the optimizer's
       update and the lr scheduler's step.
 
-    Both are medians over the steps after the first `skip` (10% of the steps, at least 3: compilation,
+    Both are means over the steps after the first `skip` (10% of the steps, at least 3: compilation,
     allocator and cache warm-up), sampled every `stride` steps so a long run keeps at most about
-    `max_samples`. On CUDA they are read from CUDA events recorded in the stream, so nothing
-    synchronises per step; elsewhere from `time.perf_counter`.
+    `max_samples`: a mean, not a median, so that work an optimizer does every k steps (a preconditioner
+    update) is counted at its amortised cost. On CUDA they are read from CUDA events recorded in the
+    stream, so nothing synchronises per step; elsewhere from `time.perf_counter`.
 
     State bytes (`optimizer_state_bytes`) are counted when training ends, on this process: what the
     optimizer adds to each device's memory (under FSDP, its shard).
@@ -465,7 +466,7 @@ class StepClock(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.state_bytes = float(optimizer_state_bytes(trainer.optimizers))
 
-    def _median(self, pairs: list[tuple[Any, Any]]) -> float:
+    def _mean(self, pairs: list[tuple[Any, Any]]) -> float:
         if not pairs:
             return math.nan
         if self.cuda:
@@ -476,13 +477,13 @@ class StepClock(Callback):
                 return math.nan
         else:
             seconds = [end - start for start, end in pairs]
-        return float(statistics.median(seconds))
+        return float(statistics.fmean(seconds))
 
     def result(self) -> dict[str, float]:
         """step_time_s, update_time_s (NaN when no step was timed) and state_bytes."""
         return {
-            "step_time_s": self._median(self.step_pairs),
-            "update_time_s": self._median(self.update_pairs),
+            "step_time_s": self._mean(self.step_pairs),
+            "update_time_s": self._mean(self.update_pairs),
             "state_bytes": self.state_bytes,
         }
 
