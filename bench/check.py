@@ -399,8 +399,8 @@ def _correction_words(method: str, m: int) -> str:
 class Side:
     """One (task, optimizer) entry of a leaderboard as a comparison sees it."""
 
-    value: float | None  # seed mean, else the tune best
-    std: float | None  # seed std (two or more seeds)
+    value: float | None  # the mean of its per-seed values (or its seed mean), else the tune best
+    std: float | None  # their sample std (two or more values)
     n: int  # values behind `value`
     seeds: Mapping[int, float]  # seed -> value (leaderboards written since per-seed values exist)
     label: str  # "3 seeds", "best of 8 trials", "absent"
@@ -451,7 +451,7 @@ def _test(x: Side, y: Side, sign: float, margin: float, floor: float) -> tuple[s
     ys = stats.Sample(sign * ys.mean, ys.std, ys.n)
     test = stats.unpaired_test(xs, ys, margin=margin, floor=floor)
     if test is None:
-        return None, "too few seeds for a test: rerun on 3+ seeds or pin check.noise_floor"
+        return None, "too few seeds for a test: needs 2+ values a side (tuning.seeds) or check.noise_floor"
     return test, "floored" if test.floored else ""
 
 
