@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
 import traceback
 import warnings
@@ -402,22 +401,25 @@ class StepClock(Callback):
       micro-batches) to the end of the step (`on_train_batch_end`): gradient clipping, the optimizer's
       update and the lr scheduler's step.
 
-    Both are means over the steps after the first `skip` (10% of the steps, at least 3: compilation,
-    allocator and cache warm-up), sampled every `stride` steps so a long run keeps at most about
-    `max_samples`: a mean, not a median, so that work an optimizer does every k steps (a preconditioner
-    update) is counted at its amortised cost. On CUDA they are read from CUDA events recorded in the
-    stream, so nothing synchronises per step; elsewhere from `time.perf_counter`.
+    Both are means over every step after the first `skip` (10% of the steps, at least 3: compilation,
+    allocator and cache warm-up): a mean, not a median, so that work an optimizer does every k steps (a
+    preconditioner update) is counted at its amortised cost, and every step rather than a sample, so
+    such work cannot alias with a sampling stride. Intervals are folded into running sums as they
+    complete, so a long run keeps at most about `max_pending` of them. On CUDA they are read from CUDA
+    events recorded in the stream, folded once the GPU has passed them (`Event.query`), so nothing
+    synchronises per step; elsewhere from `time.perf_counter`.
 
     State bytes (`optimizer_state_bytes`) are counted when training ends, on this process: what the
     optimizer adds to each device's memory (under FSDP, its shard).
     """
 
-    def __init__(self, steps: int, max_samples: int = 2000):
+    def __init__(self, steps: int, max_pending: int = 1000):
         self.skip = min(max(3, steps // 10), max(steps - 2, 0))
-        self.stride = max(1, (steps - self.skip) // max_samples)
+        self.max_pending = max_pending
         self.cuda = False
-        self.step_pairs: list[tuple[Any, Any]] = []
-        self.update_pairs: list[tuple[Any, Any]] = []
+        self.pending: list[tuple[str, Any, Any]] = []  # ("step" | "update", start, end) not yet folded
+        self.seconds = {"step": 0.0, "update": 0.0}
+        self.timed = {"step": 0, "update": 0}
         self.state_bytes = math.nan
         self._update_start: Any = None
         self._last_end: Any = None
@@ -430,9 +432,28 @@ class StepClock(Callback):
             return event
         return time.perf_counter()
 
-    def _sampled(self, done: int) -> bool:
-        """Whether the step that brings the count of steps done to `done` is timed."""
-        return done > self.skip and done % self.stride == 0
+    def _fold(self, wait: bool) -> None:
+        """Add the pending intervals to the sums: on CUDA those whose end the GPU has passed (all of
+        them after a synchronisation when `wait`), events completing in the order they were recorded."""
+        if self.cuda and wait:
+            torch.cuda.synchronize()
+        done = 0
+        for kind, start, end in self.pending:
+            if self.cuda:
+                if not wait and not end.query():
+                    break
+                seconds = start.elapsed_time(end) / 1000.0
+            else:
+                seconds = end - start
+            self.seconds[kind] += seconds
+            self.timed[kind] += 1
+            done += 1
+        del self.pending[:done]
+
+    def _add(self, kind: str, start: Any, end: Any) -> None:
+        self.pending.append((kind, start, end))
+        if not self.cuda or len(self.pending) >= self.max_pending:
+            self._fold(wait=False)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.cuda = pl_module.device.type == "cuda"
@@ -441,7 +462,7 @@ class StepClock(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
         self._stepped = True
-        self._update_start = self._mark() if self._sampled(trainer.global_step + 1) else None
+        self._update_start = self._mark() if trainer.global_step + 1 > self.skip else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = True
@@ -456,34 +477,29 @@ class StepClock(Callback):
         if done < self.skip:
             return
         end = self._mark()
-        if self._sampled(done):
+        if done > self.skip:
             if self._update_start is not None:
-                self.update_pairs.append((self._update_start, end))
+                self._add("update", self._update_start, end)
             if self._last_end is not None and not self._validated:
-                self.step_pairs.append((self._last_end, end))
+                self._add("step", self._last_end, end)
         self._update_start, self._last_end, self._validated = None, end, False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.state_bytes = float(optimizer_state_bytes(trainer.optimizers))
 
-    def _mean(self, pairs: list[tuple[Any, Any]]) -> float:
-        if not pairs:
-            return math.nan
-        if self.cuda:
-            try:
-                torch.cuda.synchronize()
-                seconds = [start.elapsed_time(end) / 1000.0 for start, end in pairs]
-            except RuntimeError:  # the device failed (the trial's outcome says so): nothing to time
-                return math.nan
-        else:
-            seconds = [end - start for start, end in pairs]
-        return float(statistics.fmean(seconds))
+    def _mean(self, kind: str) -> float:
+        return self.seconds[kind] / self.timed[kind] if self.timed[kind] else math.nan
 
     def result(self) -> dict[str, float]:
         """step_time_s, update_time_s (NaN when no step was timed) and state_bytes."""
+        try:
+            self._fold(wait=True)
+        except RuntimeError:  # the device failed (the trial's outcome says so): nothing more to time
+            self.pending.clear()
+            return {"step_time_s": math.nan, "update_time_s": math.nan, "state_bytes": self.state_bytes}
         return {
-            "step_time_s": self._mean(self.step_pairs),
-            "update_time_s": self._mean(self.update_pairs),
+            "step_time_s": self._mean("step"),
+            "update_time_s": self._mean("update"),
             "state_bytes": self.state_bytes,
         }
 

@@ -48,11 +48,11 @@ def drive(clock: StepClock, steps: int, *, step_s: float, update_s: float, accum
 
 def test_step_clock_times_steps_and_updates_after_the_first_steps():
     clock = StepClock(steps=50)
-    assert clock.skip == 5 and clock.stride == 1
+    assert clock.skip == 5
     drive(clock, 50, step_s=0.1, update_s=0.02)
     result = clock.result()
     assert result["step_time_s"] == pytest.approx(0.1) and result["update_time_s"] == pytest.approx(0.02)
-    assert len(clock.update_pairs) == len(clock.step_pairs) == 50 - 5
+    assert clock.timed == {"step": 50 - 5, "update": 50 - 5}
 
 
 def test_step_clock_counts_periodic_work_at_its_amortised_cost():
@@ -69,16 +69,57 @@ def test_step_clock_leaves_out_validation_and_counts_accumulated_micro_batches_a
     drive(clock, 40, step_s=0.2, update_s=0.05, accumulate=4, validate_after=(10, 20, 30))
     result = clock.result()
     assert result["step_time_s"] == pytest.approx(0.2) and result["update_time_s"] == pytest.approx(0.05)
-    assert len(clock.step_pairs) == 40 - 4 - 3  # the first steps, 3 intervals with a validation
-    assert all(end - start < 1 for start, end in clock.step_pairs)
+    assert clock.timed["step"] == 40 - 4 - 3  # the first steps, 3 intervals with a validation
+    assert clock.timed["update"] == 40 - 4
 
 
-def test_step_clock_samples_long_runs_and_reports_nan_when_nothing_was_timed():
-    clock = StepClock(steps=10_000, max_samples=100)
-    assert clock.skip == 1000 and clock.stride == 90
-    drive(clock, 2000, step_s=0.01, update_s=0.001)
-    assert len(clock.update_pairs) == sum(1 for done in range(1001, 2001) if done % 90 == 0) == 11
-    assert all(math.isclose(e - s, 0.001) for s, e in clock.update_pairs)
+def test_step_clock_times_every_step_of_a_long_run_so_periodic_work_cannot_alias():
+    # a refresh every 90 steps, as many as a sampling stride of 90 would have taken: every step is timed
+    clock = StepClock(steps=10_000, max_pending=100)
+    assert clock.skip == 1000
+    drive(clock, 2000, step_s=0.01, update_s=0.001, heavy_every=90)
+    heavy = sum(1 for done in range(1001, 2001) if done % 90 == 0)
+    assert clock.timed == {"step": 1000, "update": 1000} and not clock.pending
+    assert clock.result()["update_time_s"] == pytest.approx(0.001 * (1000 + 10 * heavy) / 1000)
+
+
+class FakeEvent:
+    """A CUDA event stand-in: recorded at a time, completed once the fake GPU has passed that time."""
+
+    def __init__(self, at: float, gpu: list[float]) -> None:
+        self.at, self.gpu = at, gpu
+
+    def query(self) -> bool:
+        return self.gpu[0] >= self.at
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return (end.at - self.at) * 1000.0
+
+
+def test_step_clock_on_cuda_folds_only_events_the_gpu_has_passed_and_waits_at_the_end(monkeypatch):
+    gpu = [-1.0]  # the time the fake GPU has reached: nothing done yet
+    now = FakeTime()
+    clock = StepClock(steps=100, max_pending=20)
+    trainer, module = SimpleNamespace(global_step=0), SimpleNamespace(device=torch.device("cpu"))
+    clock._mark = lambda: FakeEvent(now(), gpu)  # type: ignore[method-assign]
+    clock.cuda = True
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: synced.append(gpu.__setitem__(0, math.inf)))
+    for _ in range(60):
+        now.now += 0.08
+        clock.on_before_optimizer_step(trainer, module, None)  # type: ignore[arg-type]
+        now.now += 0.02
+        trainer.global_step += 1
+        clock.on_train_batch_end(trainer, module, None, None, 0)  # type: ignore[arg-type]
+        gpu[0] = now.now - 1.0  # the GPU runs a second behind the CPU
+        assert len(clock.pending) < 30  # the last second's intervals (20), not all 100 of the run
+    assert clock.timed["update"] > 0 and clock.pending and not synced  # folded what was done, no waiting
+    result = clock.result()
+    assert synced and not clock.pending and clock.timed == {"step": 60 - 10, "update": 60 - 10}
+    assert result["step_time_s"] == pytest.approx(0.1) and result["update_time_s"] == pytest.approx(0.02)
+
+
+def test_step_clock_reports_nan_when_nothing_was_timed():
     empty = StepClock(steps=100).result()
     assert math.isnan(empty["step_time_s"]) and math.isnan(empty["update_time_s"])
     assert math.isnan(empty["state_bytes"])
