@@ -50,8 +50,8 @@ exception, printed with its traceback by `bench.cli`).
 
 `compare` is pure: dicts in, a `CheckResult` out. `run_check` is the command around it: it scores the
 suite's recorded trials (running the suite first with `rerun`), compares, prints the Markdown, appends it
-to a CI summary file and writes JUnit XML. It writes no leaderboard files, because the baseline is
-usually the committed `leaderboards/<suite>.json` that `bench leaderboard` would overwrite.
+to a CI summary file and writes JUnit XML. It writes no leaderboard files: the baseline is usually the
+committed `leaderboards/<suite>.json`, and a check leaves every file as it was.
 """
 
 from __future__ import annotations
@@ -664,7 +664,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
     """A baseline leaderboard, or ValueError saying what is wrong with the file."""
     if not path.is_file():
         raise ValueError(
-            f"baseline {path} not found; write one with `bench leaderboard SUITE` (leaderboards/<suite>.json)"
+            f"baseline {path} not found; write one with "
+            f"`bench leaderboard SUITE --set settings.leaderboard_dir={path.parent}`"
         )
     try:
         data = json.loads(path.read_text())
