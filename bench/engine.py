@@ -97,6 +97,7 @@ def summary_of(result: TrialResult) -> Summary:
         tokens_to_target=result.tokens_to_target,
         final=dict(result.metrics),
         error=result.error,
+        **{name: getattr(result, name) for name in records.COST_METRICS},
     )
 
 
@@ -183,10 +184,12 @@ class Worker:
         t = self.suite.tuning
         space = sp.optimizer.search_space if t.protocol != "defaults" else {}
         if t.protocol == "sweep":  # the first stage: the lr grid
-            slots, attrs = _point_slots(sweep.first_stage(space, _kwargs(sp), t.sweep), start=0)
+            slots, attrs = _point_slots(
+                sweep.first_stage(space, _kwargs(sp), t.sweep), start=0, seed=sp.first_seed
+            )
         else:
             slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials, t.grid_points)
-            attrs = [{"kind": TUNE, "seed": 0}] * len(slots)
+            attrs = [{"kind": TUNE, "seed": sp.first_seed}] * len(slots)
         study, created = search.open_study(
             self.storage,
             sp.name,
@@ -224,7 +227,7 @@ class Worker:
         """A later stage of a sweep: a study of its own, created once with `points` as its slots (numbered
         from `start`), sharing the tuning study's MLflow parent run."""
         t = self.suite.tuning
-        slots, attrs = _point_slots(points, start)
+        slots, attrs = _point_slots(points, start, seed=sp.first_seed)
         study, _ = search.open_study(
             self.storage,
             name,
@@ -289,7 +292,7 @@ class Worker:
         name = seeds_study(sp.name, number)
         self.retire_superseded_seeds(sp, keep=name)
         warmup = {"warmup": best.user_attrs["warmup"]} if "warmup" in best.user_attrs else {}
-        seeds = list(range(1, sp.seeds))
+        seeds = list(sp.reruns)
         parent = tuning.user_attrs.get("mlflow_parent")
         study, _ = search.open_study(
             self.storage,
@@ -621,10 +624,10 @@ def _number(trial: Any) -> int:
     return int(trial.user_attrs.get("number", trial.user_attrs["slot"]))
 
 
-def _point_slots(points: list[sweep.Point], start: int) -> tuple[list[dict], list[dict]]:
-    """Slots and their attributes for sweep points numbered from `start`."""
+def _point_slots(points: list[sweep.Point], start: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Slots and their attributes for sweep points numbered from `start`, trained on `seed`."""
     attrs = [
-        {"kind": TUNE, "seed": 0, "number": start + i, "axis": p.axis, "axis_value": p.value,
+        {"kind": TUNE, "seed": seed, "number": start + i, "axis": p.axis, "axis_value": p.value,
          "axis_scale": p.scale, **({"warmup": p.warmup} if p.warmup is not None else {})}
         for i, p in enumerate(points)
     ]  # fmt: skip

@@ -2,9 +2,10 @@
 
 A study is one (task, optimizer) pair: `trials` tuning trials, each a training run of `steps` steps with
 hyperparameters from the optimizer's search space, then `seeds - 1` reruns of the best configuration
-(the tuning trials run on seed 0; reruns use seeds 1 .. seeds-1, so `seeds: 1` means no reruns).
-The `sweep` protocol's trials are its points (`bench.sweep`): `trials` counts those every sweep runs
-exactly, `extension` the most that its conditional lr extensions may add (an upper bound, shown so).
+(the tuning trials run on seed `first_seed`, 0 by default; reruns use the next `seeds - 1` seeds, so
+`seeds: 1` means no reruns). The `sweep` protocol's trials are its points (`bench.sweep`): `trials`
+counts those every sweep runs exactly, `extension` the most that its conditional lr extensions may add
+(an upper bound, shown so).
 
     plan = make_plan(load_suite("suites/quickstart.yaml"))   # bench.loader.load_suite
     print(format_plan(plan))
@@ -68,11 +69,12 @@ class StudyPlan:
     fingerprint: str  # short hash of everything that changes this study's results
     cost: Cost  # counting every conditional trial (an upper bound when `extension` > 0)
     extension: int = 0  # sweep: the most trials its lr extensions may add to `trials`
+    first_seed: int = 0  # the tuning trials' seed (tuning.first_seed)
 
     @property
     def reruns(self) -> tuple[int, ...]:
         """Seeds of the reruns of the best configuration."""
-        return tuple(range(1, self.seeds))
+        return tuple(range(self.first_seed + 1, self.first_seed + self.seeds))
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
             "pruner": tuning.pruner,
             "divergence_factor": tuning.divergence_factor,
             **_protocol_options(suite),
+            # other seeds, other runs; left out at 0 so that fingerprints from before the key stay valid
+            **({"first_seed": tuning.first_seed} if tuning.first_seed else {}),
         },
         "trainer": {  # what changes the numbers, not where they are computed
             "precision": suite.trainer.precision,
@@ -228,6 +232,7 @@ def make_plan(suite: Suite) -> Plan:
                     fingerprint=_fingerprint(suite, task, opt),
                     cost=_cost(suite, task, trials + extension + seeds - 1),
                     extension=extension,
+                    first_seed=suite.tuning.first_seed,
                 )
             )
     total = sum((s.cost for s in studies), Cost(0, 0))

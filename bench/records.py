@@ -25,8 +25,10 @@ Lightning's throughput figures, recorded as `system/...`, see `curve_name`):
 - params: the searched values `hp.<name>`, the optimizer's keyword arguments `opt.<name>`, seed,
   steps, schedule, warmup, batch_size (global), world_size, batch_size_per_device, global_batch_size;
 - summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target (names without a
-  `/`, so MLflow's chart view lists them after the curves), and every final validation metric in the tag
-  `bench.final` (the curves' last points, as JSON);
+  `/`, so MLflow's chart view lists them after the curves), the cost of a step (`COST_METRICS`, measured
+  by `bench.run.StepClock`): step_time_s and update_time_s (means after the first steps) and state_bytes
+  (the optimizer state's tensors), and every final validation metric in the tag `bench.final` (the
+  curves' last points, as JSON);
 - artifacts: the resolved suite (`RESOLVED_ARTIFACT`), and the traceback of a failed trial
   (`ERROR_ARTIFACT`). Its status is FINISHED, or FAILED when the outcome is `error`.
 
@@ -92,13 +94,15 @@ LEADERBOARD_DIR = "leaderboard"  # the suite run's artifact folder: the leaderbo
 # Summary metric names (no `/`: MLflow's chart view shows sections by prefix in alphabetical order and
 # the unprefixed "Model metrics" last, so the curves `train/...` and `val/...` come first).
 SUMMARY_METRICS = ("value", "steps", "time_s", "steps_to_target", "seconds_to_target", "tokens_to_target")
+# The cost of one optimizer step, logged as summary metrics too: `bench check` gates them (as ratios).
+COST_METRICS = ("step_time_s", "update_time_s", "state_bytes")
 
 # The columns of `table_row`, the trials table `bench.score` documents and consumes.
 COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
     "seconds_to_target", "tokens_to_target", "tokens_per_step", "protocol", "failure_value", "axis",
-    "axis_value", "axis_scale", "warmup",
+    "axis_value", "axis_scale", "warmup", *COST_METRICS,
 )  # fmt: skip
 
 
@@ -134,6 +138,9 @@ class Summary:
     tokens_to_target: float = math.nan
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    step_time_s: float = math.nan  # mean seconds per optimizer step (after the first steps)
+    update_time_s: float = math.nan  # of which the optimizer's update (clipping, step, scheduler)
+    state_bytes: float = math.nan  # bytes of the optimizer state's tensors after training, per process
 
 
 @dataclass(frozen=True)
@@ -268,6 +275,7 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         metrics = {
             "value": s.value, "steps": s.steps, "time_s": s.time_s, "steps_to_target": s.steps_to_target,
             "seconds_to_target": s.seconds_to_target, "tokens_to_target": s.tokens_to_target,
+            **{name: getattr(s, name) for name in COST_METRICS},
         }  # fmt: skip
     return RunFields(
         tags={k: text(v) for k, v in tags.items()},
@@ -419,6 +427,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
             seconds_to_target=m.get("seconds_to_target", math.nan),
             tokens_to_target=m.get("tokens_to_target", math.nan),
             final=json.loads(t.get(FINAL, "{}")),
+            **{name: m.get(name, math.nan) for name in COST_METRICS},
         )
 
     def param(name: str, default: Any = None) -> Any:
@@ -501,4 +510,5 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "axis_value": record.axis_value,
         "axis_scale": record.axis_scale,
         "warmup": _number(record.warmup),
+        **{name: getattr(s, name) for name in COST_METRICS},
     }

@@ -182,6 +182,7 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             "ttt_n": int(r["ttt_n"]),
             "reached_target": reached,
             "robustness": robustness_dict(board, r["task"], r),
+            **_gate_fields(board, r["task"], r["optimizer"]),
         }
     optimizers: dict[str, Any] = {}
     for opt, s in board.optimizers.iterrows():
@@ -213,6 +214,24 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
         "tasks": tasks,
         "optimizers": optimizers,
     }
+
+
+def _gate_fields(board: Leaderboard, task: str, optimizer: str) -> dict[str, Any]:
+    """What `bench check` compares besides the scores: the value of each seed rerun (seed -> value, to
+    pair seeds) and the cost of a step (per trial a mean after its first steps, the median over trials,
+    and ratios to the reference measured in the same run)."""
+    values = board.seed_values.get((task, optimizer), {})
+    out: dict[str, Any] = {"seed_values": {str(seed): _clean(v) for seed, v in values.items()}}
+    costs = board.costs
+    if costs is not None and (task, optimizer) in costs.index:
+        row = costs.loc[(task, optimizer)]
+        out["cost"] = {
+            "reference": board.reference,
+            "n_timed": int(row["n_timed"]),
+            **{name: _clean(row[name]) for name in records.COST_METRICS},
+            **{f"{name}_ratio": _clean(row[f"{name}_ratio"]) for name in records.COST_METRICS},
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,6 +377,7 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
                 "",
                 f"No optimizer reached the target {_fmt(info['target'])} (success 0%, time to target never).",
             ]
+        lines += _cost_lines(board, task)
         for key, title in (
             (f"lr_sensitivity_{_safe(task)}", "learning-rate sensitivity"),
             (f"expected_best_{_safe(task)}", "expected best of k"),
@@ -368,6 +388,60 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         lines += robustness_section(board, task, plots)
     lines += ["", "## Legend", "", LEGEND, ROBUST_LEGEND]
     return "\n".join(lines)
+
+
+def _bytes(x: float) -> str:
+    if not np.isfinite(x):
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def _cost_lines(board: Leaderboard, task: str) -> list[str]:
+    """A small table of what a step costs each optimizer on `task` (empty when nothing was measured)."""
+    costs = board.costs
+    if costs is None or task not in costs.index.get_level_values(0):
+        return []
+    sub = costs.xs(task, level="task")
+    if not np.isfinite(sub[["step_time_s", "state_bytes"]].to_numpy(dtype=float)).any():
+        return []
+
+    def ratio(x: float) -> str:
+        return "—" if not np.isfinite(x) else f"{x:.2f}x"
+
+    timed = board.wall_clock  # seconds are shown only where the suite says its machine is quiet
+    body = [
+        [
+            str(opt),
+            *(
+                [
+                    _fmt(1000 * r["step_time_s"], 3) + f" ({int(r['n_timed'])})",
+                    ratio(r["step_time_s_ratio"]),
+                    _fmt(1000 * r["update_time_s"], 3),
+                    ratio(r["update_time_s_ratio"]),
+                ]
+                if timed
+                else []
+            ),
+            _bytes(r["state_bytes"]),
+            ratio(r["state_bytes_ratio"]),
+        ]
+        for opt, r in sub.iterrows()
+    ]
+    header = ["optimizer"]
+    if timed:
+        header += ["step ms (trials)", f"vs {board.reference}", "update ms", f"vs {board.reference}"]
+    header += ["optimizer state", f"vs {board.reference}"]
+    what = (
+        "per trial the mean step time after its first steps, the median over completed trials; ratios to "
+        f"`{board.reference}` measured in the same run"
+        if timed
+        else f"the optimizer state's bytes, ratio to `{board.reference}`; step times are recorded but not "
+        "shown: they are wall-clock on a possibly shared machine (`leaderboard: {wall_clock: true}` shows them)"
+    )
+    return ["", f"Cost of a step ({what}):", "", *_table(header, body)]
 
 
 # ---------------------------------------------------------------------------------------------------

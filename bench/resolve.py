@@ -17,6 +17,7 @@ Rules, so that downstream code need not know them:
 - An optimizer's `schedule:` is merged over the suite's `schedule:`; optimizers flagged `schedule_free`
   or `no_schedule` get a constant schedule unless their item names one.
 - `leaderboard.reference` defaults to `adamw` when the suite has it, else to the first optimizer.
+- `check:` names optimizer labels (`beat`, `beat_optimizers`) and tasks (`noise_floor`) of this suite.
 - What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, each task's
   global batch must split over `trainer.devices x trainer.num_nodes` processes, and optimizers flagged
   `closure` (SAM) can't accumulate gradients.
@@ -45,6 +46,7 @@ from bench.registry import UnknownNameError, did_you_mean, entries_of, load_impo
 from bench.schema import (
     LABEL,
     LABEL_RULE,
+    CheckSpec,
     FrozenMap,
     KeyPath,
     LeaderboardSpec,
@@ -271,7 +273,7 @@ class _Resolver:
     ) -> OptimizerSpec | None:
         p: KeyPath = ("optimizers", i)
         entry = self.optimizer_entry(cfg.name, p if bare else (*p, "name"))
-        label = cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
+        label = label_of(cfg)
         label_ok = self.problems.require(
             bool(LABEL.match(label)), (*p, "label"), f"expected {LABEL_RULE} (it becomes part of study names), got {label!r}"
         )  # fmt: skip
@@ -386,12 +388,15 @@ class _Resolver:
         if trainer.accelerator == "auto" and settings.device != "auto":  # the project's default device
             trainer = trainer.model_copy(update={"accelerator": settings.device})
         leaderboard = self.section("leaderboard", LeaderboardSpec, LeaderboardSpec())
+        check = self.section("check", CheckSpec, CheckSpec())
         schedule_cfg = self.section("schedule", Schedule, ScheduleConfig())
         suite_schedule = schedule_cfg.model_dump(exclude_unset=True)
         self.schedule_spec(suite_schedule, ("schedule",))  # validate even if every optimizer overrides it
 
         tasks: list[TaskSpec] = []
+        task_names: list[str] = []  # every item's name, resolved or not
         for i, cfg, bare in self.items("tasks", Task, "[digits_cnn, pydocs_gpt_tiny]"):
+            task_names.append(cfg.name)
             task = self.task(i, cfg, bare)
             if task is None:
                 continue
@@ -402,7 +407,9 @@ class _Resolver:
             tasks.append(task)
         optimizers: list[OptimizerSpec] = []
         where: list[int] = []  # the item index of each resolved optimizer
+        written: list[str] = []  # every item's label, resolved or not (an unimported one still has one)
         for i, cfg, bare in self.items("optimizers", Optimizer, "[adamw, sgd]"):
+            written.append(label_of(cfg))
             opt = self.optimizer(i, cfg, bare, suite_schedule)
             if opt is None:
                 continue
@@ -414,8 +421,8 @@ class _Resolver:
                     f"duplicate optimizer label '{opt.label}' (also optimizers[{j}]); give one a `label:`",
                 )
             optimizers.append(opt)
-        labels = [o.label for o in optimizers]
-        leaderboard = self.reference(leaderboard, labels)
+        leaderboard = self.reference(leaderboard, written)
+        self.check_names(check, written, list(dict.fromkeys([*task_names, *(t.name for t in tasks)])))
         self.launch_free_checks(trainer, tasks, optimizers)
         if tuning.protocol == "sweep":
             self.sweep_checks(tuning, list(zip(where, optimizers, strict=True)))
@@ -432,6 +439,7 @@ class _Resolver:
             leaderboard=leaderboard,
             settings=settings,
             overrides=overrides,
+            check=check,
         )
 
     def reference(self, lb: LeaderboardSpec, labels: list[str]) -> LeaderboardSpec:
@@ -477,6 +485,37 @@ class _Resolver:
                     f"Searched: {', '.join(searched) or '(nothing but lr)'}",
                 )
 
+    def check_names(self, check: CheckSpec, labels: list[str], tasks: list[str]) -> None:
+        """The labels and tasks `check:` names are this suite's."""
+        if not labels or not tasks:
+            return  # the optimizers or tasks had their own problems
+        named = [(("check", "beat"), check.beat)] if check.beat is not None else []
+        named += [(("check", "beat_optimizers", i), b) for i, b in enumerate(check.beat_optimizers)]
+        for where, label in named:
+            self.problems.require(
+                label in labels,
+                where,
+                f"'{label}' is not an optimizer label of this suite.{did_you_mean(label, labels)} "
+                f"Labels: {', '.join(labels)}",
+            )
+        if check.beat is not None:
+            self.problems.require(
+                check.beat not in check.beat_optimizers,
+                ("check", "beat_optimizers"),
+                f"'{check.beat}' is the optimizer to beat (check.beat); it cannot also have to beat itself",
+            )
+            self.problems.require(
+                len(labels) > 1 or bool(check.beat_optimizers),
+                ("check", "beat"),
+                f"the suite has no other optimizer to compare with '{check.beat}'",
+            )
+        for task in check.noise_floor:
+            self.problems.require(
+                task in tasks,
+                ("check", "noise_floor", task),
+                f"'{task}' is not a task of this suite.{did_you_mean(task, tasks)} Tasks: {', '.join(tasks)}",
+            )
+
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
     ) -> None:
@@ -521,6 +560,11 @@ def failure_cost(
     if value is None:
         return None, f"not declared for {metric}: {declared.why}"
     return float(value), declared.why
+
+
+def label_of(cfg: Any) -> str:
+    """An optimizer item's label: `label:`, else its name (the class name of an import path)."""
+    return cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:

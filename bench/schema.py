@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
 )
@@ -47,6 +49,8 @@ Problem = tuple[KeyPath, str]
 # One definition of each choice: Literal types for the models, tuples for everyone else.
 Protocol = Literal["random", "qmc", "tpe", "cmaes", "grid", "sweep", "defaults"]
 Pruner = Literal["none", "median", "hyperband"]
+CheckMethod = Literal["test", "tolerance"]
+Correction = Literal["holm", "bh", "none"]  # the names bench.stats.adjust takes
 Device = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 Precision = Literal[
     "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
@@ -249,6 +253,7 @@ class TuningSpec(Model):
         1, ge=1, le=MAX_SEEDS, description="seeds the best configuration runs on, counting the tuning run"
     )
     sampler_seed: int = Field(0, description="same seed, same configurations")
+    first_seed: int = Field(0, ge=0, description="seed of the tuning trials; the reruns of the best take the next seeds - 1 (another value reruns the suite on fresh seeds)")  # fmt: skip
     pruner: Pruner = Field("none", description="stops unpromising tuning trials early")
     trial_time_budget_s: Annotated[float | None, OrNull()] = Field(
         None, gt=0, description="wall-clock cap per trial (outcome timeout)"
@@ -288,6 +293,27 @@ class LeaderboardSpec(Model):
     reference: str | None = Field(None, description="optimizer label the fixed-reference profile divides by (default: adamw, else the first)")  # fmt: skip
     r_max: float = Field(4.0, gt=1, description="performance profiles' largest ratio")
     wall_clock: bool = Field(False, description="show seconds to target and the seconds profile: only for trials that each ran alone on a quiet, dedicated machine (wall-clock time measures the machine's load too)")  # fmt: skip
+
+
+class CheckSpec(Model):
+    """How `bench check` gates a run against a baseline leaderboard and a reference optimizer (the
+    statistics are bench/stats.py's; docs/ci.md explains every key). `bench.resolve` checks the labels
+    and task names it mentions."""
+
+    method: CheckMethod = Field("test", description="test: one-sided significance tests with a margin; tolerance: the older rule max(rel_tol x |baseline|, seed_k x pooled seed std, abs_tol)")  # fmt: skip
+    alpha: float = Field(0.05, gt=0, le=0.5, description="false-alarm rate of the whole gate on unchanged code (family-wise, see correction)")  # fmt: skip
+    correction: Correction = Field("holm", description="for testing many (task, optimizer) pairs: holm (family-wise), bh (false discovery rate) or none")  # fmt: skip
+    power: float = Field(0.8, gt=0, lt=1, description="power at which the smallest detectable effect is reported")  # fmt: skip
+    rel_tol: float = Field(0.02, ge=0, description="margin: a change smaller than rel_tol x |baseline| is never a regression")  # fmt: skip
+    abs_tol: float = Field(0.0, ge=0, description="margin in the metric's units (the larger margin applies)")
+    seed_k: float = Field(2.0, ge=0, description="method tolerance only: seed stds allowed")
+    noise_floor: Annotated[dict[str, Annotated[float, Field(ge=0)]], AfterValidator(lambda v: freeze(v)), PlainSerializer(lambda v: thaw(v))] = Field(default_factory=FrozenMap, description="task -> smallest std of one run's metric the tests assume (modded-nanogpt pins its run-to-run sigma)")  # fmt: skip
+    step_time_tol: Annotated[float | None, OrNull()] = Field(0.25, gt=0, description="fail when the step-time ratio to the reference grows by more than this fraction; null: not gated")  # fmt: skip
+    update_time_tol: Annotated[float | None, OrNull()] = Field(None, gt=0, description="the same for the optimizer update's time alone; null: not gated")  # fmt: skip
+    memory_tol: Annotated[float | None, OrNull()] = Field(0.05, ge=0, description="fail when the optimizer-state bytes ratio to the reference grows by more than this fraction; null: not gated")  # fmt: skip
+    beat: str | None = Field(None, description="an optimizer label the others must significantly beat on every task, in the same run")  # fmt: skip
+    beat_optimizers: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field((), description="the labels that must beat it (default: every other optimizer)")  # fmt: skip
+    beat_by: float = Field(0.0, ge=0, description="the improvement required, as a fraction of the reference's |mean|")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -375,6 +401,7 @@ class SuiteConfig(Model):
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
+    check: CheckSpec = Field(default_factory=CheckSpec)
 
 
 class ProjectConfig(Settings):

@@ -66,7 +66,7 @@ import pandas as pd
 
 from bench import robustness
 from bench.outcomes import FAILED, OUTCOMES
-from bench.records import KINDS
+from bench.records import COST_METRICS, KINDS
 from bench.robustness import Scored
 from bench.schema import LeaderboardSpec
 
@@ -504,6 +504,8 @@ class Leaderboard:
     spec: LeaderboardSpec = field(default_factory=LeaderboardSpec)
     points: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POINT_COLUMNS))
     failure_why: Mapping[str, str] = field(default_factory=dict)  # task -> how its failure cost was set
+    seed_values: Mapping[tuple[str, str], Mapping[int, float]] = field(default_factory=dict)  # `seed_values`
+    costs: pd.DataFrame | None = None  # `costs`: step time and state bytes, and their ratios to the reference
     wall_clock: bool = False  # seconds to target measured (the spec's `wall_clock`), else NaN
 
     def row(self, task: str, optimizer: str) -> pd.Series:
@@ -659,6 +661,8 @@ def leaderboard(
         spec=spec,
         points=points,
         failure_why=dict(failure_why or {}),
+        seed_values=seed_values(t),
+        costs=costs(t, spec.reference),
         wall_clock=spec.wall_clock,
     )
 
@@ -997,3 +1001,67 @@ def _robust_ranks(out: pd.DataFrame, modes: Mapping[str, str]) -> None:
         sign = -1.0 if col == "cpe" and modes[task] == "max" else 1.0
         out.loc[have, "robust_rank"] = rank_with_ties(sign * v.loc[have].to_numpy())[0]
         out.loc[idx, "robust_by"] = name
+
+
+# What `bench check` compares besides the leaderboard's numbers: per-seed values, the cost of a step
+
+
+def seed_values(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, float]]:
+    """Every run of a (task, optimizer)'s best configuration that was not picked for being best, by seed:
+    its seed reruns, and its tuning run too when that was the study's only scored configuration
+    (protocol `defaults`, or one trial: nothing was selected, so it is an unbiased draw). Values are in
+    the metric's units, filled as in the leaderboard (failed: the task's worst, +inf when it has none;
+    pruned: absent). With one tuning run their mean is not `seed_mean`, which leaves it out.
+
+    `bench check` pairs these values by seed: a seed fixes a task's initialisation and data order, so the
+    same seed on two sides differs only by what changed. Empty when the table has no `seed` column."""
+    t = prepare(df)
+    if "seed" not in t.columns:
+        return {}
+    scored = t[t["_scored"]]
+    tune = scored[scored["kind"] == "tune"]
+    alone = tune.groupby(["task", "optimizer"])["trial_id"].transform("size") == 1
+    runs = pd.concat([tune[alone], scored[scored["kind"] == "seed"]])
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for (task, opt), g in runs.groupby(["task", "optimizer"], sort=True):
+        mode = str(g["mode"].iloc[0])
+        out[(str(task), str(opt))] = {
+            int(seed): float(_natural(v, mode))
+            for seed, v in sorted(zip(g["seed"].astype(int), g[_PREPARED].astype(float), strict=True))
+        }
+    return out
+
+
+def costs(df: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """What a step costs each (task, optimizer): columns step_time_s, update_time_s, state_bytes (the
+    median over its completed trials, tune and seed, that measured them; see `bench.run.StepClock`),
+    n_timed (the trials behind step_time_s), and `<column>_ratio`: divided by the `reference` optimizer's
+    value on the same task (NaN without one). Times measured in one run are compared as ratios because a
+    machine's speed and load move both sides alike; the median keeps a few disturbed trials out."""
+    t = prepare(df)
+    cols = [c for c in COST_METRICS if c in t.columns]
+    done = t[t["outcome"] == "completed"]
+    index = pd.MultiIndex.from_frame(
+        t[["task", "optimizer"]].drop_duplicates().sort_values(["task", "optimizer"])
+    )
+    out = pd.DataFrame(index=index)
+    for col in COST_METRICS:
+        values = (
+            pd.to_numeric(done[col], errors="coerce") if col in cols else pd.Series(np.nan, index=done.index)
+        )
+        measured = done.assign(_v=values)[np.isfinite(values)]
+        out[col] = measured.groupby(["task", "optimizer"])["_v"].median().reindex(index)
+        if col == "step_time_s":
+            out["n_timed"] = measured.groupby(["task", "optimizer"]).size().reindex(index, fill_value=0)
+    for col in COST_METRICS:
+        ref = pd.Series(np.nan, index=index)
+        if reference is not None:
+            per_task = (
+                out[col].xs(reference, level="optimizer") if reference in index.get_level_values(1) else None
+            )
+            if per_task is not None:
+                ref = pd.Series(index.get_level_values(0).map(per_task).to_numpy(dtype=float), index=index)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"{col}_ratio"] = (out[col] / ref).where(ref > 0)
+    out["n_timed"] = out["n_timed"].astype(int)
+    return out

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.schema import FrozenMap, KeyPath, LeaderboardSpec, Settings, TrainerSpec, TuningSpec, thaw
+from bench.schema import (
+    CheckSpec,
+    FrozenMap,
+    KeyPath,
+    LeaderboardSpec,
+    Settings,
+    TrainerSpec,
+    TuningSpec,
+    thaw,
+)
 from bench.space import Param
 from bench.tasks.base import Mode, TaskEntry
 
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from bench.optimizers.schedules import Schedule
 
 __all__ = [
-    "LeaderboardSpec", "OptimizerSpec", "Problems", "ScheduleSpec", "Settings", "SpecError", "Suite",
+    "CheckSpec", "LeaderboardSpec", "OptimizerSpec", "Problems", "ScheduleSpec", "Settings", "SpecError", "Suite",
     "TaskSpec", "TrainerSpec", "TuningSpec", "fmt_path",
 ]  # fmt: skip
 
@@ -159,6 +168,7 @@ class Suite:
     leaderboard: LeaderboardSpec
     settings: Settings
     overrides: FrozenMap = field(default_factory=FrozenMap)  # `--set`s it was loaded with (reload in workers)
+    check: CheckSpec = field(default_factory=CheckSpec)  # how `bench check` gates it (bench.check)
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -173,6 +183,7 @@ class Suite:
             "tuning": thaw(self.tuning),
             "trainer": thaw(self.trainer),
             "leaderboard": thaw(self.leaderboard),
+            "check": thaw(self.check),
         }
 
 

@@ -111,6 +111,21 @@ def test_defaults_protocol_runs_one_trial_per_study(workdir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_first_seed_moves_every_run_of_a_study_to_fresh_seeds(workdir: Path) -> None:
+    tuning = {"protocol": "defaults", "seeds": 3, "first_seed": 7}
+    suite = write_suite(workdir, name="fresh", optimizers=["adamw"], tuning=tuning)
+    assert main(["run", str(suite)]) == 0
+    seeds = sorted((r["bench.kind"], int(r["bench.seed"])) for r in trial_runs(workdir))
+    assert seeds == [("seed", 8), ("seed", 9), ("tune", 7)]
+    data = json.loads((workdir / "leaderboards" / "fresh.json").read_text())
+    entry = data["tasks"]["digits_cnn"]["optimizers"]["adamw"]
+    assert set(entry["seed_values"]) == {"7", "8", "9"}  # the lone tuning run counts: nothing was selected
+    cost = entry["cost"]
+    assert cost["step_time_s"] > cost["update_time_s"] > 0 and cost["n_timed"] == 3
+    assert cost["state_bytes"] > 0 and cost["step_time_s_ratio"] == 1.0  # adamw is its own reference
+
+
+@pytest.mark.slow
 def test_pruned_trials_are_recorded_as_pruned(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import optuna
 

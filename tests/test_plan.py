@@ -112,6 +112,7 @@ def test_fingerprint_is_stable_across_loads(tmp_path: Path) -> None:
         {"schedule.warmup": 0.3},
         {"tuning.protocol": "qmc"},
         {"tuning.sampler_seed": 1},
+        {"tuning.first_seed": 100},
         {"tuning.pruner": "median"},
         {"trainer.precision": "bf16-mixed"},
     ],
@@ -135,12 +136,20 @@ def test_fingerprint_changes_with_what_changes_results(tmp_path: Path, override:
         {"leaderboard.ks": [1, 2, 3]},
         {"description": "other words"},
         {"trainer.accelerator": "cpu"},
+        {"tuning.first_seed": 0},  # the default, written out: fingerprints from before the key hold
+        {"check.alpha": 0.01},
     ],
-    ids=lambda o: next(iter(o)),
+    ids=lambda o: f"{next(iter(o))}={next(iter(o.values()))}",
 )
 def test_fingerprint_ignores_bookkeeping(tmp_path: Path, override: dict) -> None:
     before = plan_of(tmp_path).studies[0].fingerprint
     assert plan_of(tmp_path, overrides=override).studies[0].fingerprint == before
+
+
+def test_first_seed_moves_the_tuning_seed_and_the_reruns(tmp_path: Path) -> None:
+    assert plan_of(tmp_path).studies[0].reruns == (1,)
+    study = plan_of(tmp_path, overrides={"tuning.first_seed": 100, "tuning.seeds": 4}).studies[0]
+    assert study.first_seed == 100 and study.reruns == (101, 102, 103)
 
 
 def test_other_studies_keep_their_fingerprint(tmp_path: Path) -> None:

@@ -410,6 +410,70 @@ def test_ten_thousand_trials_score_fast():
 OUTCOMES_WEIGHTED = ["completed"] * 16 + ["pruned", "diverged", "diverged", "oom", "timeout", "error"]
 
 
+# -- what bench check compares: per-seed values and the cost of a step --------------------------------
+def gate_table() -> pd.DataFrame:
+    """Task t (min): `ref` and `new` with two seed reruns each; `new` has a failed rerun on seed 2.
+    Task u (max): one seed rerun each. Costs: `new` steps 1.5x slower and keeps 2x the state on t."""
+    t, u = {"task": "t"}, {"task": "u", "mode": "max"}
+    cost = {"step_time_s": 0.10, "update_time_s": 0.01, "state_bytes": 800.0}
+    slow = {"step_time_s": 0.15, "update_time_s": 0.03, "state_bytes": 1600.0}
+    rows = [
+        trial(optimizer="ref", value=0.30, **t, **cost),
+        trial(optimizer="ref", value=0.32, kind="seed", seed=1, **t, **cost),
+        trial(optimizer="ref", value=0.34, kind="seed", seed=2, **t, **{**cost, "step_time_s": 0.50}),
+        trial(optimizer="new", value=0.20, **t, **slow),
+        trial(optimizer="new", value=0.22, kind="seed", seed=1, **t, **slow),
+        trial(optimizer="new", value=NAN, kind="seed", seed=2, outcome="diverged", **t, **slow),
+        trial(optimizer="ref", value=0.8, **u, **cost),
+        trial(optimizer="ref", value=0.7, kind="seed", seed=1, **u, **cost),
+        trial(optimizer="new", value=0.9, **u),  # no cost measured (a table from before StepClock)
+        trial(optimizer="new", value=0.85, kind="seed", seed=1, **u),
+    ]
+    return table(rows)
+
+
+def test_seed_values_are_the_unselected_runs_of_the_best_configuration_by_seed():
+    values = score.seed_values(gate_table())
+    # one tuning run per study (nothing was selected): it counts, on its seed 0, beside the reruns
+    assert values[("t", "ref")] == {0: 0.30, 1: 0.32, 2: 0.34}
+    assert values[("t", "new")] == {0: 0.20, 1: 0.22, 2: 0.34}  # the failed rerun counts as t's worst, 0.34
+    assert values[("u", "new")] == {0: 0.9, 1: 0.85}  # in the metric's units (max)
+    # a second tuning trial: the best one was selected, so only the reruns are unbiased
+    searched = pd.concat(
+        [gate_table(), table([trial(optimizer="ref", value=0.5, task="t")])], ignore_index=True
+    )
+    assert score.seed_values(searched)[("t", "ref")] == {1: 0.32, 2: 0.34}
+    board = score.leaderboard(searched, LeaderboardSpec(reference="ref"))
+    assert board.seed_values == score.seed_values(searched)
+    reruns = score.seed_values(searched)[("t", "ref")].values()
+    assert np.mean(list(reruns)) == pytest.approx(board.row("t", "ref")["seed_mean"])
+    assert score.seed_values(gate_table().drop(columns="seed")) == {}
+
+
+def test_costs_are_medians_over_completed_trials_and_ratios_to_the_reference():
+    c = score.costs(gate_table(), "ref")
+    # ref on t: step times 0.10, 0.10, 0.50 -> median 0.10 (the disturbed trial does not move it)
+    assert c.loc[("t", "ref"), "step_time_s"] == pytest.approx(0.10) and c.loc[("t", "ref"), "n_timed"] == 3
+    # new on t: the diverged rerun is left out; 0.15 over 0.10
+    assert c.loc[("t", "new"), "n_timed"] == 2
+    assert c.loc[("t", "new"), "step_time_s_ratio"] == pytest.approx(1.5)
+    assert c.loc[("t", "new"), "update_time_s_ratio"] == pytest.approx(3.0)
+    assert c.loc[("t", "new"), "state_bytes_ratio"] == pytest.approx(2.0)
+    assert c.loc[("t", "ref"), "step_time_s_ratio"] == pytest.approx(1.0)
+    assert math.isnan(c.loc[("u", "new"), "step_time_s"]) and c.loc[("u", "new"), "n_timed"] == 0
+    assert math.isnan(c.loc[("u", "new"), "state_bytes_ratio"])
+    assert score.costs(gate_table(), None)["step_time_s_ratio"].isna().all()
+    assert (
+        score.costs(gate_table().drop(columns=["step_time_s", "update_time_s", "state_bytes"]), "ref")[
+            "step_time_s"
+        ]
+        .isna()
+        .all()
+    )
+    board = score.leaderboard(gate_table(), LeaderboardSpec(reference="ref"))
+    assert board.costs.loc[("t", "new"), "state_bytes"] == 1600
+
+
 def test_wall_clock_time_is_not_measured_unless_the_suite_declares_a_dedicated_machine():
     df = table(
         [
