@@ -19,6 +19,12 @@ Rules, so that downstream code need not know them:
 - `leaderboard.reference` defaults to `adamw` when the suite has it, else to the first optimizer.
 - What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, and each task's
   global batch must split over `trainer.devices x trainer.num_nodes` processes.
+- A task's `scan:` (see `bench.scans`) needs at least one axis, `steps` or `tokens` but not both,
+  `tokens` only for tasks that count them, no value twice; every `options` value is checked by the
+  entry's options schema, and every point's batch must split over the processes.
+- `cooldown_shape` other than linear and `horizons` need the `wsd` schedule; the horizons of every
+  (task or point, optimizer) must make branches of one run (`bench.horizons.plan_horizons`: distinct
+  step counts, each cooldown starting after the warmup).
 
 Names written as import paths (`package.module:Name`, a user's task factory or optimizer) are imported
 only with `imports=True` (`bench run`, `bench plan`); `bench validate` only checks that the module
@@ -35,7 +41,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.horizons import HorizonError, plan_horizons
 from bench.registry import UnknownNameError, did_you_mean, entries_of, load_import_path
+from bench.scans import points
 from bench.schema import (
     LABEL,
     LABEL_RULE,
@@ -43,6 +51,7 @@ from bench.schema import (
     KeyPath,
     LeaderboardSpec,
     Optimizer,
+    ScanConfig,
     Schedule,
     ScheduleConfig,
     Settings,
@@ -56,7 +65,7 @@ from bench.schema import (
     parse,
 )
 from bench.space import Param, SpaceError, parse_param
-from bench.spec import OptimizerSpec, Problems, ScheduleSpec, Suite, TaskSpec
+from bench.spec import OptimizerSpec, Problems, ScanSpec, ScheduleSpec, Suite, TaskSpec
 
 if TYPE_CHECKING:
     from bench.catalog import Registries
@@ -180,6 +189,9 @@ class _Resolver:
         options = self.task_options(entry, cfg.options, (*p, "options"))
         if not ok or options is None:
             return None
+        scan = self.scan(entry, cfg.scan, options, (*p, "scan")) if cfg.scan is not None else None
+        if cfg.scan is not None and scan is None:
+            return None
         # The entry's target is for its own metric; another metric has none unless the suite gives one.
         target = cfg.target if cfg.target is not None else (entry.target if metric == entry.metric else None)
         return TaskSpec(
@@ -192,7 +204,56 @@ class _Resolver:
             mode=metrics[metric],
             target=target,
             eval_every=cfg.eval_every if cfg.eval_every is not None else entry.eval_every,
+            scan=scan,
         )
+
+    def scan(self, entry: TaskEntry, cfg: ScanConfig, options: FrozenMap, where: KeyPath) -> ScanSpec | None:
+        """The scan's axes in product order (batch_size, options as written, steps or tokens)."""
+        ok = True
+        axes: list[tuple[str, tuple[Any, ...]]] = []
+        if cfg.batch_size is not None:
+            axes.append(("batch_size", cfg.batch_size))
+        known = list(entry.options.model_fields)
+        for key, values in cfg.options.items():
+            if key not in known:
+                self.problems.add((*where, "options", key), f"unknown option '{key}' for task '{entry.name}'."
+                                  f"{did_you_mean(key, known)} Options: {', '.join(known) or '(none)'}")  # fmt: skip
+                ok = False
+                continue
+            if not isinstance(values, tuple) or not values:
+                self.problems.add(
+                    (*where, "options", key), f"expected a non-empty list of values, got {values!r}"
+                )
+                ok = False
+                continue
+            for j, value in enumerate(values):
+                _, found = parse(entry.options, {**options, key: value})
+                for path, message in found:
+                    self.problems.add((*where, "options", key, j, *path[1:]), message)
+                    ok = False
+            axes.append((f"options.{key}", values))
+        if cfg.steps is not None and cfg.tokens is not None:
+            self.problems.add((*where, "tokens"), "give the training lengths as steps or as tokens, not both")
+            ok = False
+        if cfg.tokens is not None and entry.tokens_per_step is None:
+            self.problems.add(
+                (*where, "tokens"), f"task '{entry.name}' does not count tokens; scan `steps` instead"
+            )
+            ok = False
+        if cfg.steps is not None:
+            axes.append(("steps", cfg.steps))
+        if cfg.tokens is not None:
+            axes.append(("tokens", cfg.tokens))
+        if not axes and ok:
+            self.problems.add(where, "expected at least one axis: batch_size, options, steps or tokens")
+            ok = False
+        for axis, values in axes:
+            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+            if repeated:
+                key = (*where, *axis.split(".", 1))
+                self.problems.add(key, f"{', '.join(repeated)} given twice: each value is one point")
+                ok = False
+        return ScanSpec(axes=tuple(axes), lr=cfg.lr) if ok else None
 
     def task_options(self, entry: TaskEntry, given: Mapping[str, Any], where: KeyPath) -> FrozenMap | None:
         known = list(entry.options.model_fields)
@@ -339,8 +400,28 @@ class _Resolver:
         except UnknownNameError as e:
             self.problems.add((*where, "name"), str(e))
             return None
+        ok = True
+        for key, given in (
+            ("cooldown_shape", cfg.cooldown_shape != "linear"),
+            ("horizons", bool(cfg.horizons)),
+        ):
+            if given and entry.name != "wsd":
+                self.problems.add(
+                    (*where, key), f"applies to the wsd schedule only, not '{entry.name}' (set name: wsd)"
+                )
+                ok = False
+        if len(set(cfg.horizons)) != len(cfg.horizons):
+            self.problems.add((*where, "horizons"), f"a horizon is given twice: {list(cfg.horizons)}")
+            ok = False
+        if not ok:
+            return None
         return ScheduleSpec(
-            entry=entry, warmup=cfg.warmup, cooldown=cfg.cooldown, min_lr_ratio=cfg.min_lr_ratio
+            entry=entry,
+            warmup=cfg.warmup,
+            cooldown=cfg.cooldown,
+            min_lr_ratio=cfg.min_lr_ratio,
+            cooldown_shape=cfg.cooldown_shape,
+            horizons=tuple(sorted(cfg.horizons)),
         )
 
     def schedule(
@@ -406,6 +487,7 @@ class _Resolver:
         labels = [o.label for o in optimizers]
         leaderboard = self.reference(leaderboard, labels)
         self.launch_free_checks(trainer, tasks, optimizers)
+        self.horizon_checks(tasks, optimizers, trainer.accumulate_grad_batches)
         if pr or self.unresolved:
             return None
         return Suite(
@@ -433,6 +515,27 @@ class _Resolver:
         default = "adamw" if "adamw" in labels else (labels[0] if labels else None)
         return lb.model_copy(update={"reference": default})
 
+    def horizon_checks(self, tasks: list[TaskSpec], optimizers: list[OptimizerSpec], accumulate: int) -> None:
+        """Every (task or scan point, optimizer) with horizons makes branches of one run."""
+        for i, opt in enumerate(optimizers):
+            if not opt.schedule.horizons:
+                continue
+            item = self.tree.get("optimizers", [])[i] if i < len(self.tree.get("optimizers", [])) else None
+            own = (
+                isinstance(item, Mapping)
+                and isinstance(item.get("schedule"), Mapping)
+                and "horizons" in item["schedule"]
+            )
+            where: KeyPath = ("optimizers", i, "schedule", "horizons") if own else ("schedule", "horizons")
+            for task in tasks:
+                for point in points(task, accumulate):
+                    try:
+                        plan_horizons(opt.schedule, point.steps)
+                    except HorizonError as e:
+                        self.problems.add(
+                            where, f"{point.label} ({point.steps} steps), optimizer '{opt.label}': {e}"
+                        )
+
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
     ) -> None:
@@ -454,14 +557,21 @@ class _Resolver:
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:
-    """Each task's global batch splits evenly over `n` processes."""
+    """Each task's (and each scan point's) global batch splits evenly over `n` processes."""
     for i, task in enumerate(tasks):
+        scanned = dict(task.scan.axes).get("batch_size", ()) if task.scan is not None else ()
         problems.require(
-            task.batch_size % n == 0,
+            task.batch_size % n == 0 or bool(scanned),  # a scanned batch replaces the task's own
             ("tasks", i, "batch_size"),
             f"{task.batch_size} does not split evenly over {n} processes (the batch size is global: "
             f"each process loads batch_size / {n}); use a multiple of {n}",
         )
+        for j, batch in enumerate(scanned):
+            problems.require(
+                batch % n == 0,
+                ("tasks", i, "scan", "batch_size", j),
+                f"{batch} does not split evenly over {n} processes (the batch size is global); use a multiple of {n}",
+            )
 
 
 def hparam_names(entry: OptimizerEntry) -> list[str]:

@@ -1,0 +1,59 @@
+"""Scan points: the product of a task's axes, their labels, tokens as steps, and the lr transfer factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.loader import load_suite
+from bench.scans import axis_label, points, tokens_per_step, transfer_factor
+
+
+def task_of(tmp_path: Path, task: str, optimizers: str = "[adamw]"):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\ntasks:\n  - {task}\noptimizers: {optimizers}\n")
+    return load_suite(path).tasks[0]
+
+
+def test_points_are_the_product_of_the_axes_in_order(tmp_path: Path) -> None:
+    task = task_of(
+        tmp_path,
+        "{name: digits_cnn, steps: 50, scan: {batch_size: [32, 128], options: {width: [8, 16]}, steps: [10, 20]}}",
+    )
+    pts = points(task)
+    assert [p.point for p in pts] == [
+        "bs32-width8-s10", "bs32-width8-s20", "bs32-width16-s10", "bs32-width16-s20",
+        "bs128-width8-s10", "bs128-width8-s20", "bs128-width16-s10", "bs128-width16-s20",
+    ]  # fmt: skip
+    p = pts[5]
+    assert (p.batch_size, p.options["width"], p.steps) == (128, 8, 20)
+    assert p.label == "digits_cnn@bs128-width8-s20" and p.scan is None
+    assert dict(p.axes) == {"batch_size": 128, "options.width": 8, "steps": 20}
+    assert points(task_of(tmp_path, "digits_cnn")) == (task_of(tmp_path, "digits_cnn"),)
+
+
+def test_a_tokens_axis_becomes_steps_at_each_points_batch(tmp_path: Path) -> None:
+    task = task_of(tmp_path, "{name: pydocs_gpt_tiny, scan: {batch_size: [16, 32], tokens: [1.0e6]}}")
+    small, large = points(task)
+    assert small.point == "bs16-t1M" and large.point == "bs32-t1M"
+    assert small.steps == round(1e6 / tokens_per_step(small)) and large.steps == round(
+        1e6 / tokens_per_step(large)
+    )
+    assert small.steps == pytest.approx(2 * large.steps, abs=1)
+
+
+def test_labels_stay_one_word() -> None:
+    assert axis_label("batch_size", 256) == "bs256"
+    assert axis_label("tokens", 2.5e9) == "t2500M"
+    assert axis_label("options.dropout", 0.1) == "dropout0p1"
+    assert axis_label("options.arch", "resnet/18") == "archresnet_18"
+
+
+def test_transfer_follows_the_declared_rule_on_global_batches(tmp_path: Path) -> None:
+    task = task_of(tmp_path, "{name: digits_cnn, scan: {batch_size: [32, 128]}}")
+    source, point = points(task)
+    assert transfer_factor("linear", source, point) == pytest.approx(4.0)
+    assert transfer_factor("sqrt", source, point) == pytest.approx(2.0)
+    assert transfer_factor("none", source, point) == 1.0
+    assert transfer_factor("sqrt", source, point, accumulate_grad_batches=4) == pytest.approx(2.0)
