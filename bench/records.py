@@ -11,6 +11,13 @@ module spells a tag name.
                                                        budget spent and outcome counts (`budget_metrics`)
         run "<task>/<optimizer>#<n>"      kind=tune    `TrialRecord`: one per tuning trial (child)
         run "<task>/<optimizer>@seed<k>"  kind=seed    reruns of the best configuration
+          run "<task>/<optimizer>#<n>/h<H>" kind=horizon  one per horizon of a trial whose schedule has
+                                                       `horizons` (child of the trial's run; the trial's
+                                                       own summary is its longest horizon's)
+
+A scan point's runs name their task by its label (`digits_cnn@bs256`, so the leaderboard ranks each
+point on its own) and carry the point in `bench.scan`: the base task, the point's label and axis values,
+the lr rule, and for a transferred lr the factor and the source study.
 
 A trial run holds, besides the curves the runner logs during training (`train/loss`, `val/...`,
 throughput):
@@ -41,6 +48,7 @@ from typing import Any
 # -- kinds of runs -----------------------------------------------------------------------------------
 TUNE, SEED = "tune", "seed"
 KINDS: tuple[str, ...] = (TUNE, SEED)  # the trial kinds: a searched configuration, a seed rerun
+HORIZON = "horizon"  # one horizon of a trial with horizons (the scaling tables read them; ranks don't)
 STUDY_KIND, SUITE_KIND = "study", "suite"
 RUNNING = "running"  # a trial's outcome until it ends
 ENDED = ("FINISHED", "FAILED")  # statuses of trials that ended (KILLED: a dead attempt, retired)
@@ -70,6 +78,8 @@ VERSIONS = "bench.versions"
 FINGERPRINT = "bench.fingerprint"
 PROTOCOL = "bench.protocol"
 RETIRED = "bench.retired"  # on a dead attempt's run: why it was retired
+SCAN = "bench.scan"  # a scan point's task, label, axes and lr rule (JSON)
+HORIZON_TAG = "bench.horizon"  # a horizon run's length in steps
 
 # -- artifacts ---------------------------------------------------------------------------------------
 RESOLVED_ARTIFACT = "suite.resolved.json"
@@ -85,6 +95,7 @@ COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
     "seconds_to_target", "tokens_to_target", "tokens_per_step",
+    "global_batch_size", "scan", "horizon", "final",
 )  # fmt: skip
 
 
@@ -156,6 +167,8 @@ class TrialRecord:
     summary: Summary | None = None
     run_id: str = ""
     status: str = ""
+    scan: Mapping[str, Any] = field(default_factory=dict)  # a scan point: task, point, axes, lr (+ transfer)
+    horizon: int | None = None  # a horizon run: its length in steps
 
     @property
     def outcome(self) -> str:
@@ -227,6 +240,10 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         TASK_VERSION: r.task_version, OPTIMIZER_SOURCE: r.optimizer_source, GIT_COMMIT: p.git_commit,
         HARDWARE: p.hardware, VERSIONS: json.dumps(dict(p.versions)), FINGERPRINT: r.fingerprint,
     }  # fmt: skip
+    if r.scan:
+        tags[SCAN] = json.dumps(dict(r.scan), default=str)
+    if r.horizon is not None:
+        tags[HORIZON_TAG] = r.horizon
     params = {
         **{f"hp.{k}": v for k, v in r.hparams.items()},
         **{f"opt.{k}": v for k, v in r.kwargs.items()},
@@ -287,11 +304,16 @@ def is_trial(tags: Mapping[str, str]) -> bool:
     return tags.get(KIND) in KINDS
 
 
+def horizon_key(trial_id: str, horizon: int) -> dict[str, str]:
+    """The tags that find the run of one horizon of a trial."""
+    return {KIND: HORIZON, TRIAL_ID: trial_id, HORIZON_TAG: str(horizon)}
+
+
 def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord | None:
-    """The record a trial run holds (None for a study or suite run). A run that has not ended (outcome
-    `running`) comes back without a summary."""
+    """The record a trial or horizon run holds (None for a study or suite run). A run that has not ended
+    (outcome `running`) comes back without a summary."""
     t, p, m = fields.tags, fields.params, fields.metrics
-    if not is_trial(t):
+    if not is_trial(t) and t.get(KIND) != HORIZON:
         return None
     target = float(t.get(TARGET, "nan"))
     tokens = float(t.get(TOKENS_PER_STEP, "nan"))
@@ -346,6 +368,8 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
         summary=summary,
         run_id=run_id,
         status=status,
+        scan=json.loads(t[SCAN]) if SCAN in t else {},
+        horizon=int(t[HORIZON_TAG]) if HORIZON_TAG in t else None,
     )
 
 
@@ -377,4 +401,8 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "seconds_to_target": s.seconds_to_target,
         "tokens_to_target": s.tokens_to_target,
         "tokens_per_step": _number(record.tokens_per_step),
+        "global_batch_size": record.global_batch_size,
+        "scan": dict(record.scan),
+        "horizon": record.horizon if record.horizon is not None else record.steps,
+        "final": dict(s.final),
     }

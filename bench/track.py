@@ -209,8 +209,9 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     # -- reading back ---------------------------------------------------------------------------
-    def read_trials(self, *, ended: bool = True) -> list[TrialRecord]:
-        """Every trial run of the experiment as its record (with `ended`, only those that ended)."""
+    def read_trials(self, *, ended: bool = True, kinds: tuple[str, ...] = records.KINDS) -> list[TrialRecord]:
+        """Every trial run of the experiment as its record (with `ended`, only those that ended; `kinds`
+        adds `records.HORIZON` for the runs of each horizon)."""
         out = []
         for run in self.runs(f"tags.`{records.KIND}` != '{records.STUDY_KIND}'"):
             if ended and run.info.status not in records.ENDED:
@@ -218,13 +219,20 @@ class Tracker:
             data = run.data
             fields = RunFields(tags=data.tags, params=data.params, metrics=data.metrics)
             record = records.decode(fields, run_id=run.info.run_id, status=run.info.status)
-            if record is not None:
+            if record is not None and record.kind in kinds:
                 out.append(record)
         return out
 
     def trials_table(self) -> pd.DataFrame:
         """Every ended trial of the experiment as the table `bench.score` documents."""
-        rows = [records.table_row(r) for r in self.read_trials() if r.summary is not None]
+        return self._table(records.KINDS)
+
+    def results_table(self) -> pd.DataFrame:
+        """Every ended trial and every recorded horizon (kind `horizon`): what `bench.laws` reads."""
+        return self._table((*records.KINDS, records.HORIZON))
+
+    def _table(self, kinds: tuple[str, ...]) -> pd.DataFrame:
+        rows = [records.table_row(r) for r in self.read_trials(kinds=kinds) if r.summary is not None]
         return pd.DataFrame(rows, columns=list(records.COLUMNS))
 
     def curves(
