@@ -207,6 +207,9 @@ class Settings(Model):
         10.0, gt=0, description="Optuna heartbeat of running trials; a dead trial is retried after 3x this"
     )
     standins: bool = Field(False, description="data_root holds offline stand-ins, written when missing (bench standins)")  # fmt: skip
+    checkpoint_dir: str = Field(
+        ".bench/checkpoints", description="where runs with horizons keep their checkpoints until every horizon is recorded"
+    )
 
 
 class TuningSpec(Model):
