@@ -8,7 +8,10 @@ leaderboard at the end `bench.report`.
 For each study of the plan (task x optimizer) a worker opens the Optuna study (creating it with its
 whole budget enqueued as slots, see `bench.search`) and its MLflow parent run, then pops slots until
 none is left. Each slot is one trial: sample (or read) the hyperparameters, open a child run, train,
-record the outcome. When a study's tuning slots are all finished, its best configuration is rerun on
+record the outcome. A study whose schedule has horizons trains each trial as a trunk and a cooldown per
+horizon, each horizon its own run (`bench.branches`); a scan point whose lr is transferred waits for its
+scan's first point to be tuned, then runs that point's best configuration with the lr scaled (its slot
+carries the hyperparameters). When a study's tuning slots are all finished, its best configuration is rerun on
 the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
@@ -28,13 +31,14 @@ from typing import Any
 
 import torch
 
-from bench import distributed, provenance, records, report, search
+from bench import branches, distributed, provenance, records, report, search
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, si, tokens_per_step, trial_id
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import TrialResult, TrialSpec, train_trial
+from bench.scans import transferred_hparams
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -56,6 +60,23 @@ def trial_spec(suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: in
         divergence_factor=suite.tuning.divergence_factor,
         time_budget_s=suite.tuning.trial_time_budget_s,
     )
+
+
+def scan_info(sp: StudyPlan) -> dict[str, Any]:
+    """What a scan point's runs record about the point (`bench.scan`; empty for a task without scan):
+    the base task, the point's label and axis values, and whether its lr was tuned there or transferred
+    (rule, factor, source study)."""
+    if not sp.task.point:
+        return {}
+    lr: dict[str, Any] = {"tuned": True}
+    if sp.transfer is not None:
+        lr = {
+            "tuned": False,
+            "rule": sp.transfer.rule,
+            "factor": sp.transfer.factor,
+            "from": sp.transfer.source,
+        }
+    return {"task": sp.task.name, "point": sp.task.point, "axes": dict(sp.task.axes), "lr": lr}
 
 
 def summary_of(result: TrialResult) -> Summary:
@@ -103,6 +124,7 @@ class Worker:
         self.tracker = Tracker(settings.tracking_uri, suite.name)
         self.meta = provenance.collect(suite.path.parent)
         self.ran = 0
+        self.skipped: set[str] = set()  # transferred points with nothing to transfer from
 
     # -- stores ---------------------------------------------------------------------------------
     def _parent_run(self, sp: StudyPlan) -> Callable[[Any], None]:
@@ -113,7 +135,7 @@ class Worker:
             if run_id is None:
                 record = records.StudyRecord(
                     suite=self.suite.name,
-                    task=sp.task.name,
+                    task=sp.task.label,
                     optimizer=sp.optimizer.label,
                     study=sp.name,
                     fingerprint=sp.fingerprint,
@@ -125,15 +147,34 @@ class Worker:
                     seeds=sp.seeds,
                     steps=sp.task.steps,
                 )
-                run_id = self.tracker.open_study(record, f"{sp.task.name}/{sp.optimizer.label}")
+                run_id = self.tracker.open_study(record, f"{sp.task.label}/{sp.optimizer.label}")
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
 
+    def transferred(self, sp: StudyPlan) -> dict[str, Any] | None:
+        """The hyperparameters a transferred point runs (its source's best, lr scaled), or None while the
+        source is not tuned or when none of its trials completed."""
+        assert sp.transfer is not None
+        source = self.open_tuning(self.plan.study(sp.transfer.source))
+        best = search.best_trial(source) if source is not None and not any(search.pending(source)) else None
+        if best is None:
+            return None
+        opt = sp.optimizer
+        return transferred_hparams(best.params, opt.entry.defaults, opt.fixed, sp.transfer.factor)
+
     def open_tuning(self, sp: StudyPlan) -> Any:
+        """The study's tuning study (created with its slots if new); None for a transferred point whose
+        source is not tuned yet."""
         t = self.suite.tuning
         space = sp.optimizer.search_space if t.protocol != "defaults" else {}
         slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials)
+        attrs = [{"kind": TUNE, "seed": 0}] * len(slots)
+        if sp.transfer is not None:
+            hparams = self.transferred(sp)
+            if hparams is None:
+                return None
+            space, slots, attrs = {}, [{}], [{"kind": TUNE, "seed": 0, "hparams": hparams}]
         study, created = search.open_study(
             self.storage,
             sp.name,
@@ -143,7 +184,7 @@ class Worker:
             space=space,
             pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
             slots=slots,
-            slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
+            slot_attrs=attrs,
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
         )
@@ -172,7 +213,11 @@ class Worker:
             space={},
             pruner=search.make_pruner("none", 1, 1),
             slots=[dict(best.params)] * len(seeds),
-            slot_attrs=[{"kind": SEED, "seed": s, "best_number": best.number} for s in seeds],
+            slot_attrs=[
+                {"kind": SEED, "seed": s, "best_number": best.number}
+                | ({"hparams": best.user_attrs["hparams"]} if "hparams" in best.user_attrs else {})
+                for s in seeds
+            ],
             study_attrs={"fingerprint": sp.fingerprint, "best_number": best.number},
             on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
         )
@@ -188,7 +233,7 @@ class Worker:
         accumulate = suite.trainer.accumulate_grad_batches
         return TrialRecord(
             suite=suite.name,
-            task=sp.task.name,
+            task=sp.task.label,
             optimizer=sp.optimizer.label,
             study=sp.name,
             trial_id=trial_id(sp.name, slot) if kind == TUNE else seed_run_id(sp.name, seed),
@@ -213,6 +258,7 @@ class Worker:
             optimizer_source=sp.optimizer.entry.source,
             fingerprint=sp.fingerprint,
             provenance=self.meta,
+            scan=scan_info(sp),
         )
 
     def objective(self, sp: StudyPlan, study: Any) -> Callable[[Any], float]:
@@ -229,13 +275,17 @@ class Worker:
             if stale:  # a retry of a trial whose process died: retire the dead attempt's run
                 tracker.retire(stale, f"process died; retried as optuna trial {trial.number}")
             kind, seed = trial.user_attrs.get("kind", TUNE), int(trial.user_attrs.get("seed", 0))
-            hparams = search.suggest(trial, space)
+            # a transferred point's slot carries its hyperparameters; any other slot is asked for them
+            hparams = (
+                dict(trial.user_attrs["hparams"])
+                if "hparams" in trial.user_attrs
+                else search.suggest(trial, space)
+            )
             slot = int(trial.user_attrs["slot"])
             label = sp.optimizer.label + (f"#{slot}" if kind == TUNE else f"@seed{seed}")
             record = self.record_of(sp, trial, slot, kind, seed, hparams)
-            run_id = tracker.open_trial(
-                record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
-            )
+            name = f"{sp.task.label}/{label}"
+            run_id = tracker.open_trial(record, name, study.user_attrs.get("mlflow_parent"))
             trial.set_user_attr("mlflow_run", run_id)
             tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
             on_eval = None
@@ -243,14 +293,30 @@ class Worker:
             if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 on_eval = search.pruning_callable(trial)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
-            self.display.begin(f"{sp.name} {label}", sp.task.steps)
+            self.display.begin(f"{sp.name} {label}", sp.horizons.cost_steps if sp.horizons else sp.task.steps)
             with tracker.metrics_writer(run_id) as log_metrics:
-                result = train_trial(
-                    trial_spec(suite, sp, hparams, seed),
-                    log_metrics=log_metrics,
-                    on_eval=on_eval,
-                    on_step=self.display.step,
-                )
+                spec = trial_spec(suite, sp, hparams, seed)
+                if sp.horizons is not None:
+                    result = branches.train_horizons(
+                        spec,
+                        sp.horizons,
+                        directory=branches.trial_directory(
+                            suite.settings.checkpoint_dir, suite.name, record.trial_id
+                        ),
+                        tracker=tracker,
+                        record=record,
+                        run_id=run_id,
+                        name=name,
+                        summarize=summary_of,
+                        log_metrics=log_metrics,
+                        on_eval=on_eval,
+                        on_step=self.display.step,
+                        say=self.display.say,
+                    )
+                else:
+                    result = train_trial(
+                        spec, log_metrics=log_metrics, on_eval=on_eval, on_step=self.display.step
+                    )
             summary = summary_of(result)
             tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
             for key, value in (("outcome", summary.outcome), ("value", summary.value),
@@ -305,12 +371,29 @@ class Worker:
             search.run_one(study, objective)
             ran = True
 
+    def source_pending(self, sp: StudyPlan) -> bool:
+        """Whether a transferred point's source study still has trials to run (else, having none that
+        completed, the point is skipped: said once)."""
+        assert sp.transfer is not None
+        source = self.open_tuning(self.plan.study(sp.transfer.source))
+        if source is not None and any(search.pending(source)):
+            return True
+        if sp.name not in self.skipped:
+            self.skipped.add(sp.name)
+            self.display.say(
+                f"bench: {sp.name}: skipped, no trial of {sp.transfer.source} completed to transfer from"
+            )
+        return False
+
     def work(self, poll_s: float = 2.0) -> None:
         """Run slots until every study of the plan (and its seed reruns) is finished."""
         while True:
             busy = False
             for sp in self.plan.studies:
                 tuning = self.open_tuning(sp)
+                if tuning is None:  # a transferred point: its source is not tuned yet, or has no best
+                    busy = busy or self.source_pending(sp)
+                    continue
                 capped = self.drain(sp, tuning, tuning=True)
                 waiting, running = search.pending(tuning)
                 waiting = 0 if capped else waiting
@@ -395,6 +478,13 @@ def run_suite(
             f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)"
         )
         display.say(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
+        est = plan.estimate
+        display.say(
+            f"bench: compute: {est.steps} optimizer steps"
+            + (f", {si(est.tokens)} tokens" if est.tokens is not None else "")
+            + (f", {si(est.flops, 'FLOP')}" if est.flops is not None else "")
+            + (" (at least: some tasks declare no per-step figure)" if est.partial else "")
+        )
         if distributed.world_size() > 1:
             off = (
                 "" if suite.tuning.pruner == "none" else " (pruning is off: it needs the trial on every rank)"

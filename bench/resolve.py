@@ -543,6 +543,12 @@ class _Resolver:
         wanted = processes(trainer.devices, trainer.num_nodes)
         if wanted is not None and wanted > 1:
             check_batches(tasks, wanted, self.problems)
+            if any(o.schedule.horizons for o in optimizers):
+                self.problems.add(
+                    ("schedule", "horizons"),
+                    f"horizons run on one process for now ({wanted} asked by trainer.devices x num_nodes): "
+                    "which branch to train next is decided from the tracking store on one process",
+                )
         if uses_fsdp(trainer.strategy):
             supported = [n for n, e in self.reg.optimizers.items() if "fsdp" in e.flags]
             for i, opt in enumerate(optimizers):

@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from bench.optimizers.scaling import scale_lr
 from bench.schema import FrozenMap
+from bench.space import to_kwargs
 from bench.spec import TaskSpec
 
 
@@ -109,3 +111,18 @@ def transfer_factor(rule: str, source: TaskSpec, point: TaskSpec, accumulate_gra
     return scale_lr(
         1.0, rule, source.batch_size * accumulate_grad_batches, point.batch_size * accumulate_grad_batches
     )
+
+
+def transferred_hparams(
+    best: Mapping[str, Any], defaults: Mapping[str, Any], fixed: Mapping[str, Any], factor: float
+) -> dict[str, Any]:
+    """The source point's best hyperparameters (search names) with the lr multiplied by `factor`; an lr
+    that was not searched (fixed, or the entry's default) is scaled all the same."""
+    out = dict(best)
+    if "lr" in out:
+        out["lr"] = out["lr"] * factor
+        return out
+    lr = to_kwargs(defaults, {**fixed, **best}).get("lr")
+    if isinstance(lr, int | float) and not isinstance(lr, bool):
+        out["lr"] = lr * factor
+    return out

@@ -208,7 +208,8 @@ class Settings(Model):
     )
     standins: bool = Field(False, description="data_root holds offline stand-ins, written when missing (bench standins)")  # fmt: skip
     checkpoint_dir: str = Field(
-        ".bench/checkpoints", description="where runs with horizons keep their checkpoints until every horizon is recorded"
+        ".bench/checkpoints",
+        description="where runs with horizons keep their checkpoints until every horizon is recorded",
     )
 
 

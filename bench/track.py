@@ -190,6 +190,22 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], clauses, ViewType.ACTIVE_ONLY, max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def find_runs(self, tags: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(run id, status) of every active run carrying all these tags, oldest first."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.runs(clauses)
+        return [(r.info.run_id, r.info.status) for r in sorted(runs, key=lambda r: r.info.start_time)]
+
+    def read_record(self, run_id: str) -> TrialRecord | None:
+        """The record one trial or horizon run holds."""
+        run = self.client.get_run(run_id)
+        fields = RunFields(tags=run.data.tags, params=run.data.params, metrics=run.data.metrics)
+        return records.decode(fields, run_id=run_id, status=run.info.status)
+
+    def adopt(self, run_id: str, parent_id: str) -> None:
+        """Make `run_id` a child of `parent_id` (a horizon recorded by a dead attempt joins the retry's run)."""
+        self.client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id)
+
     def runs(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
         out, token = [], None
         while True:
