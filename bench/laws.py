@@ -360,8 +360,8 @@ def _loss_tables(
     """Loss against data: horizons of tuned trials (and trials of `steps`/`tokens` points)."""
     with_horizons = set(t.loc[t["kind"] == "horizon", "study"])
     length_axis = t["axes"].map(lambda a: "steps" in a or "tokens" in a)
-    horizons = (t["kind"] == "horizon") & t["tuned"]
-    lengths = (t["kind"] == "tune") & t["tuned"] & length_axis & ~t["study"].isin(with_horizons)
+    horizons = (t["kind"] == "horizon") & (t["seed"] == 0)  # the sweep's, not the seed reruns'
+    lengths = (t["kind"] == "tune") & length_axis & ~t["study"].isin(with_horizons)
     pts = t[horizons | lengths]
     rows = []
     for r in pts.to_dict("records"):
@@ -414,8 +414,8 @@ def _loss_tables(
 def scaling(results: pd.DataFrame, rules: Mapping[str, str], reference: str | None) -> Scaling:
     """The scaling section's tables from the results table (trials and horizon runs, see
     `bench.records.COLUMNS`). `rules`: optimizer label -> its declared `lr_scaling`; `reference`: the
-    optimizer label the speedups are relative to. Only completed trials count; lr* and the power laws
-    use points whose lr was tuned (a transferred lr is measured for its steps, not for its lr)."""
+    optimizer label the speedups are relative to. Only completed trials count; the lr fit uses the points
+    whose lr was tuned there (a transferred point's lr is the rule's, not a measurement)."""
     if results.empty:
         return Scaling()
     t = _prepared(results)

@@ -57,3 +57,48 @@ def test_transfer_follows_the_declared_rule_on_global_batches(tmp_path: Path) ->
     assert transfer_factor("sqrt", source, point) == pytest.approx(2.0)
     assert transfer_factor("none", source, point) == 1.0
     assert transfer_factor("sqrt", source, point, accumulate_grad_batches=4) == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_a_transferred_point_runs_the_tuned_points_best_with_the_lr_scaled(tmp_path: Path) -> None:
+    import json
+
+    from helpers import trial_runs, write_suite
+
+    from bench.cli import main
+
+    suite = write_suite(
+        tmp_path,
+        name="tr",
+        tasks=[
+            {
+                "name": "digits_cnn",
+                "steps": 20,
+                "eval_every": 10,
+                "scan": {"batch_size": [32, 128], "lr": "transfer"},
+            }
+        ],
+        optimizers=["adamw"],
+        tuning={"protocol": "random", "trials": 3, "seeds": 2},
+    )
+    assert main(["run", str(suite), "--no-leaderboard"]) == 0
+    runs = trial_runs(tmp_path)
+    source = [r for r in runs if r["bench.task"] == "digits_cnn@bs32"]
+    point = [r for r in runs if r["bench.task"] == "digits_cnn@bs128"]
+    assert len(source) == 4 and len(point) == 2  # 3 tuned + 1 seed rerun; 1 transferred + 1 seed rerun
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tuned = [r for r in source if r["bench.kind"] == "tune"]
+    best = min(tuned, key=lambda r: client.get_run(r["run_id"]).data.metrics["value"])
+    for r in point:
+        assert float(r["bench.lr"]) == pytest.approx(float(best["bench.lr"]) * 2.0)  # adamw: sqrt(128/32)
+        scan = json.loads(r["bench.scan"])
+        assert (
+            scan["axes"] == {"batch_size": 128}
+            and scan["lr"]["tuned"] is False
+            and scan["lr"]["rule"] == "sqrt"
+        )
+        assert (
+            json.loads(r["bench.params"])["weight_decay"] == json.loads(best["bench.params"])["weight_decay"]
+        )
