@@ -178,6 +178,7 @@ class PowerLaw:
     n: int
     d_min: float = math.nan
     d_max: float = math.nan
+    why: str = ""  # why there is no law (n/a)
 
     @property
     def ok(self) -> bool:
@@ -207,7 +208,9 @@ def power_law(data: Iterable[float], loss: Iterable[float]) -> PowerLaw:
     ok = np.isfinite(d) & np.isfinite(y) & (d > 0)
     d, y = d[ok], y[ok]
     if np.unique(d).size < 3:
-        return PowerLaw(math.nan, math.nan, math.nan, int(d.size))
+        return PowerLaw(
+            math.nan, math.nan, math.nan, int(d.size), why=f"{np.unique(d).size} lengths, needs 3"
+        )
     scale = float(d.max())
     x = d / scale
     # start: c a bit under the smallest loss, then a and b from the log-log line of L - c
@@ -221,7 +224,11 @@ def power_law(data: Iterable[float], loss: Iterable[float]) -> PowerLaw:
             lambda t, a, b, c: a * np.power(t, -b) + c, x, y, p0=p0, bounds=(lower, upper), maxfev=20000
         )
     except (RuntimeError, ValueError):
-        return PowerLaw(math.nan, math.nan, math.nan, int(d.size))
+        return PowerLaw(math.nan, math.nan, math.nan, int(d.size), why="the fit did not converge")
+    if not 1e-3 < b < upper[1] - 1e-6:  # at a bound: the losses do not fall like a power of the data
+        return PowerLaw(
+            math.nan, math.nan, math.nan, int(d.size), why=f"no falling power law fits (b = {b:.2g})"
+        )
     return PowerLaw(float(a) * scale ** float(b), float(b), float(c), int(d.size), float(d.min()), scale)
 
 
@@ -398,7 +405,7 @@ def _loss_tables(
         law = power_law(g["data"], g["value"])
         fits[(str(task), str(group), str(opt))] = law
         laws.append({"task": task, "group": group, "optimizer": opt, "a": law.a, "b": law.b, "c": law.c,
-                     "n_points": law.n, "exact": law.exact})  # fmt: skip
+                     "n_points": law.n, "exact": law.exact, "why": law.why})  # fmt: skip
     speed = []
     if reference is not None:
         for r in loss.to_dict("records"):

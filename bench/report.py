@@ -713,7 +713,7 @@ def _slope_cell(r: Mapping[str, Any]) -> str:
 
 def _law_cell(r: Mapping[str, Any]) -> str:
     if not all(math.isfinite(r[k]) for k in ("a", "b", "c")):
-        return f"n/a ({r['n_points']} points)"
+        return f"n/a ({r.get('why') or str(r['n_points']) + ' points'})"
     return f"{r['a']:.3g} D^-{r['b']:.3g} + {r['c']:.3g}" + (" (exact)" if r["exact"] else "")
 
 

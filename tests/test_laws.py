@@ -80,7 +80,9 @@ def test_power_law_recovers_a_known_law() -> None:
     law = power_law(d, 50 * d**-0.4 + 1.5)
     assert (law.a, law.b, law.c) == pytest.approx((50, 0.4, 1.5), rel=1e-4)
     assert law.n == 6 and not law.exact and law.data_for(law(1e4)) == pytest.approx(1e4)
-    assert not power_law([1e3, 1e4], [3.0, 2.0]).ok  # two points: three parameters can't be fitted
+    assert power_law([1e3, 1e4], [3.0, 2.0]).why == "2 lengths, needs 3"  # 3 parameters, 2 points
+    rising = power_law([1e3, 1e4, 1e5, 1e6], [1.0, 1.1, 1.2, 1.3])
+    assert not rising.ok and "no falling power law fits" in rising.why
     assert law.data_for(1.4) == math.inf  # below the asymptote: never
 
 
