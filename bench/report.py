@@ -855,7 +855,8 @@ def scaling_metrics(sc: Scaling) -> dict[str, float]:
 
 def suite_scaling(suite: Suite, tracker: Tracker) -> Scaling | None:
     """The scaling tables of a suite with scans or horizons (None for any other suite)."""
-    if not any(t.scan for t in suite.tasks) and not any(o.schedule.horizons for o in suite.optimizers):
+    tasks, optimizers = getattr(suite, "tasks", ()), getattr(suite, "optimizers", ())  # duck-typed suites too
+    if not any(t.scan for t in tasks) and not any(o.schedule.horizons for o in optimizers):
         return None
-    rules = {o.label: o.entry.lr_scaling for o in suite.optimizers}
+    rules = {o.label: o.entry.lr_scaling for o in optimizers}
     return laws.scaling(tracker.results_table(), rules, suite.leaderboard.reference)
