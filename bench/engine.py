@@ -157,7 +157,7 @@ class Worker:
         source is not tuned or when none of its trials completed."""
         assert sp.transfer is not None
         source = self.open_tuning(self.plan.study(sp.transfer.source))
-        best = search.best_trial(source) if source is not None and not any(search.pending(source)) else None
+        best = search.best_trial(source) if source is not None and not self.tuning_left(source) else None
         if best is None:
             return None
         opt = sp.optimizer
@@ -371,12 +371,18 @@ class Worker:
             search.run_one(study, objective)
             ran = True
 
+    def tuning_left(self, study: Any) -> bool:
+        """Whether a tuning study has trials running, or waiting under its time budget."""
+        waiting, running = search.pending(study)
+        cap = self.suite.tuning.study_time_budget_s
+        return running > 0 or (waiting > 0 and (cap is None or self.spent(study) < cap))
+
     def source_pending(self, sp: StudyPlan) -> bool:
         """Whether a transferred point's source study still has trials to run (else, having none that
         completed, the point is skipped: said once)."""
         assert sp.transfer is not None
         source = self.open_tuning(self.plan.study(sp.transfer.source))
-        if source is not None and any(search.pending(source)):
+        if source is not None and self.tuning_left(source):
             return True
         if sp.name not in self.skipped:
             self.skipped.add(sp.name)
