@@ -592,10 +592,10 @@ def _log_y(ax: Any) -> None:
     ax.minorticks_off()
 
 
-def _batch_ticks(ax: Any, batches: Any) -> None:
-    """The measured batch sizes as the x ticks of a log axis."""
-    values = sorted({float(b) for b in batches})
-    ax.set_xticks(values, [f"{b:g}" for b in values])
+def _value_ticks(ax: Any, values: Any, label: Callable[[float], str] = lambda v: f"{v:g}") -> None:
+    """The measured values (batch sizes, data) as the x ticks of a log axis."""
+    ticks = sorted({float(v) for v in values})
+    ax.set_xticks(ticks, [label(v) for v in ticks])
 
 
 def plot_steps_vs_batch(sc: Scaling, task: str, group: str, path: Path) -> Path | None:
@@ -618,7 +618,7 @@ def plot_steps_vs_batch(sc: Scaling, task: str, group: str, path: Path) -> Path 
             ax.axvline(cb, ls=":", lw=1, color=colors[opt])
     _log_x(ax)
     _log_y(ax)
-    _batch_ticks(ax, rows["global_batch_size"])
+    _value_ticks(ax, rows["global_batch_size"])
     ax.set(xlabel="global batch size", ylabel="steps to target")
     ax.set_title(
         f"{_curve_name(task, group)}: steps to target (dashed: linear scaling, dotted: B*)", fontsize=10
@@ -647,7 +647,7 @@ def plot_lr_vs_batch(sc: Scaling, task: str, group: str, path: Path) -> Path | N
         ax.plot(b, g["lr_star"], "o", ms=4, color=colors[opt], label=label)
     _log_x(ax)
     _log_y(ax)
-    _batch_ticks(ax, rows["global_batch_size"])
+    _value_ticks(ax, rows["global_batch_size"])
     ax.set(xlabel="global batch size", ylabel="best learning rate lr*")
     ax.set_title(f"{_curve_name(task, group)}: lr* vs batch, fitted slopes", fontsize=10)
     _legend(ax)
@@ -671,6 +671,8 @@ def plot_loss_vs_data(sc: Scaling, task: str, group: str, path: Path) -> Path | 
             d = np.geomspace(g["data"].min(), g["data"].max(), 50)
             ax.plot(d, law(d), "-", lw=1, color=colors[opt])
     _log_x(ax)
+    _log_y(ax)
+    _value_ticks(ax, rows["data"], si)
     unit = str(rows["unit"].iloc[0])
     ax.set(xlabel=f"data ({unit})", ylabel=sc.metric.get(task, "value"))
     ax.set_title(f"{_curve_name(task, group)}: loss vs data, L(D) = a D^-b + c", fontsize=10)
