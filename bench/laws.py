@@ -201,8 +201,9 @@ class PowerLaw:
 
 
 def power_law(data: Iterable[float], loss: Iterable[float]) -> PowerLaw:
-    """Fit L(D) = a D^-b + c (a, b > 0, c below the smallest loss) by nonlinear least squares, D scaled
-    by its largest value for conditioning. Fewer than 3 finite points, or no convergence: not fitted."""
+    """Fit L(D) = a D^-b + c (a, b > 0, 0 <= c below the smallest loss; c of any sign when some value is
+    not positive) by nonlinear least squares, D scaled by its largest value for conditioning. Fewer than
+    3 lengths, no convergence, or b at a bound (the values do not fall like a power): not fitted."""
     d = np.asarray(list(data), dtype=float)
     y = np.asarray(list(loss), dtype=float)
     ok = np.isfinite(d) & np.isfinite(y) & (d > 0)
@@ -214,11 +215,15 @@ def power_law(data: Iterable[float], loss: Iterable[float]) -> PowerLaw:
     scale = float(d.max())
     x = d / scale
     # start: c a bit under the smallest loss, then a and b from the log-log line of L - c
-    c0 = float(y.min()) - 0.1 * float(np.ptp(y) or abs(y.min()) or 1.0)
+    # a loss or an error is never negative: so is its asymptote (any sign when the values allow it)
+    c_low = 0.0 if y.min() > 0 else -np.inf
+    c0 = max(
+        float(y.min()) - 0.1 * float(np.ptp(y) or abs(y.min()) or 1.0),
+        0.5 * float(y.min()) if c_low == 0 else -np.inf,
+    )
     line = stats.linregress(np.log(x), np.log(np.maximum(y - c0, 1e-12)))
-    p0 = (max(math.exp(line.intercept), 1e-12), max(-line.slope, 1e-3), c0)
-    lower, upper = (0.0, 0.0, -np.inf), (np.inf, 10.0, float(y.min()))
-    p0 = (p0[0], min(p0[1], 9.0), min(p0[2], float(y.min()) - 1e-9))  # inside the bounds
+    p0 = (max(math.exp(line.intercept), 1e-12), min(max(-line.slope, 1e-3), 9.0), c0)
+    lower, upper = (0.0, 0.0, c_low), (np.inf, 10.0, float(y.min()))
     try:
         (a, b, c), _ = optimize.curve_fit(
             lambda t, a, b, c: a * np.power(t, -b) + c, x, y, p0=p0, bounds=(lower, upper), maxfev=20000
@@ -401,8 +406,13 @@ def _loss_tables(
         best.append({**row.to_dict(), "n_trials": int(len(g))})
     loss = pd.DataFrame(best).drop(columns=["mode"])
     laws, fits = [], {}
+    modes = raw.groupby("task")["mode"].first()
     for (task, group, opt), g in loss.groupby(["task", "group", "optimizer"], sort=False):
         law = power_law(g["data"], g["value"])
+        if modes[task] == "max":
+            law = PowerLaw(
+                math.nan, math.nan, math.nan, law.n, why="the metric rises (mode max): no falling law"
+            )
         fits[(str(task), str(group), str(opt))] = law
         laws.append({"task": task, "group": group, "optimizer": opt, "a": law.a, "b": law.b, "c": law.c,
                      "n_points": law.n, "exact": law.exact, "why": law.why})  # fmt: skip
@@ -428,6 +438,8 @@ def scaling(results: pd.DataFrame, rules: Mapping[str, str], reference: str | No
     t = _prepared(results)
     if not t["axes"].map(bool).any() and not (t["kind"] == "horizon").any():
         return Scaling()
+    order = {label: i for i, label in enumerate(rules)}  # the suite's order of optimizers
+    t = t.sort_values("optimizer", key=lambda o: o.map(lambda x: order.get(x, len(order))), kind="stable")
     batch, critical, lr_fit = _batch_tables(t, rules)
     loss, laws, speedups, fits = _loss_tables(t, reference)
     metric = {str(b): str(m) for b, m in zip(t["base"], t["metric"], strict=True)}

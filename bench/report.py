@@ -700,6 +700,11 @@ def write_scaling_plots(sc: Scaling, plot_dir: Path) -> dict[str, Path]:
     return plots
 
 
+def _never(steps: float) -> str:
+    """Steps to target of a point: NaN there means the target was never reached."""
+    return _fmt(steps) if math.isfinite(steps) else "never"
+
+
 def _critical_cell(r: Mapping[str, Any]) -> str:
     if not math.isfinite(r["critical_batch"]):
         return f"n/a ({r['n_batches']} batch{'es' if r['n_batches'] != 1 else ''} reached the target)"
@@ -745,20 +750,28 @@ def render_scaling(sc: Scaling, plots: Mapping[str, Path]) -> str:
         )
         fit = sc.lr_fit[(sc.lr_fit["task"] == task) & (sc.lr_fit["group"] == group)].set_index("optimizer")
         header = ["optimizer", "critical batch", "B_noise fit", "lr exponent (95% CI)", "declared", "agrees"]
-        header += [f"steps to target at {bs}" for bs in batches] + [f"lr* at {bs}" for bs in batches]
         body = []
-        for opt, g in b.groupby("optimizer", sort=False):
-            by = g.set_index("global_batch_size")
+        for opt in b["optimizer"].unique():
             c, f = crit.loc[opt], fit.loc[opt]
             agrees = {True: "yes", False: "no", None: "n/a"}[f["agrees"]] if f["declared"] else "n/a"
             row = [str(opt), _critical_cell(c), _fmt(c["b_noise"], 3), _slope_cell(f)]
-            row += [f"{f['declared']} ({f['declared_slope']:g})" if f["declared"] else "—", agrees]
-            row += [_ttt(by.loc[bs, "steps_to_target"]) if bs in by.index else "—" for bs in batches]
+            body.append(
+                row + [f"{f['declared']} ({f['declared_slope']:g})" if f["declared"] else "—", agrees]
+            )
+        lines += _table(header, body) + [""]
+        # by batch: steps to target and lr* of each optimizer
+        opts = list(b["optimizer"].unique())
+        by = b.set_index(["global_batch_size", "optimizer"])
+        header = ["batch"] + [f"{o} steps to target" for o in opts] + [f"{o} lr*" for o in opts]
+        body = []
+        for bs in batches:
+            row = [str(bs)]
+            row += [_never(by.loc[(bs, o), "steps_to_target"]) if (bs, o) in by.index else "—" for o in opts]
             row += [
-                (_fmt(by.loc[bs, "lr_star"], 3) + ("" if by.loc[bs, "tuned"] else " (transferred)"))
-                if bs in by.index
+                _fmt(by.loc[(bs, o), "lr_star"], 3) + ("" if by.loc[(bs, o), "tuned"] else " (transferred)")
+                if (bs, o) in by.index
                 else "—"
-                for bs in batches
+                for o in opts
             ]
             body.append(row)
         lines += _table(header, body)
