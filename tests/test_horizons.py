@@ -229,3 +229,23 @@ def test_a_run_killed_in_a_cooldown_resumes_that_branch_not_the_trunk(tmp_path: 
     everything = {r["run_id"]: r for r in horizon_runs(tmp_path, active_only=False)}
     assert everything[dead]["status"] == "KILLED" and everything[dead]["stage"] == "deleted"
     assert not list((tmp_path / ".bench" / "checkpoints").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_diverged_trunk_records_every_horizon_as_diverged(tmp_path: Path) -> None:
+    from bench.cli import main
+
+    suite = write_suite(
+        tmp_path,
+        name="diverged",
+        tasks=[{"name": "digits_cnn", "steps": 80, "eval_every": 20}],
+        optimizers=[{"name": "sgd", "search_space": {"lr": {"low": 1.0e3, "high": 1.0e4, "log": True}}}],
+        tuning={"protocol": "random", "trials": 1, "seeds": 1},
+        schedule={**SCHEDULE, "horizons": [0.5]},
+    )
+    assert main(["run", str(suite), "--no-leaderboard"]) == 0
+    (trial,) = trial_runs(tmp_path)
+    runs = horizon_runs(tmp_path)
+    assert sorted(int(r["bench.horizon"]) for r in runs) == [40, 80]
+    assert all(r["bench.outcome"] == "diverged" for r in [trial, *runs])
+    assert not list((tmp_path / ".bench" / "checkpoints").rglob("*"))  # nothing left behind
