@@ -42,6 +42,8 @@ def test_the_scaling_section_shows_critical_batch_exponents_laws_and_speedups(tm
     assert "| sgd | " in md and "linear (1) | yes |" in md and "sqrt (0.5) | yes |" in md
     assert "0.50x" in md  # sgd needs twice adamw's data: half the speed
     assert "(EMA 0.25)" in md and "Zhang et al. 2024" in md
+    assert "| batch | sgd steps to target | adamw steps to target | sgd lr* | adamw lr* |" in md
+    assert "| 16 | 9000 | 9000 | 0.001 | 0.001 |" in md  # one row per batch, optimizers in suite order
     names = {p.name for p in paths}
     assert {"steps_vs_batch_mlp.png", "lr_vs_batch_mlp.png", "loss_vs_data_cnn_width8.png"} <= names
     for p in paths:
@@ -55,6 +57,14 @@ def test_the_scaling_section_shows_critical_batch_exponents_laws_and_speedups(tm
     metrics = report.scaling_metrics(sc)
     assert metrics["scaling/mlp/sgd/lr_exponent"] == slopes["sgd"]
     assert "scaling/mlp/adamw/critical_batch" in metrics
+
+
+def test_the_batch_table_says_never_where_no_lr_reached_the_target() -> None:
+    table = results()
+    never = (table["optimizer"] == "sgd") & (table["global_batch_size"] == 128)
+    table.loc[never, "steps_to_target"] = math.nan
+    md = report.render_scaling(laws.scaling(table, {"sgd": "linear", "adamw": "sqrt"}, "adamw"), {})
+    assert "| 128 | never | 2000 |" in md
 
 
 def test_no_scaling_section_without_scans() -> None:
