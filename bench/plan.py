@@ -12,7 +12,9 @@ hyperparameters from the optimizer's search space, then `seeds - 1` reruns of th
 `StudyPlan.fingerprint` hashes everything that changes the results of a study (task version and budget,
 search space, fixed values, schedule, tuning protocol ...): a stored study whose fingerprint differs
 from the plan's is stale and must not be resumed. It leaves out what only changes bookkeeping (time
-budgets, the number of seed reruns, targets, leaderboard settings, stores).
+budgets, targets, leaderboard settings, stores) and the budget itself: the number of trials and of seed
+reruns, so that a larger `tuning.trials` (or `seeds`) extends the recorded studies instead of refusing
+them (`bench.search` keeps every recorded slot's configuration; see docs/results.md).
 
 Scans (`tasks[i].scan`, see `bench.scans`): a scanned task contributes one study per point, named
 `<suite>.<task>@<point>.<label>` (`quick.digits_cnn@bs256.adamw`). With `lr: transfer` only the first
@@ -121,8 +123,15 @@ def seed_run_id(study_name: str, seed: int) -> str:
     return f"{study_name}.seed-{seed}"
 
 
+def seeds_study(study_name: str, best_slot: int | None = None) -> str:
+    """Name of the study of the reruns of a study's best configuration, the tuning slot `best_slot` (with
+    None: the prefix every such name starts with)."""
+    prefix = f"{study_name}.seeds-of-slot"
+    return prefix if best_slot is None else f"{prefix}{best_slot}"
+
+
 def _fingerprint(
-    suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials: int, extra: dict[str, Any] | None = None
+    suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, extra: dict[str, Any] | None = None
 ) -> str:
     tuning = suite.tuning
     t = task_dict(task)
@@ -138,7 +147,6 @@ def _fingerprint(
             "protocol": tuning.protocol,
             "sampler_seed": tuning.sampler_seed,
             "pruner": tuning.pruner,
-            "trials": trials,
             "divergence_factor": tuning.divergence_factor,
         },
         "trainer": {  # what changes the numbers, not where they are computed
@@ -199,15 +207,14 @@ def _study(suite: Suite, task: TaskSpec, opt: OptimizerSpec, source: StudyPlan |
             trials=1,
             seeds=seeds,
             steps=task.steps,
-            fingerprint=_fingerprint(suite, task, opt, 1, extra),
+            fingerprint=_fingerprint(suite, task, opt, extra),
             cost=_cost(suite, task, seeds, run_steps),
             transfer=Transfer(source=source.name, rule=rule, factor=factor),
             horizons=horizons,
         )
     searched = suite.tuning.protocol != "defaults" and bool(opt.search_space)
     budget = suite.tuning.trials if searched else 1
-    # Grid runs each of its points once at most (bench.search.draw_configurations). The fingerprint
-    # keeps the configured budget, as before this cap, so stored grid studies stay resumable.
+    # Grid runs each of its points once at most (bench.search.draw_configurations).
     trials = min(budget, grid_size(opt.search_space)) if suite.tuning.protocol == "grid" else budget
     return StudyPlan(
         name=name,
@@ -216,7 +223,7 @@ def _study(suite: Suite, task: TaskSpec, opt: OptimizerSpec, source: StudyPlan |
         trials=trials,
         seeds=seeds,
         steps=task.steps,
-        fingerprint=_fingerprint(suite, task, opt, budget),
+        fingerprint=_fingerprint(suite, task, opt),
         cost=_cost(suite, task, trials + seeds - 1, run_steps),
         horizons=horizons,
     )

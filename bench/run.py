@@ -28,7 +28,9 @@ so far (curves, time to target), so a resumed segment continues exactly where th
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
-get `loss.backward(create_graph=True)`.
+get `loss.backward(create_graph=True)`; `closure` optimizers (SAM) train under Lightning's manual
+optimization: backward, then `step(closure)` with a closure that recomputes the loss and its gradient on
+the same batch, then the schedule's step.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import os
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -73,6 +75,12 @@ QUIET = (
     r".*when logging on epoch level in distributed setting.*",
     # A diverged trial skips its step by returning None on purpose; the outcome says so.
     r".*`training_step` returned `None`.*",
+    # heavyball notes that a scheduled lr is "experimental" unless multi_tensor=True, which is its default.
+    r".*Learning rate changed between steps.*",
+    # Sophia's backward(create_graph=True): the runner drops the gradients (set_to_none) every step.
+    r".*Using backward\(\) with create_graph=True.*",
+    # A small task's epoch is shorter than the logging interval; bench logs by global step anyway.
+    r".*smaller than the logging interval.*",
 )
 
 LogMetrics = Callable[[dict[str, float], int], None]
@@ -149,6 +157,9 @@ class BenchModule(L.LightningModule):
         entry = spec.optimizer.entry
         self.schedule_free = "schedule_free" in entry.flags
         self.create_graph = "create_graph" in entry.flags
+        # A closure optimizer needs its first gradient before `step(closure)`: Lightning's automatic
+        # optimization computes it inside the closure, so these run under manual optimization.
+        self.automatic_optimization = "closure" not in entry.flags
         self.ema: AveragedModel | None = None
         if spec.optimizer.ema:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
@@ -223,7 +234,28 @@ class BenchModule(L.LightningModule):
         if self.global_step % self.spec.log_every_n_steps == 0:
             self.curves["train"].append((self.global_step, value))
             self.log("train/loss", value, prog_bar=True, on_step=True, on_epoch=False)
+        if not self.automatic_optimization:
+            self._closure_step(loss, batch)
+            return loss.detach()
         return loss
+
+    def _closure_step(self, loss: torch.Tensor, batch: Any) -> None:
+        """One optimizer step of a `closure` optimizer (manual optimization; the global step counts it)."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            again = self.task.training_loss(self.model, batch)
+            self.manual_backward(again)
+            return again
+
+        opt.step(closure=closure)
+        opt.zero_grad()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_train_start(self) -> None:
         self.started = time.perf_counter() - self.seconds_before
@@ -335,14 +367,35 @@ class BenchModule(L.LightningModule):
     # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
     # batches together are the single-process batch (see bench.distributed.shard_loader).
     def train_dataloader(self) -> Any:
-        loader = shard_loader(self.task.train_loader(), self.global_rank, self.trainer.world_size, train=True)
+        loader = one_loader(self.task.train_loader())
+        loader = shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
         if self.spec.segment is not None:
             self.stream = ResumableLoader(loader)
             return self.stream
         return loader
 
     def val_dataloader(self) -> Any:
-        return shard_loader(self.task.val_loader(), self.global_rank, self.trainer.world_size, train=False)
+        loader = one_loader(self.task.val_loader())
+        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=False)
+
+
+class Batches:
+    """A task's list (or tuple, or mapping) of batches as one loader: Lightning reads a bare list as
+    several loaders. Sized when the batches are."""
+
+    def __init__(self, batches: Iterable[Any]):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+
+def one_loader(batches: Iterable[Any]) -> Any:
+    """What a task's `train_loader`/`val_loader` returned, as a single loader for Lightning."""
+    return Batches(batches) if isinstance(batches, list | tuple | Mapping) else batches
 
 
 def _is_oom(exc: BaseException) -> bool:

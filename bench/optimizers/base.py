@@ -8,6 +8,10 @@ hyperparameters (search names, see `bench.space.to_kwargs`) and reads `entry.fla
 - `create_graph`: `loss.backward(create_graph=True)` is needed (Hessian-vector products, e.g. Sophia-H).
 - `no_schedule`: learning-rate-free or self-scheduling methods that should not get an LR schedule.
 - `fsdp`: works with FSDP-sharded parameters (elementwise update rule).
+- `closure`: `step(closure)` needs the batch's gradient computed *before* the call and a `closure`
+  that zeroes the gradients, recomputes the loss and its gradient on the same batch, and returns the
+  loss (the SAM family: a second forward-backward at perturbed weights). The runner trains such an
+  optimizer with Lightning's manual optimization; gradient accumulation is refused for it.
 
 Most entries are a library class called with the shared parameter groups (`grouped(cls)`): the
 decayed matrices and the undecayed vectors/embeddings of `bench.optimizers.param_groups`. Declaring an
@@ -29,7 +33,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp"]
+Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp", "closure"]
+FLAGS: frozenset[str] = frozenset(Flag.__args__)  # every flag an entry may carry
 
 
 @dataclass(frozen=True)
