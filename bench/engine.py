@@ -10,8 +10,12 @@ whole budget enqueued as slots, see `bench.search`) and its MLflow parent run, t
 none is left. Each slot is one trial: sample (or read) the hyperparameters, open a child run, train,
 record the outcome. A `sweep` study runs in stages (`bench.sweep`): when its lr grid is finished, each
 next stage (an lr extension, then the 1-D sweeps at the best lr) is a study of its own, created once
-with its points as slots, the same mechanism. When a study's tuning slots are all finished, its best
-configuration is rerun on the suite's extra seeds (a second study `<study>.seeds`). Any number of workers,
+with its points as slots, the same mechanism. A study whose schedule has horizons trains each trial as
+a trunk and a cooldown per horizon, each horizon its own run (`bench.branches`); a scan point whose lr
+is transferred waits for its scan's first point to be tuned, then runs that point's best configuration
+with the lr scaled (its slot carries the hyperparameters). When a study's tuning slots are all
+finished, its best configuration is rerun on the suite's extra seeds (a second study
+`<study>.seeds-of-slot<k>`, same slot mechanism). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
 
@@ -38,7 +42,7 @@ from typing import Any
 
 import torch
 
-from bench import distributed, preflight, provenance, records, repair, report, search, sweep
+from bench import branches, distributed, preflight, provenance, records, repair, report, search, sweep
 from bench.faults import RecordError, explain, failpoint, stores
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
@@ -48,6 +52,7 @@ from bench.plan import (
     make_plan,
     seed_run_id,
     seeds_study,
+    si,
     sweep_warmup,
     tokens_per_step,
     trial_id,
@@ -55,6 +60,7 @@ from bench.plan import (
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import LogMetrics, TrialResult, TrialSpec, train_trial
+from bench.scans import transferred_hparams
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -84,6 +90,23 @@ def trial_spec(
         divergence_factor=suite.tuning.divergence_factor,
         time_budget_s=suite.tuning.trial_time_budget_s,
     )
+
+
+def scan_info(sp: StudyPlan) -> dict[str, Any]:
+    """What a scan point's runs record about the point (`bench.scan`; empty for a task without scan):
+    the base task, the point's label and axis values, and whether its lr was tuned there or transferred
+    (rule, factor, source study)."""
+    if not sp.task.point:
+        return {}
+    lr: dict[str, Any] = {"tuned": True}
+    if sp.transfer is not None:
+        lr = {
+            "tuned": False,
+            "rule": sp.transfer.rule,
+            "factor": sp.transfer.factor,
+            "from": sp.transfer.source,
+        }
+    return {"task": sp.task.name, "point": sp.task.point, "axes": dict(sp.task.axes), "lr": lr}
 
 
 def summary_of(result: TrialResult) -> Summary:
@@ -132,6 +155,7 @@ class Worker:
         self.tracker = Tracker.for_suite(suite)
         self.meta = provenance.collect(suite.path.parent)
         self.ran = 0
+        self.skipped: set[str] = set()  # transferred points with nothing to transfer from
         self.closed: set[str] = set()  # study runs this worker has seen finished
         self.retired: set[str] = set()  # superseded seed runs this worker has retired
 
@@ -139,7 +163,7 @@ class Worker:
     def study_record(self, sp: StudyPlan) -> records.StudyRecord:
         return records.StudyRecord(
             suite=self.suite.name,
-            task=sp.task.name,
+            task=sp.task.label,
             optimizer=sp.optimizer.label,
             study=sp.name,
             fingerprint=sp.fingerprint,
@@ -158,12 +182,23 @@ class Worker:
                 return
             run_id = self.tracker.find_run(records.study_key(sp.name))
             if run_id is None:
-                name = f"{sp.task.name}/{sp.optimizer.label}"
+                name = f"{sp.task.label}/{sp.optimizer.label}"
                 run_id = self.tracker.open_study(self.study_record(sp), name)
                 failpoint("study.parent")
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
+
+    def transferred(self, sp: StudyPlan) -> dict[str, Any] | None:
+        """The hyperparameters a transferred point runs (its source's best, lr scaled), or None while the
+        source is not tuned or when none of its trials completed."""
+        assert sp.transfer is not None
+        source = self.open_tuning(self.plan.study(sp.transfer.source))
+        best = search.best_trial(source) if source is not None and not self.tuning_left(source) else None
+        if best is None:
+            return None
+        opt = sp.optimizer
+        return transferred_hparams(best.params, opt.entry.defaults, opt.fixed, sp.transfer.factor)
 
     def _extended(self, sp: StudyPlan, parent: Callable[[Any], str | None], what: str) -> Callable:
         """`on_extend` of a study: its MLflow run takes the new budget (it runs again once a trial runs,
@@ -181,6 +216,8 @@ class Worker:
         return on_extend
 
     def open_tuning(self, sp: StudyPlan) -> Any:
+        """The study's tuning study (created with its slots if new); None for a transferred point whose
+        source is not tuned yet."""
         t = self.suite.tuning
         space = sp.optimizer.search_space if t.protocol != "defaults" else {}
         if t.protocol == "sweep":  # the first stage: the lr grid
@@ -190,6 +227,11 @@ class Worker:
         else:
             slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials, t.grid_points)
             attrs = [{"kind": TUNE, "seed": sp.first_seed}] * len(slots)
+        if sp.transfer is not None:
+            hparams = self.transferred(sp)
+            if hparams is None:
+                return None
+            space, slots, attrs = {}, [{}], [{"kind": TUNE, "seed": sp.first_seed, "hparams": hparams}]
         study, created = search.open_study(
             self.storage,
             sp.name,
@@ -303,7 +345,11 @@ class Worker:
             space={},
             pruner=search.make_pruner("none", 1, 1),
             slots=[dict(best.params)] * len(seeds),
-            slot_attrs=[{"kind": SEED, "seed": s, "best_number": number, **warmup} for s in seeds],
+            slot_attrs=[
+                {"kind": SEED, "seed": s, "best_number": number, **warmup}
+                | ({"hparams": best.user_attrs["hparams"]} if "hparams" in best.user_attrs else {})
+                for s in seeds
+            ],
             study_attrs={"fingerprint": sp.fingerprint, "best_number": number},
             on_create=lambda st: st.set_user_attr("mlflow_parent", parent),
             on_extend=self._extended(sp, lambda st: parent, "seed reruns"),
@@ -399,7 +445,7 @@ class Worker:
         accumulate = suite.trainer.accumulate_grad_batches
         return TrialRecord(
             suite=suite.name,
-            task=sp.task.name,
+            task=sp.task.label,
             optimizer=sp.optimizer.label,
             study=sp.name,
             trial_id=trial_id(sp.name, slot) if kind == TUNE else seed_run_id(sp.name, seed),
@@ -430,6 +476,7 @@ class Worker:
             axis_value=attrs.get("axis_value"),
             axis_scale=str(attrs.get("axis_scale", "")),
             warmup=warmup,
+            scan=scan_info(sp),
         )
 
     def objective(self, sp: StudyPlan, study: Any) -> Callable[[Any], float]:
@@ -448,14 +495,18 @@ class Worker:
             if stale:  # a retry of a trial whose process died: retire the dead attempt's run
                 tracker.retire(stale, f"process died; retried as optuna trial {trial.number}")
             kind, seed = trial.user_attrs.get("kind", TUNE), int(trial.user_attrs.get("seed", 0))
-            hparams = search.suggest(trial, space)
+            # a transferred point's slot carries its hyperparameters; any other slot is asked for them
+            hparams = (
+                dict(trial.user_attrs["hparams"])
+                if "hparams" in trial.user_attrs
+                else search.suggest(trial, space)
+            )
             slot = _number(trial)
             label = sp.optimizer.label + (f"#{slot}" if kind == TUNE else f"@seed{seed}")
             record = self.record_of(sp, trial, slot, kind, seed, hparams)
             warmup = trial.user_attrs.get("warmup")
-            run_id = tracker.open_trial(
-                record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
-            )
+            name = f"{sp.task.label}/{label}"
+            run_id = tracker.open_trial(record, name, study.user_attrs.get("mlflow_parent"))
             failpoint("trial.run")
             trial.set_user_attr("mlflow_run", run_id)
             tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
@@ -464,15 +515,34 @@ class Worker:
             if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 on_eval = search.pruning_callable(trial)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed, "warmup": warmup})
-            self.display.begin(f"{sp.name} {label}", sp.task.steps)
+            self.display.begin(f"{sp.name} {label}", sp.horizons.cost_steps if sp.horizons else sp.task.steps)
             try:
                 with tracker.metrics_writer(run_id) as log_metrics:
-                    result = train_trial(
-                        trial_spec(suite, sp, hparams, seed, warmup),
-                        log_metrics=recording(log_metrics),
-                        on_eval=on_eval,
-                        on_step=self.display.step,
-                    )
+                    spec = trial_spec(suite, sp, hparams, seed, warmup)
+                    if sp.horizons is not None:
+                        result = branches.train_horizons(
+                            spec,
+                            sp.horizons,
+                            directory=branches.trial_directory(
+                                suite.settings.checkpoint_dir, suite.name, record.trial_id
+                            ),
+                            tracker=tracker,
+                            record=record,
+                            run_id=run_id,
+                            name=name,
+                            summarize=summary_of,
+                            log_metrics=recording(log_metrics),
+                            on_eval=on_eval,
+                            on_step=self.display.step,
+                            say=self.display.say,
+                        )
+                    else:
+                        result = train_trial(
+                            spec,
+                            log_metrics=recording(log_metrics),
+                            on_eval=on_eval,
+                            on_step=self.display.step,
+                        )
                 summary = summary_of(result)
                 tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
             except BaseException:  # not the trial's failure: this attempt is void, its slot goes back
@@ -552,6 +622,27 @@ class Worker:
             search.run_one(study, objective)
             ran = True
 
+    def tuning_left(self, study: Any) -> bool:
+        """Whether a tuning study has trials running, or waiting under its time budget."""
+        if search.running_slots(study):
+            return True
+        cap = self.suite.tuning.study_time_budget_s
+        return bool(search.unfinished_slots(study)) and (cap is None or self.spent(study) < cap)
+
+    def source_pending(self, sp: StudyPlan) -> bool:
+        """Whether a transferred point's source study still has trials to run (else, having none that
+        completed, the point is skipped: said once)."""
+        assert sp.transfer is not None
+        source = self.open_tuning(self.plan.study(sp.transfer.source))
+        if source is not None and self.tuning_left(source):
+            return True
+        if sp.name not in self.skipped:
+            self.skipped.add(sp.name)
+            self.display.say(
+                f"bench: {sp.name}: skipped, no trial of {sp.transfer.source} completed to transfer from"
+            )
+        return False
+
     def work(self, poll_s: float = 2.0) -> None:
         """Run slots until every study of the plan (and its seed reruns) is finished: every slot holds a
         finished trial (a capped study: none is running). Starts and ends by retiring the MLflow runs
@@ -561,6 +652,9 @@ class Worker:
             busy = False
             for sp in self.plan.studies:
                 tuning = self.open_tuning(sp)
+                if tuning is None:  # a transferred point: its source is not tuned yet, or has no best
+                    busy = busy or self.source_pending(sp)
+                    continue
                 capped = self.drain(sp, tuning, tuning=True)
                 if search.running_slots(tuning) or (not capped and search.unfinished_slots(tuning)):
                     busy = True
@@ -717,9 +811,9 @@ def run_suite(
         follow_leader(suite, plan)
         return {"trials_run": 0}
     total = plan.estimate.runs  # tuning trials plus seed reruns
-    studies = {sp.name: (sp.task.name, sp.cost.runs) for sp in plan.studies}
+    studies = {sp.name: (sp.task.label, sp.cost.runs) for sp in plan.studies}  # a scan point is its own task
     work = {
-        sp.task.name: sp.cost.flops / sp.cost.runs for sp in plan.studies if sp.cost.flops and sp.cost.runs
+        sp.task.label: sp.cost.flops / sp.cost.runs for sp in plan.studies if sp.cost.flops and sp.cost.runs
     }
     live = False if out is not None else progress
     display = Display(total, workers=workers, live=live, out=out or say, studies=studies, work=work)
@@ -730,6 +824,13 @@ def run_suite(
             f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)"
         )
         display.say(f"bench: tracking {suite.settings.tracking_uri}  studies {suite.settings.storage}")
+        est = plan.estimate
+        display.say(
+            f"bench: compute: {est.steps} optimizer steps"
+            + (f", {si(est.tokens)} tokens" if est.tokens is not None else "")
+            + (f", {si(est.flops, 'FLOP')}" if est.flops is not None else "")
+            + (" (at least: some tasks declare no per-step figure)" if est.partial else "")
+        )
         if distributed.world_size() > 1:
             off = (
                 "" if suite.tuning.pruner == "none" else " (pruning is off: it needs the trial on every rank)"

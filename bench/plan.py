@@ -18,6 +18,13 @@ from the plan's is stale and must not be resumed. It leaves out what only change
 budgets, targets, leaderboard settings, stores) and the budget itself: the number of trials and of seed
 reruns, so that a larger `tuning.trials` (or `seeds`) extends the recorded studies instead of refusing
 them (`bench.search` keeps every recorded slot's configuration; see docs/results.md).
+
+Scans (`tasks[i].scan`, see `bench.scans`): a scanned task contributes one study per point, named
+`<suite>.<task>@<point>.<label>` (`quick.digits_cnn@bs256.adamw`). With `lr: transfer` only the first
+point's studies are tuned; every other point's study has one trial, the first point's best
+configuration with its lr scaled (`StudyPlan.transfer`), and its fingerprint includes the source's.
+A schedule with `horizons` trains every horizon in each run (`StudyPlan.horizons`, `bench.horizons`):
+a run costs the trunk plus the cooldowns, which is what the estimate counts.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import sweep
+from bench.horizons import HorizonPlan, plan_horizons
 from bench.optimizers.schedules import needs_schedule
+from bench.scans import points, step_scale, transfer_factor
+from bench.scans import tokens_per_step as tokens_per_step  # re-exported (runner, engine)
 from bench.schema import thaw
 from bench.space import GRID_POINTS, grid_size, to_kwargs
 from bench.spec import OptimizerSpec, Suite, TaskSpec, optimizer_dict, task_dict
@@ -59,17 +69,29 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """A scan point whose lr comes from another point's tuning: the source study's best configuration,
+    its lr multiplied by `factor` (the optimizer's `rule` for the ratio of the batch sizes)."""
+
+    source: str  # the source study's name
+    rule: str  # linear | sqrt | none
+    factor: float
+
+
+@dataclass(frozen=True)
 class StudyPlan:
-    name: str  # f"{suite}.{task}.{label}": the Optuna study name and the MLflow parent run name
-    task: TaskSpec
+    name: str  # f"{suite}.{task label}.{label}": the Optuna study name and the MLflow parent run name
+    task: TaskSpec  # a scan point's TaskSpec for a scanned task (`task.label`: `digits_cnn@bs256`)
     optimizer: OptimizerSpec
     trials: int  # tuning trials (1 for protocol `defaults` or an empty space; grid: its points at most)
     seeds: int  # seeds the best configuration runs on, counting the tuning run (1: no reruns)
-    steps: int  # optimizer steps per run
+    steps: int  # optimizer steps per run (the longest horizon's, with horizons)
     fingerprint: str  # short hash of everything that changes this study's results
     cost: Cost  # counting every conditional trial (an upper bound when `extension` > 0)
     extension: int = 0  # sweep: the most trials its lr extensions may add to `trials`
     first_seed: int = 0  # the tuning trials' seed (tuning.first_seed)
+    transfer: Transfer | None = None  # lr transferred from another point (a scan with `lr: transfer`)
+    horizons: HorizonPlan | None = None  # every run trains these horizons (a schedule with `horizons`)
 
     @property
     def reruns(self) -> tuple[int, ...]:
@@ -117,7 +139,9 @@ def seeds_study(study_name: str, best_slot: int | None = None) -> str:
     return prefix if best_slot is None else f"{prefix}{best_slot}"
 
 
-def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
+def _fingerprint(
+    suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, extra: dict[str, Any] | None = None
+) -> str:
     tuning = suite.tuning
     t = task_dict(task)
     del t["target"], t["metric"], t["failure_value"]  # what counts as success, not what the runs do
@@ -143,6 +167,7 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
             "devices": suite.trainer.devices,
             "num_nodes": suite.trainer.num_nodes,
         },
+        **(extra or {}),
     }
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -179,62 +204,89 @@ def _trials(suite: Suite, opt: OptimizerSpec) -> tuple[int, int]:
     return budget, 0
 
 
-def step_scale(task: TaskSpec, accumulate_grad_batches: int = 1) -> float:
-    """How much bigger one optimizer step is than the task's declared default (batch x accumulation x
-    context length, for tasks with a `block_size` option)."""
-    scale = task.batch_size / task.entry.batch_size * accumulate_grad_batches
-    block, default_block = task.options.get("block_size"), task.entry.default_options.get("block_size")
-    if block and default_block:
-        scale *= block / default_block
-    return scale
-
-
-def tokens_per_step(task: TaskSpec, accumulate_grad_batches: int = 1) -> float | None:
-    """Tokens one optimizer step consumes with the suite's batch size, accumulation and context."""
-    per_step = task.entry.tokens_per_step
-    return None if per_step is None else per_step * step_scale(task, accumulate_grad_batches)
-
-
-def _cost(suite: Suite, task: TaskSpec, runs: int) -> Cost:
+def _cost(suite: Suite, task: TaskSpec, runs: int, run_steps: int) -> Cost:
     """Per-step figures are declared at the task's default batch size; scale them to the suite's."""
     entry = task.entry
     scale = step_scale(task, suite.trainer.accumulate_grad_batches)
-    steps = runs * task.steps
+    steps = runs * run_steps
 
-    def total(per_step: float | None) -> float | None:
-        return None if per_step is None else per_step * scale * steps
+    # A scanned model size (an option other than the context length) changes the work of a step in a way
+    # the task's declared figures (at its default options) do not say: no FLOP or time estimate for it.
+    defaults = entry.default_options
+    resized = any(
+        a.startswith("options.")
+        and a != "options.block_size"
+        and v != defaults.get(a.removeprefix("options."))
+        for a, v in task.axes.items()
+    )
+
+    def total(per_step: float | None, *, sized: bool = True) -> float | None:
+        return None if per_step is None or (resized and sized) else per_step * scale * steps
 
     return Cost(
         runs=runs,
         steps=steps,
         flops=total(entry.flops_per_step),
-        tokens=total(entry.tokens_per_step),
+        tokens=total(entry.tokens_per_step, sized=False),
         # A rough CPU wall time per step at the defaults, if the task declares one.
         seconds=total(getattr(entry, "seconds_per_step", None)),
     )
 
 
+def _study(suite: Suite, task: TaskSpec, opt: OptimizerSpec, source: StudyPlan | None) -> StudyPlan:
+    """The study of one (task or scan point, optimizer); `source`: the study its lr transfers from."""
+    name = f"{suite.name}.{task.label}.{opt.label}"
+    horizons = plan_horizons(opt.schedule, task.steps) if opt.schedule.horizons else None
+    run_steps = horizons.cost_steps if horizons is not None else task.steps
+    seeds = suite.tuning.seeds
+    if source is not None:
+        rule = opt.entry.lr_scaling
+        factor = transfer_factor(rule, source.task, task, suite.trainer.accumulate_grad_batches)
+        extra = {"transfer": {"source": source.fingerprint, "rule": rule, "factor": factor}}
+        return StudyPlan(
+            name=name,
+            task=task,
+            optimizer=opt,
+            trials=1,
+            seeds=seeds,
+            steps=task.steps,
+            fingerprint=_fingerprint(suite, task, opt, extra),
+            cost=_cost(suite, task, seeds, run_steps),
+            first_seed=suite.tuning.first_seed,
+            transfer=Transfer(source=source.name, rule=rule, factor=factor),
+            horizons=horizons,
+        )
+    trials, extension = _trials(suite, opt)
+    return StudyPlan(
+        name=name,
+        task=task,
+        optimizer=opt,
+        trials=trials,
+        seeds=seeds,
+        steps=task.steps,
+        fingerprint=_fingerprint(suite, task, opt),
+        cost=_cost(suite, task, trials + extension + seeds - 1, run_steps),
+        extension=extension,
+        first_seed=suite.tuning.first_seed,
+        horizons=horizons,
+    )
+
+
 def make_plan(suite: Suite) -> Plan:
-    """Every (task, optimizer) study of the suite, tasks outermost, in suite order."""
-    studies = []
-    for task in suite.tasks:
+    """Every (task, optimizer) study of the suite, tasks outermost (a scanned task's points in product
+    order), in suite order."""
+    studies: list[StudyPlan] = []
+    accumulate = suite.trainer.accumulate_grad_batches
+    for base in suite.tasks:
+        tasks = points(base, accumulate)
+        transfer = base.scan is not None and base.scan.lr == "transfer"
         for opt in suite.optimizers:
-            trials, extension = _trials(suite, opt)
-            seeds = suite.tuning.seeds
-            studies.append(
-                StudyPlan(
-                    name=f"{suite.name}.{task.name}.{opt.label}",
-                    task=task,
-                    optimizer=opt,
-                    trials=trials,
-                    seeds=seeds,
-                    steps=task.steps,
-                    fingerprint=_fingerprint(suite, task, opt),
-                    cost=_cost(suite, task, trials + extension + seeds - 1),
-                    extension=extension,
-                    first_seed=suite.tuning.first_seed,
-                )
-            )
+            source: StudyPlan | None = None
+            for task in tasks:
+                study = _study(suite, task, opt, source)
+                studies.append(study)
+                if transfer and source is None:
+                    source = study
     total = sum((s.cost for s in studies), Cost(0, 0))
     estimate = Estimate(
         **dataclasses.asdict(total),
@@ -298,7 +350,13 @@ def format_plan(plan: Plan) -> str:
             _trial_count(est.trials, est.extension),
         ),
         ("seeds", [str(s.seeds) for s in plan.studies], ""),
-        ("steps", [str(s.steps) for s in plan.studies], str(est.steps)),
+    ]
+    if any(s.transfer for s in plan.studies):
+        columns.append(("lr", [_lr_cell(plan, s) for s in plan.studies], ""))
+    if any(s.horizons for s in plan.studies):
+        columns.append(("horizons", [_horizons_cell(s) for s in plan.studies], ""))
+    columns += [
+        ("steps", [str(s.cost.steps // max(s.cost.runs, 1)) for s in plan.studies], str(est.steps)),
         ("runs", [str(s.cost.runs) for s in plan.studies], str(est.runs)),
     ]
     if est.tokens is not None:
@@ -331,14 +389,16 @@ def format_plan(plan: Plan) -> str:
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(line(rows[0]))
+    n_points = len({s.task.label for s in plan.studies})
+    tasks = _count(len(suite.tasks), "task") + (
+        f" ({n_points} scan points)" if any(t.scan for t in suite.tasks) else ""
+    )
     title = (
-        f"suite {suite.name}: {_count(len(suite.tasks), 'task')} x {_count(len(suite.optimizers), 'optimizer')}, "
+        f"suite {suite.name}: {tasks} x {_count(len(suite.optimizers), 'optimizer')}, "
         f"protocol {t.protocol} (sampler seed {t.sampler_seed}), pruner {t.pruner}"
     )
     table = [title, "", line(rows[0]), rule, *(line(r) for r in rows[1:-1]), rule, line(rows[-1])]
-    if t.protocol == "sweep":
-        table += ["", _sweep_note(suite)]
-    return "\n".join(table)
+    return "\n".join(table + _notes(plan))
 
 
 def _sweep_note(suite: Suite) -> str:
@@ -355,3 +415,32 @@ def _sweep_note(suite: Suite) -> str:
         "more learning rates, run only while the best sits at an edge; runs, steps and compute count "
         "them (upper bounds)."
     )
+
+
+def _lr_cell(plan: Plan, s: StudyPlan) -> str:
+    if s.transfer is None:
+        return "tuned"
+    return f"x{s.transfer.factor:.3g} of {plan.study(s.transfer.source).task.point} ({s.transfer.rule})"
+
+
+def _horizons_cell(s: StudyPlan) -> str:
+    return ",".join(str(h) for h in s.horizons.steps) if s.horizons is not None else "-"
+
+
+def _notes(plan: Plan) -> list[str]:
+    """What the table's trials and steps mean for sweeps, horizons and transfers."""
+    notes = [_sweep_note(plan.suite)] if plan.suite.tuning.protocol == "sweep" else []
+    with_horizons = [s for s in plan.studies if s.horizons is not None]
+    if with_horizons:
+        cost = sum(s.cost.runs * s.horizons.cost_steps for s in with_horizons)  # type: ignore[union-attr]
+        separate = sum(s.cost.runs * s.horizons.separate_steps for s in with_horizons)  # type: ignore[union-attr]
+        notes.append(
+            f"horizons: each run trains every horizon from one constant-lr trunk and a cooldown per horizon: "
+            f"{cost} steps instead of {separate} for separate runs ({cost / separate:.0%})"
+        )
+    if any(s.transfer for s in plan.studies):
+        notes.append(
+            "lr transfer: a point's study runs its scan's first point's best configuration once (plus seed "
+            "reruns), the lr scaled by the optimizer's lr_scaling rule; it starts when that point is tuned"
+        )
+    return ["", *notes] if notes else []

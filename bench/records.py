@@ -11,6 +11,13 @@ module spells a tag name.
                                                        budget spent, best so far, outcomes (`study_progress`)
         run "<task>/<optimizer>#<n>"      kind=tune    `TrialRecord`: one per tuning trial (child)
         run "<task>/<optimizer>@seed<k>"  kind=seed    reruns of the best configuration
+          run "<task>/<optimizer>#<n>/h<H>" kind=horizon  one per horizon of a trial whose schedule has
+                                                       `horizons` (child of the trial's run; the trial's
+                                                       own summary is its longest horizon's)
+
+A scan point's runs name their task by its label (`digits_cnn@bs256`, so the leaderboard ranks each
+point on its own) and carry the point in `bench.scan`: the base task, the point's label and axis values,
+the lr rule, and for a transferred lr the factor and the source study.
 
 A trial run holds, besides the curves the runner logs during training (`train/loss`, `val/...`; and
 Lightning's throughput figures, recorded as `system/...`, see `curve_name`):
@@ -48,6 +55,7 @@ from typing import Any
 # -- kinds of runs -----------------------------------------------------------------------------------
 TUNE, SEED = "tune", "seed"
 KINDS: tuple[str, ...] = (TUNE, SEED)  # the trial kinds: a searched configuration, a seed rerun
+HORIZON = "horizon"  # one horizon of a trial with horizons (the scaling tables read them; ranks don't)
 STUDY_KIND, SUITE_KIND = "study", "suite"
 RUNNING = "running"  # a trial's outcome until it ends
 ENDED = ("FINISHED", "FAILED")  # statuses of trials that ended (KILLED: a dead attempt, retired)
@@ -81,6 +89,8 @@ FAILURE_VALUE = "bench.failure_value"
 AXIS = "bench.axis"
 AXIS_VALUE = "bench.axis_value"
 AXIS_SCALE = "bench.axis_scale"
+SCAN = "bench.scan"  # a scan point's task, label, axes and lr rule (JSON)
+HORIZON_TAG = "bench.horizon"  # a horizon run's length in steps
 OUTCOMES_TAG = "bench.outcomes"  # on a study's run: how its trials ended, in words
 FINAL = "bench.final"  # a trial's final validation metrics, JSON
 SLOTS = "bench.trials"  # a study run's budget of tuning slots (a tag: extending a study raises it)
@@ -102,7 +112,7 @@ COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
     "seconds_to_target", "tokens_to_target", "tokens_per_step", "protocol", "failure_value", "axis",
-    "axis_value", "axis_scale", "warmup", *COST_METRICS,
+    "axis_value", "axis_scale", "warmup", *COST_METRICS, "global_batch_size", "scan", "horizon", "final",
 )  # fmt: skip
 
 
@@ -183,6 +193,8 @@ class TrialRecord:
     axis_value: Any = None  # its value on that axis
     axis_scale: str = ""  # how the axis is spaced: "log", "linear" or "choice"
     warmup: float | None = None  # the schedule's warmup (fraction of steps if < 1, else steps)
+    scan: Mapping[str, Any] = field(default_factory=dict)  # a scan point: task, point, axes, lr (+ transfer)
+    horizon: int | None = None  # a horizon run: its length in steps
 
     @property
     def outcome(self) -> str:
@@ -259,6 +271,10 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         PROTOCOL: r.protocol, FAILURE_VALUE: _or_nan(r.failure_value), AXIS: r.axis,
         AXIS_VALUE: "" if r.axis_value is None else r.axis_value, AXIS_SCALE: r.axis_scale,
     }  # fmt: skip
+    if r.scan:
+        tags[SCAN] = json.dumps(dict(r.scan), default=str)
+    if r.horizon is not None:
+        tags[HORIZON_TAG] = r.horizon
     if r.summary is not None:
         tags[FINAL] = json.dumps(dict(r.summary.final))
     params = {
@@ -406,11 +422,16 @@ def is_trial(tags: Mapping[str, str]) -> bool:
     return tags.get(KIND) in KINDS
 
 
+def horizon_key(trial_id: str, horizon: int) -> dict[str, str]:
+    """The tags that find the run of one horizon of a trial."""
+    return {KIND: HORIZON, TRIAL_ID: trial_id, HORIZON_TAG: str(horizon)}
+
+
 def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord | None:
-    """The record a trial run holds (None for a study or suite run). A run that has not ended (outcome
-    `running`) comes back without a summary."""
+    """The record a trial or horizon run holds (None for a study or suite run). A run that has not ended
+    (outcome `running`) comes back without a summary."""
     t, p, m = fields.tags, fields.params, fields.metrics
-    if not is_trial(t):
+    if not is_trial(t) and t.get(KIND) != HORIZON:
         return None
     target = float(t.get(TARGET, "nan"))
     tokens = float(t.get(TOKENS_PER_STEP, "nan"))
@@ -473,6 +494,8 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
         axis_value=_value(t[AXIS_VALUE]) if t.get(AXIS_VALUE) else None,
         axis_scale=t.get(AXIS_SCALE, ""),
         warmup=param("warmup"),
+        scan=json.loads(t[SCAN]) if SCAN in t else {},
+        horizon=int(t[HORIZON_TAG]) if HORIZON_TAG in t else None,
     )
 
 
@@ -511,4 +534,8 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "axis_scale": record.axis_scale,
         "warmup": _number(record.warmup),
         **{name: getattr(s, name) for name in COST_METRICS},
+        "global_batch_size": record.global_batch_size,
+        "scan": dict(record.scan),
+        "horizon": record.horizon if record.horizon is not None else record.steps,
+        "final": dict(s.final),
     }

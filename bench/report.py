@@ -46,7 +46,9 @@ import pandas as pd
 from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 
-from bench import records, score
+from bench import laws, records, score
+from bench.laws import Scaling
+from bench.plan import si
 from bench.schema import Settings, thaw
 from bench.score import FAILED, OUTCOMES, TTT, Leaderboard, prepare
 from bench.spec import Suite
@@ -684,8 +686,12 @@ def _log_x(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-2 or v >= 1e4 else f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick))
     ax.minorticks_off()  # building minor ticks costs more than drawing the data
+
+
+def _tick(v: float, _: Any) -> str:
+    return f"{v:.0e}" if v < 1e-2 or v >= 1e4 else f"{v:g}"
 
 
 def plot_lr_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: Path) -> Path | None:
@@ -1016,9 +1022,15 @@ PAGE_STYLE = (
 
 
 def write_leaderboard(
-    board: Leaderboard, df: pd.DataFrame, curves: Curves, out_dir: Path, suite_name: str
+    board: Leaderboard,
+    df: pd.DataFrame,
+    curves: Curves,
+    out_dir: Path,
+    suite_name: str,
+    scaling: Scaling | None = None,
 ) -> list[Path]:
-    """Write `<suite>.md`, `.html`, `.csv`, `.json` and the plots under `<suite>/`; return every path."""
+    """Write `<suite>.md`, `.html`, `.csv`, `.json` and the plots under `<suite>/`; return every path.
+    With `scaling` (a suite with scans or horizons), the scaling section and its plots too."""
     out_dir = Path(out_dir)
     df = prepare(df)  # once, not per plot
     plot_dir = out_dir / _safe(suite_name)
@@ -1044,13 +1056,24 @@ def write_leaderboard(
         if (path := plot_performance_profiles(board, unit, plot_dir / f"{key}.png")) is not None:
             plots[key] = path
 
+    section, data = "", {}
+    if scaling is not None and not scaling.empty:
+        scaling_plots = write_scaling_plots(scaling, plot_dir)
+        plots.update(scaling_plots)
+        section = "\n" + render_scaling(
+            scaling, {k: p.relative_to(out_dir) for k, p in scaling_plots.items()}
+        )
+        data = {"scaling": scaling_dict(scaling)}
+
     md, html, csv, js = (out_dir / f"{suite_name}{ext}" for ext in FILES)
     rel = {k: p.relative_to(out_dir) for k, p in plots.items()}
-    text = render_markdown(board, suite_name, rel) + "\n"
+    text = render_markdown(board, suite_name, rel) + section + "\n"
     md.write_text(text)
     html.write_text(render_html(text, out_dir, f"Leaderboard: {suite_name}"))
     board.rows.to_csv(csv, index=False)
-    js.write_text(json.dumps(leaderboard_dict(board, suite_name), indent=2, allow_nan=False) + "\n")
+    js.write_text(
+        json.dumps({**leaderboard_dict(board, suite_name), **data}, indent=2, allow_nan=False) + "\n"
+    )
     return [md, html, csv, js, *plots.values()]
 
 
@@ -1131,15 +1154,348 @@ def build_leaderboard(
         best = {t: run_of[t] for t in rows["best_trial_id"].dropna() if t in run_of}
         metric = table.loc[table["task"] == task, "metric"].iloc[0]
         curves.update(tracker.curves(best, metric=metric))
-    paths = write_leaderboard(board, table, curves, out_dir, suite.name)
+    scaling = suite_scaling(suite, tracker)
+    paths = write_leaderboard(board, table, curves, out_dir, suite.name, scaling)
     run_id = run_id or tracker.suite_run(suite.name)
     tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
     tracker.log_artifacts(run_id, [p for p in paths if p.suffix in FILES], records.LEADERBOARD_DIR)
     plots = f"{records.LEADERBOARD_DIR}/{_safe(suite.name)}"  # as on disk: the .md's links resolve
     tracker.log_artifacts(run_id, [p for p in paths if p.suffix == ".png"], plots)
-    tracker.log(run_id, metrics={"trials": len(table)}, tags={records.LEADERBOARD_OF: source})
+    metrics = {"trials": len(table), **(scaling_metrics(scaling) if scaling else {})}
+    tracker.log(run_id, metrics=metrics, tags={records.LEADERBOARD_OF: source})
     tracker.finish(run_id)
     out(f"bench: leaderboard written from {len(table)} trial runs")
     for line in where_to_look(suite, tracker, paths[0]):
         out(line)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# The scaling section: scans and horizons (bench.laws)
+
+SCALING_LEGEND = """\
+How to read it (formulas in `bench/laws.py`; every number is over completed trials only):
+
+- **steps to target at B**: the fewest optimizer steps any learning rate of the point's sweep needed to
+  reach the task's target (a transferred lr: its one run). **critical batch** (Zhang et al. 2024): where
+  steps to target exceed perfect linear scaling from the smallest batch, S(B0) B0 / B, by 20%,
+  interpolated in log B between the two measured batches around it; `> B` when no measured batch is
+  20% over (it lies beyond the scan); `n/a` with fewer than two batches that reached the target.
+  **B_noise** fits S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018), under which B* = 1.2 B0 +
+  0.2 B_noise: a smooth cross-check of the interpolation.
+- **lr exponent**: the slope alpha of log lr* against log B by least squares, with its 95% t-interval
+  (none from 2 batches); lr* at each batch is the vertex of a parabola in log lr through the sweep's best
+  trial and its neighbours. **declared**: the optimizer entry's `lr_scaling` rule (linear: 1, sqrt:
+  1/2, none: 0; Goyal et al. 2017, Malladi et al. 2022); **agrees**: the declared slope lies in the
+  interval. Points whose lr was transferred are not in this fit.
+- **loss against data**: at each horizon (or length point), the best value over the learning rates of
+  the sweep, with the EMA of the weights at the same point when the optimizer has `ema:`. D is tokens,
+  or examples (steps x global batch) for tasks that count no tokens. **L(D) = a D^-b + c** fitted per
+  optimizer (`exact` with 3 points: no degree of freedom; `n/a` below 3).
+- **speedup** (Wen et al. 2025): the data the reference optimizer's fitted law needs to reach the same
+  loss, divided by the data used: 1.5x means the reference would need 1.5 times the data; `inf` below
+  the reference's asymptote c; extrapolated when outside the reference's measured range.
+"""
+
+
+def _curve_name(task: str, group: str) -> str:
+    return f"{task} ({group})" if group else task
+
+
+def _plot_key(kind: str, task: str, group: str) -> str:
+    return f"{kind}_{_safe(task)}" + (f"_{_safe(group.replace('=', ''))}" if group else "")
+
+
+def _log_y(ax: Any) -> None:
+    """Log y axis with ticks at 1, 2 and 5 of each decade (short ranges get ticks too)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+    ax.minorticks_off()
+
+
+def _value_ticks(ax: Any, values: Any, label: Callable[[float], str] = lambda v: f"{v:g}") -> None:
+    """The measured values (batch sizes, data) as the x ticks of a log axis."""
+    ticks = sorted({float(v) for v in values})
+    ax.set_xticks(ticks, [label(v) for v in ticks])
+
+
+def plot_steps_vs_batch(sc: Scaling, task: str, group: str, path: Path) -> Path | None:
+    """Steps to target against batch size (log-log), the ideal linear-scaling line from each optimizer's
+    smallest batch (dashed), and each optimizer's critical batch (dotted)."""
+    rows = sc.batch[(sc.batch["task"] == task) & (sc.batch["group"] == group)]
+    rows = rows[np.isfinite(rows["steps_to_target"])]
+    if rows.empty:
+        return None
+    colors = _colors(sc.batch["optimizer"].unique().tolist())
+    fig, (ax,) = _figure()
+    crit = sc.critical[(sc.critical["task"] == task) & (sc.critical["group"] == group)].set_index("optimizer")
+    for opt, g in rows.groupby("optimizer", sort=False):
+        g = g.sort_values("global_batch_size")
+        b, s = g["global_batch_size"].to_numpy(float), g["steps_to_target"].to_numpy(float)
+        ax.plot(b, s, "-o", ms=4, color=colors[opt], label=str(opt))
+        ax.plot(b, s[0] * b[0] / b, "--", lw=0.8, color=colors[opt])
+        cb = crit.loc[opt, "critical_batch"] if opt in crit.index else math.nan
+        if math.isfinite(cb) and not bool(crit.loc[opt, "beyond"]):
+            ax.axvline(cb, ls=":", lw=1, color=colors[opt])
+    _log_x(ax)
+    _log_y(ax)
+    _value_ticks(ax, rows["global_batch_size"])
+    ax.set(xlabel="global batch size", ylabel="steps to target")
+    ax.set_title(
+        f"{_curve_name(task, group)}: steps to target (dashed: linear scaling, dotted: B*)", fontsize=10
+    )
+    _legend(ax)
+    return _save(fig, path)
+
+
+def plot_lr_vs_batch(sc: Scaling, task: str, group: str, path: Path) -> Path | None:
+    """lr* against batch size (log-log) with each optimizer's fitted slope."""
+    rows = sc.batch[(sc.batch["task"] == task) & (sc.batch["group"] == group) & sc.batch["tuned"]]
+    rows = rows[np.isfinite(rows["lr_star"])]
+    if rows.empty:
+        return None
+    colors = _colors(sc.batch["optimizer"].unique().tolist())
+    fits = sc.lr_fit[(sc.lr_fit["task"] == task) & (sc.lr_fit["group"] == group)].set_index("optimizer")
+    fig, (ax,) = _figure()
+    for opt, g in rows.groupby("optimizer", sort=False):
+        b = g["global_batch_size"].to_numpy(float)
+        label = str(opt)
+        if opt in fits.index and math.isfinite(fits.loc[opt, "slope"]):
+            f = fits.loc[opt]
+            line = np.exp(f["intercept"]) * np.power(np.sort(b), f["slope"])
+            ax.plot(np.sort(b), line, "-", lw=1, color=colors[opt])
+            label += f": {f['slope']:.2f}" + (f" (declared {f['declared_slope']:g})" if f["declared"] else "")
+        ax.plot(b, g["lr_star"], "o", ms=4, color=colors[opt], label=label)
+    _log_x(ax)
+    _log_y(ax)
+    _value_ticks(ax, rows["global_batch_size"])
+    ax.set(xlabel="global batch size", ylabel="best learning rate lr*")
+    ax.set_title(f"{_curve_name(task, group)}: lr* vs batch, fitted slopes", fontsize=10)
+    _legend(ax)
+    return _save(fig, path)
+
+
+def plot_loss_vs_data(sc: Scaling, task: str, group: str, path: Path) -> Path | None:
+    """Loss against data (log x) per optimizer, the fitted power law, and the EMA (hollow) when logged."""
+    rows = sc.loss[(sc.loss["task"] == task) & (sc.loss["group"] == group)]
+    if rows.empty:
+        return None
+    colors = _colors(sc.loss["optimizer"].unique().tolist())
+    fig, (ax,) = _figure()
+    for opt, g in rows.groupby("optimizer", sort=False):
+        g = g.sort_values("data")
+        ax.plot(g["data"], g["value"], "o", ms=4, color=colors[opt], label=str(opt))
+        if np.isfinite(g["ema"]).any():
+            ax.plot(g["data"], g["ema"], "o", ms=5, mfc="none", color=colors[opt], label=f"{opt} (EMA)")
+        law = sc.fits.get((task, group, str(opt)))
+        if law is not None and law.ok:
+            d = np.geomspace(g["data"].min(), g["data"].max(), 50)
+            ax.plot(d, law(d), "-", lw=1, color=colors[opt])
+    _log_x(ax)
+    _log_y(ax)
+    _value_ticks(ax, rows["data"], si)
+    unit = str(rows["unit"].iloc[0])
+    ax.set(xlabel=f"data ({unit})", ylabel=sc.metric.get(task, "value"))
+    ax.set_title(f"{_curve_name(task, group)}: loss vs data, L(D) = a D^-b + c", fontsize=10)
+    _legend(ax)
+    return _save(fig, path)
+
+
+def _curves_of(table: pd.DataFrame) -> list[tuple[str, str]]:
+    if table.empty:
+        return []
+    return list(dict.fromkeys(zip(table["task"], table["group"], strict=True)))
+
+
+def write_scaling_plots(sc: Scaling, plot_dir: Path) -> dict[str, Path]:
+    plots: dict[str, Path] = {}
+    for kind, table, draw in (
+        ("steps_vs_batch", sc.batch, plot_steps_vs_batch),
+        ("lr_vs_batch", sc.batch, plot_lr_vs_batch),
+        ("loss_vs_data", sc.loss, plot_loss_vs_data),
+    ):
+        for task, group in _curves_of(table):
+            key = _plot_key(kind, task, group)
+            if (path := draw(sc, task, group, plot_dir / f"{key}.png")) is not None:
+                plots[key] = path
+    return plots
+
+
+def _never(steps: float) -> str:
+    """Steps to target of a point: NaN there means the target was never reached."""
+    return _fmt(steps) if math.isfinite(steps) else "never"
+
+
+def _critical_cell(r: Mapping[str, Any]) -> str:
+    if not math.isfinite(r["critical_batch"]):
+        return f"n/a ({r['n_batches']} batch{'es' if r['n_batches'] != 1 else ''} reached the target)"
+    return f"> {r['critical_batch']:g}" if r["beyond"] else f"{r['critical_batch']:.3g}"
+
+
+def _slope_cell(r: Mapping[str, Any]) -> str:
+    if not math.isfinite(r["slope"]):
+        return f"n/a ({r['n_batches']} tuned batch{'es' if r['n_batches'] != 1 else ''})"
+    ci = f" [{r['low']:.2f}, {r['high']:.2f}]" if math.isfinite(r["low"]) else " (no interval: 2 batches)"
+    return f"{r['slope']:.2f}{ci}"
+
+
+def _law_cell(r: Mapping[str, Any]) -> str:
+    if not all(math.isfinite(r[k]) for k in ("a", "b", "c")):
+        return f"n/a ({r.get('why') or str(r['n_points']) + ' points'})"
+    return f"{r['a']:.3g} D^-{r['b']:.3g} + {r['c']:.3g}" + (" (exact)" if r["exact"] else "")
+
+
+def _speedup_cell(mine: pd.Series, d: float, ref: str) -> str:
+    if d not in mine.index:
+        return ref
+    x = float(mine.loc[d])
+    return "inf" if x == math.inf else "n/a" if math.isnan(x) else f"{x:.2f}x"
+
+
+def render_scaling(sc: Scaling, plots: Mapping[str, Path]) -> str:
+    """The scaling section of the leaderboard's Markdown."""
+    lines = ["## Scaling", ""]
+    for task, group in _curves_of(sc.batch):
+        b = sc.batch[(sc.batch["task"] == task) & (sc.batch["group"] == group)]
+        batches = sorted(b["global_batch_size"].unique())
+        n = int(b["n_trials"].sum())
+        lines += [
+            f"### {_curve_name(task, group)}: batch size",
+            "",
+            f"{len(batches)} batch sizes x {b['optimizer'].nunique()} optimizers, {n} tune trials; "
+            f"metric `{sc.metric.get(task, '')}`.",
+            "",
+        ]
+        crit = sc.critical[(sc.critical["task"] == task) & (sc.critical["group"] == group)].set_index(
+            "optimizer"
+        )
+        fit = sc.lr_fit[(sc.lr_fit["task"] == task) & (sc.lr_fit["group"] == group)].set_index("optimizer")
+        header = ["optimizer", "critical batch", "B_noise fit", "lr exponent (95% CI)", "declared", "agrees"]
+        body = []
+        for opt in b["optimizer"].unique():
+            c, f = crit.loc[opt], fit.loc[opt]
+            agrees = {True: "yes", False: "no", None: "n/a"}[f["agrees"]] if f["declared"] else "n/a"
+            row = [str(opt), _critical_cell(c), _fmt(c["b_noise"], 3), _slope_cell(f)]
+            body.append(
+                row + [f"{f['declared']} ({f['declared_slope']:g})" if f["declared"] else "—", agrees]
+            )
+        lines += _table(header, body) + [""]
+        # by batch: steps to target and lr* of each optimizer
+        opts = list(b["optimizer"].unique())
+        by = b.set_index(["global_batch_size", "optimizer"])
+        header = ["batch"] + [f"{o} steps to target" for o in opts] + [f"{o} lr*" for o in opts]
+        body = []
+        for bs in batches:
+            row = [str(bs)]
+            row += [_never(by.loc[(bs, o), "steps_to_target"]) if (bs, o) in by.index else "—" for o in opts]
+            row += [
+                _fmt(by.loc[(bs, o), "lr_star"], 3) + ("" if by.loc[(bs, o), "tuned"] else " (transferred)")
+                if (bs, o) in by.index
+                else "—"
+                for o in opts
+            ]
+            body.append(row)
+        lines += _table(header, body)
+        for kind, title in (("steps_vs_batch", "steps to target vs batch"), ("lr_vs_batch", "lr* vs batch")):
+            key = _plot_key(kind, task, group)
+            if key in plots:
+                lines += ["", f"![{title}]({plots[key].as_posix()})"]
+        lines.append("")
+    for task, group in _curves_of(sc.loss):
+        lo = sc.loss[(sc.loss["task"] == task) & (sc.loss["group"] == group)]
+        points = sorted(lo["data"].unique())
+        unit = str(lo["unit"].iloc[0])
+        lines += [
+            f"### {_curve_name(task, group)}: loss against data",
+            "",
+            f"{len(points)} lengths ({unit}) x {lo['optimizer'].nunique()} optimizers, "
+            f"{int(lo['n_trials'].sum())} results (best lr per length); metric `{sc.metric.get(task, '')}`.",
+            "",
+        ]
+        laws_t = sc.laws[(sc.laws["task"] == task) & (sc.laws["group"] == group)].set_index("optimizer")
+        sp = (
+            sc.speedups[(sc.speedups["task"] == task) & (sc.speedups["group"] == group)]
+            if not sc.speedups.empty
+            else sc.speedups
+        )
+        header = ["optimizer", "L(D) fit"] + [f"{si(d)}" for d in points]
+        if not sp.empty:
+            header += [f"speedup at {si(d)}" for d in points]
+        body = []
+        for opt, g in lo.groupby("optimizer", sort=False):
+            by = g.set_index("data")
+
+            def cell(d: float, by: pd.DataFrame = by) -> str:
+                if d not in by.index:
+                    return "—"
+                ema = by.loc[d, "ema"]
+                return _fmt(by.loc[d, "value"]) + (f" (EMA {_fmt(ema)})" if math.isfinite(ema) else "")
+
+            row = [str(opt), _law_cell(laws_t.loc[opt])] + [cell(d) for d in points]
+            if not sp.empty:
+                mine = sp[sp["optimizer"] == opt].set_index("data")["speedup"]
+                ref = "1 (reference)" if opt == sc.reference else "—"
+                row += [_speedup_cell(mine, d, ref) for d in points]
+            body.append(row)
+        lines += _table(header, body)
+        if not sp.empty:
+            ref_law = sc.fits.get((task, group, str(sc.reference)))
+            why = (
+                ""
+                if ref_law is not None and ref_law.ok
+                else f" n/a: `{sc.reference}` has no fitted law here."
+            )
+            lines += [
+                "",
+                f"Speedups are compute-equivalent, relative to `{sc.reference}` (Wen et al. 2025).{why}",
+            ]
+        key = _plot_key("loss_vs_data", task, group)
+        if key in plots:
+            lines += ["", f"![loss vs data]({plots[key].as_posix()})"]
+        lines.append("")
+    lines += ["### Reading the scaling section", "", SCALING_LEGEND]
+    return "\n".join(lines)
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")] if not df.empty else []
+
+
+def scaling_dict(sc: Scaling) -> dict[str, Any]:
+    """The scaling section for `<suite>.json` (NaN and inf as null)."""
+    return {
+        "reference": sc.reference,
+        "batch": _records(sc.batch),
+        "critical_batch": _records(sc.critical),
+        "lr_exponent": _records(sc.lr_fit),
+        "loss": _records(sc.loss),
+        "power_laws": _records(sc.laws),
+        "speedups": _records(sc.speedups),
+    }
+
+
+def scaling_metrics(sc: Scaling) -> dict[str, float]:
+    """The headline numbers for the suite's MLflow run: critical batch and lr exponent per curve and
+    optimizer (finite values only; the JSON artifact has everything)."""
+    out: dict[str, float] = {}
+    for table, column, name in (
+        (sc.critical, "critical_batch", "critical_batch"),
+        (sc.lr_fit, "slope", "lr_exponent"),
+    ):
+        for r in table.to_dict("records") if not table.empty else []:
+            if math.isfinite(r[column]) and not r.get("beyond", False):
+                where = _safe(f"{r['task']}{'_' + r['group'] if r['group'] else ''}")
+                out[f"scaling/{where}/{r['optimizer']}/{name}"] = float(r[column])
+    return out
+
+
+def suite_scaling(suite: Suite, tracker: Tracker) -> Scaling | None:
+    """The scaling tables of a suite with scans or horizons (None for any other suite)."""
+    tasks, optimizers = getattr(suite, "tasks", ()), getattr(suite, "optimizers", ())  # duck-typed suites too
+    if not any(t.scan for t in tasks) and not any(o.schedule.horizons for o in optimizers):
+        return None
+    rules = {o.label: o.entry.lr_scaling for o in optimizers}
+    return laws.scaling(tracker.results_table(), rules, suite.leaderboard.reference)

@@ -26,6 +26,12 @@ Rules, so that downstream code need not know them:
   sweeps the ones it has), and `lr` is not one of them.
 - A task's failure cost (what a failed trial counts as in every score) is the suite's
   `failure_value`, else what the task declares for its options and metric (`TaskEntry.failure`).
+- A task's `scan:` (see `bench.scans`) needs at least one axis, `steps` or `tokens` but not both,
+  `tokens` only for tasks that count them, no value twice; every `options` value is checked by the
+  entry's options schema, and every point's batch must split over the processes.
+- `cooldown_shape` other than linear and `horizons` need the `wsd` schedule; the horizons of every
+  (task or point, optimizer) must make branches of one run (`bench.horizons.plan_horizons`: distinct
+  step counts, each cooldown starting after the warmup).
 
 Names written as import paths (`package.module:Name`, a user's task factory or optimizer) are imported
 only with `imports=True` (`bench run`, `bench plan`); `bench validate` only checks that the module
@@ -42,7 +48,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.horizons import HorizonError, plan_horizons
 from bench.registry import UnknownNameError, did_you_mean, entries_of, load_import_path
+from bench.scans import points
 from bench.schema import (
     LABEL,
     LABEL_RULE,
@@ -51,6 +59,7 @@ from bench.schema import (
     KeyPath,
     LeaderboardSpec,
     Optimizer,
+    ScanConfig,
     Schedule,
     ScheduleConfig,
     Settings,
@@ -64,7 +73,7 @@ from bench.schema import (
     parse,
 )
 from bench.space import Float, Param, SpaceError, parse_param
-from bench.spec import OptimizerSpec, Problems, ScheduleSpec, Suite, TaskSpec
+from bench.spec import OptimizerSpec, Problems, ScanSpec, ScheduleSpec, Suite, TaskSpec
 
 if TYPE_CHECKING:
     from bench.catalog import Registries
@@ -188,6 +197,9 @@ class _Resolver:
         options = self.task_options(entry, cfg.options, (*p, "options"))
         if not ok or options is None:
             return None
+        scan = self.scan(entry, cfg.scan, options, (*p, "scan")) if cfg.scan is not None else None
+        if cfg.scan is not None and scan is None:
+            return None
         # The entry's target is for its own metric; another metric has none unless the suite gives one.
         target = cfg.target if cfg.target is not None else (entry.target if metric == entry.metric else None)
         failure_value, failure_why = failure_cost(entry, options, metric, cfg.failure_value)
@@ -203,7 +215,56 @@ class _Resolver:
             eval_every=cfg.eval_every if cfg.eval_every is not None else entry.eval_every,
             failure_value=failure_value,
             failure_why=failure_why,
+            scan=scan,
         )
+
+    def scan(self, entry: TaskEntry, cfg: ScanConfig, options: FrozenMap, where: KeyPath) -> ScanSpec | None:
+        """The scan's axes in product order (batch_size, options as written, steps or tokens)."""
+        ok = True
+        axes: list[tuple[str, tuple[Any, ...]]] = []
+        if cfg.batch_size is not None:
+            axes.append(("batch_size", cfg.batch_size))
+        known = list(entry.options.model_fields)
+        for key, values in cfg.options.items():
+            if key not in known:
+                self.problems.add((*where, "options", key), f"unknown option '{key}' for task '{entry.name}'."
+                                  f"{did_you_mean(key, known)} Options: {', '.join(known) or '(none)'}")  # fmt: skip
+                ok = False
+                continue
+            if not isinstance(values, tuple) or not values:
+                self.problems.add(
+                    (*where, "options", key), f"expected a non-empty list of values, got {values!r}"
+                )
+                ok = False
+                continue
+            for j, value in enumerate(values):
+                _, found = parse(entry.options, {**options, key: value})
+                for path, message in found:
+                    self.problems.add((*where, "options", key, j, *path[1:]), message)
+                    ok = False
+            axes.append((f"options.{key}", values))
+        if cfg.steps is not None and cfg.tokens is not None:
+            self.problems.add((*where, "tokens"), "give the training lengths as steps or as tokens, not both")
+            ok = False
+        if cfg.tokens is not None and entry.tokens_per_step is None:
+            self.problems.add(
+                (*where, "tokens"), f"task '{entry.name}' does not count tokens; scan `steps` instead"
+            )
+            ok = False
+        if cfg.steps is not None:
+            axes.append(("steps", cfg.steps))
+        if cfg.tokens is not None:
+            axes.append(("tokens", cfg.tokens))
+        if not axes and ok:
+            self.problems.add(where, "expected at least one axis: batch_size, options, steps or tokens")
+            ok = False
+        for axis, values in axes:
+            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+            if repeated:
+                key = (*where, *axis.split(".", 1))
+                self.problems.add(key, f"{', '.join(repeated)} given twice: each value is one point")
+                ok = False
+        return ScanSpec(axes=tuple(axes), lr=cfg.lr) if ok else None
 
     def task_options(self, entry: TaskEntry, given: Mapping[str, Any], where: KeyPath) -> FrozenMap | None:
         known = list(entry.options.model_fields)
@@ -350,8 +411,28 @@ class _Resolver:
         except UnknownNameError as e:
             self.problems.add((*where, "name"), str(e))
             return None
+        ok = True
+        for key, given in (
+            ("cooldown_shape", cfg.cooldown_shape != "linear"),
+            ("horizons", bool(cfg.horizons)),
+        ):
+            if given and entry.name != "wsd":
+                self.problems.add(
+                    (*where, key), f"applies to the wsd schedule only, not '{entry.name}' (set name: wsd)"
+                )
+                ok = False
+        if len(set(cfg.horizons)) != len(cfg.horizons):
+            self.problems.add((*where, "horizons"), f"a horizon is given twice: {list(cfg.horizons)}")
+            ok = False
+        if not ok:
+            return None
         return ScheduleSpec(
-            entry=entry, warmup=cfg.warmup, cooldown=cfg.cooldown, min_lr_ratio=cfg.min_lr_ratio
+            entry=entry,
+            warmup=cfg.warmup,
+            cooldown=cfg.cooldown,
+            min_lr_ratio=cfg.min_lr_ratio,
+            cooldown_shape=cfg.cooldown_shape,
+            horizons=tuple(sorted(cfg.horizons)),
         )
 
     def schedule(
@@ -395,6 +476,7 @@ class _Resolver:
 
         tasks: list[TaskSpec] = []
         task_names: list[str] = []  # every item's name, resolved or not
+        task_at: list[int] = []  # the item index of each resolved task
         for i, cfg, bare in self.items("tasks", Task, "[digits_cnn, pydocs_gpt_tiny]"):
             task_names.append(cfg.name)
             task = self.task(i, cfg, bare)
@@ -405,6 +487,7 @@ class _Resolver:
                     task.name != other.name, ("tasks", i), f"duplicate task '{task.name}' (also tasks[{j}])"
                 )
             tasks.append(task)
+            task_at.append(i)
         optimizers: list[OptimizerSpec] = []
         where: list[int] = []  # the item index of each resolved optimizer
         written: list[str] = []  # every item's label, resolved or not (an unimported one still has one)
@@ -426,6 +509,14 @@ class _Resolver:
         self.launch_free_checks(trainer, tasks, optimizers)
         if tuning.protocol == "sweep":
             self.sweep_checks(tuning, list(zip(where, optimizers, strict=True)))
+            for i, task in zip(task_at, tasks, strict=True):
+                if task.scan is not None and task.scan.lr == "transfer":
+                    self.problems.add(
+                        ("tasks", i, "scan", "lr"),
+                        "'transfer' runs the first point's best configuration once per point, which a "
+                        "sweep's stages cannot; with protocol sweep use lr: retune (every point swept)",
+                    )
+        self.horizon_checks(tasks, optimizers, trainer.accumulate_grad_batches)
         if pr or self.unresolved:
             return None
         return Suite(
@@ -516,6 +607,27 @@ class _Resolver:
                 f"'{task}' is not a task of this suite.{did_you_mean(task, tasks)} Tasks: {', '.join(tasks)}",
             )
 
+    def horizon_checks(self, tasks: list[TaskSpec], optimizers: list[OptimizerSpec], accumulate: int) -> None:
+        """Every (task or scan point, optimizer) with horizons makes branches of one run."""
+        for i, opt in enumerate(optimizers):
+            if not opt.schedule.horizons:
+                continue
+            item = self.tree.get("optimizers", [])[i] if i < len(self.tree.get("optimizers", [])) else None
+            own = (
+                isinstance(item, Mapping)
+                and isinstance(item.get("schedule"), Mapping)
+                and "horizons" in item["schedule"]
+            )
+            where: KeyPath = ("optimizers", i, "schedule", "horizons") if own else ("schedule", "horizons")
+            for task in tasks:
+                for point in points(task, accumulate):
+                    try:
+                        plan_horizons(opt.schedule, point.steps)
+                    except HorizonError as e:
+                        self.problems.add(
+                            where, f"{point.label} ({point.steps} steps), optimizer '{opt.label}': {e}"
+                        )
+
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
     ) -> None:
@@ -524,6 +636,12 @@ class _Resolver:
         wanted = processes(trainer.devices, trainer.num_nodes)
         if wanted is not None and wanted > 1:
             check_batches(tasks, wanted, self.problems)
+            if any(o.schedule.horizons for o in optimizers):
+                self.problems.add(
+                    ("schedule", "horizons"),
+                    f"horizons run on one process for now ({wanted} asked by trainer.devices x num_nodes): "
+                    "which branch to train next is decided from the tracking store on one process",
+                )
         if uses_fsdp(trainer.strategy):
             supported = [n for n, e in self.reg.optimizers.items() if "fsdp" in e.flags]
             for i, opt in enumerate(optimizers):
@@ -568,14 +686,21 @@ def label_of(cfg: Any) -> str:
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:
-    """Each task's global batch splits evenly over `n` processes."""
+    """Each task's (and each scan point's) global batch splits evenly over `n` processes."""
     for i, task in enumerate(tasks):
+        scanned = dict(task.scan.axes).get("batch_size", ()) if task.scan is not None else ()
         problems.require(
-            task.batch_size % n == 0,
+            task.batch_size % n == 0 or bool(scanned),  # a scanned batch replaces the task's own
             ("tasks", i, "batch_size"),
             f"{task.batch_size} does not split evenly over {n} processes (the batch size is global: "
             f"each process loads batch_size / {n}); use a multiple of {n}",
         )
+        for j, batch in enumerate(scanned):
+            problems.require(
+                batch % n == 0,
+                ("tasks", i, "scan", "batch_size", j),
+                f"{batch} does not split evenly over {n} processes (the batch size is global); use a multiple of {n}",
+            )
 
 
 def hparam_names(entry: OptimizerEntry) -> list[str]:

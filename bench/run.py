@@ -23,6 +23,12 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
 
 Every trial also measures what its optimizer costs (`StepClock`): the mean step time and update time
 after the first steps, and the bytes of the optimizer state; `bench check` gates them.
+A trial can also be one segment of a longer run (`TrialSpec.segment`, used by `bench.branches` for the
+horizons of a WSD schedule): it resumes from a Lightning checkpoint (`trainer.fit(ckpt_path=...,
+weights_only=True)`), stops at a given step, and saves Lightning checkpoints at given steps. Such a
+trial reads its batches through `ResumableLoader`, a stream Lightning checkpoints with the rest (the
+batches consumed), and its checkpoints also hold the torch RNG state and what the module has recorded
+so far (curves, time to target), so a resumed segment continues exactly where the saved one stood.
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import traceback
 import warnings
@@ -87,6 +94,17 @@ OnStep = Callable[[int], None]
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Part of a longer run: resume from the Lightning checkpoint `resume_from`, stop after `stop_at`
+    optimizer steps (default: the task's steps), and save a checkpoint at each step of `checkpoints`
+    (step -> path). Steps count from the start of the whole run."""
+
+    resume_from: Path | None = None
+    stop_at: int | None = None
+    checkpoints: Mapping[int, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """Everything one trial needs. `hparams` are search names (see bench.space.to_kwargs)."""
 
@@ -99,6 +117,12 @@ class TrialSpec:
     divergence_factor: float = 3.0
     time_budget_s: float | None = None
     log_every_n_steps: int = 10
+    segment: Segment | None = None  # one part of a longer run (horizons: a trunk or a cooldown branch)
+
+    @property
+    def stop_at(self) -> int:
+        """The optimizer step this trial trains to."""
+        return self.segment.stop_at if self.segment and self.segment.stop_at is not None else self.task.steps
 
 
 @dataclass
@@ -116,6 +140,7 @@ class TrialResult:
     step_time_s: float = math.nan  # StepClock: mean seconds per optimizer step after the first steps
     update_time_s: float = math.nan  # of which the optimizer's update
     state_bytes: float = math.nan  # bytes of the optimizer state after training (this process)
+    eval_seconds: dict[int, float] = field(default_factory=dict)  # step -> training seconds at its evaluation
 
     @property
     def ok(self) -> bool:
@@ -157,6 +182,11 @@ class BenchModule(L.LightningModule):
         self.to_target: dict[str, float] = {}
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._count: dict[str, int] = {}
+        self.stream: ResumableLoader | None = None  # the checkpointable batch stream of a segment
+        self.eval_seconds: dict[int, float] = {}
+        self.seconds_before = 0.0  # training seconds of the segments before this one (from the checkpoint)
+        segment = spec.segment
+        self.checkpoint_at = CheckpointAt(segment.checkpoints) if segment and segment.checkpoints else None
 
     @property
     def flops_per_batch(self) -> float | None:
@@ -236,13 +266,46 @@ class BenchModule(L.LightningModule):
             scheduler.step()
 
     def on_train_start(self) -> None:
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - self.seconds_before
         self._set_optimizer_mode(True)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.stream is not None:
+            self.stream.consumed += 1  # Lightning prefetches: the stream's own count runs ahead
+
+    # -- checkpoints (segments of a longer run) ----------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What a resumed segment needs besides Lightning's own state: the RNG, the divergence reference,
+        the curves and time to target so far, the training seconds. Tensors and plain data only, so
+        the checkpoint loads with `weights_only=True`."""
+        checkpoint["bench"] = {
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "first_loss": self.first_loss,
+            "curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
+            "to_target": dict(self.to_target),
+            "eval_seconds": dict(self.eval_seconds),
+            "seconds": time.perf_counter() - self.started,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("bench", {})
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.first_loss = state.get("first_loss")
+        self.curves = {k: [(int(a), float(b)) for a, b in v] for k, v in state.get("curves", {}).items()}
+        self.to_target = dict(state.get("to_target", {}))
+        self.eval_seconds = {int(k): float(v) for k, v in state.get("eval_seconds", {}).items()}
+        self.seconds_before = float(state.get("seconds", 0.0))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and outputs is not None:
             self.ema.update_parameters(self.model)
         failpoint("trial.step")
+        if self.checkpoint_at is not None:
+            self.checkpoint_at(self.trainer)
         if self.on_step is not None:
             self.on_step(self.global_step)
 
@@ -283,6 +346,7 @@ class BenchModule(L.LightningModule):
             metrics["val/ppl"] = math.exp(min(metrics["val/loss"], 50.0))
         step = self.global_step
         self.final, self.last_val_step = metrics, step
+        self.eval_seconds[step] = time.perf_counter() - self.started
         value = metrics.get(self.spec.task.metric, math.nan)
         self.curves["val"].append((step, value))
         for name, v in metrics.items():
@@ -313,7 +377,11 @@ class BenchModule(L.LightningModule):
     # batches together are the single-process batch (see bench.distributed.shard_loader).
     def train_dataloader(self) -> Any:
         loader = one_loader(self.task.train_loader())
-        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
+        loader = shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
+        if self.spec.segment is not None:
+            self.stream = ResumableLoader(loader)
+            return self.stream
+        return loader
 
     def val_dataloader(self) -> Any:
         loader = one_loader(self.task.val_loader())
@@ -368,8 +436,8 @@ class CallableLogger(Logger):
 
 def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger | None) -> L.Trainer:
     t = spec.trainer
-    steps = spec.task.steps
-    eval_every = spec.task.eval_every or steps
+    steps = spec.stop_at
+    eval_every = spec.task.eval_every or spec.task.steps
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -380,7 +448,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
         max_steps=steps,
         max_epochs=-1,
         max_time=timedelta(seconds=spec.time_budget_s) if spec.time_budget_s else None,
-        val_check_interval=min(eval_every, steps),
+        val_check_interval=min(eval_every, spec.task.steps),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         log_every_n_steps=spec.log_every_n_steps,
@@ -604,16 +672,23 @@ def train_trial(
                 module.model = torch.compile(module.model)
             logger = CallableLogger(log_metrics) if log_metrics is not None else None
             trainer = build_trainer(spec, [*callbacks, clock], logger)
-            trainer.fit(module)
+            resume = spec.segment.resume_from if spec.segment is not None else None
+            trainer.fit(module, ckpt_path=resume, weights_only=True if resume is not None else None)
             if module.diverged_at is not None:
                 outcome = "diverged"
             elif module.pruned_at is not None:
                 outcome = "pruned"
-            elif trainer.global_step < spec.task.steps:
+            elif trainer.global_step < spec.stop_at:
                 outcome = "timeout" if spec.time_budget_s else "error"
                 if outcome == "error":
-                    error = f"training stopped early at step {trainer.global_step} of {spec.task.steps}"
-            if module.last_val_step != trainer.global_step and outcome not in ("diverged", "pruned"):
+                    error = f"training stopped early at step {trainer.global_step} of {spec.stop_at}"
+            # A segment that stops before the task's end (a trunk) is evaluated on the task's schedule only.
+            final_eval = spec.stop_at == spec.task.steps or outcome == "timeout"
+            if (
+                module.last_val_step != trainer.global_step
+                and outcome not in ("diverged", "pruned")
+                and final_eval
+            ):
                 trainer.validate(module, verbose=False)
                 if module.diverged_at is not None:
                     outcome = "diverged"
@@ -645,4 +720,62 @@ def train_trial(
         curves=module.curves if module is not None else {},
         error=error,
         **clock.result(),
+        eval_seconds=dict(module.eval_seconds) if module is not None else {},
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Segments of a longer run: a checkpointable batch stream and checkpoints at given steps
+
+
+class ResumableLoader:
+    """The task's training batches as one endless stream (epoch after epoch, as Lightning would iterate
+    the loader) that Lightning checkpoints with the rest of the run: `state_dict()` holds the batches
+    consumed (counted by the module as each batch starts, since Lightning fetches ahead), and after
+    `load_state_dict` the stream replays the loader to that point. Replaying reads and drops the batches
+    in between: data loading, no training. A loader that is itself stateful would not need this."""
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+        self.consumed = 0
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        seen = 0
+        while True:
+            empty = True
+            for batch in self.loader:
+                empty = False
+                seen += 1
+                if seen > skip:
+                    yield batch
+            if empty:
+                raise RuntimeError("the task's training loader yielded no batch")
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.consumed = self._skip = int(state["consumed"])
+
+
+class CheckpointAt:
+    """Save a Lightning checkpoint (`trainer.save_checkpoint`: model, optimizer, schedulers, loops, the
+    batch stream, and the module's own state) after each listed optimizer step. The module calls it at
+    the end of its `on_train_batch_end`, after the EMA update (callbacks' hooks run before the module's,
+    which would save the EMA one step behind). Written to a temporary file and renamed, so a kill never
+    leaves half a checkpoint under the final name."""
+
+    def __init__(self, at: Mapping[int, Path]):
+        self.at = {int(k): Path(v) for k, v in at.items()}
+
+    def __call__(self, trainer: L.Trainer) -> None:
+        path = self.at.get(trainer.global_step)
+        if path is None or path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from annotated_types import Interval
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -52,6 +53,8 @@ Pruner = Literal["none", "median", "hyperband"]
 CheckMethod = Literal["test", "tolerance"]
 Correction = Literal["holm", "bh", "none"]  # the names bench.stats.adjust takes
 Device = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+CooldownShape = Literal["linear", "1-sqrt"]
+LrRule = Literal["retune", "transfer"]
 Precision = Literal[
     "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
     "transformer-engine", "transformer-engine-float16",
@@ -209,6 +212,10 @@ class Settings(Model):
         10.0, gt=0, description="Optuna heartbeat of running trials; a dead trial is retried after 3x this"
     )
     standins: bool = Field(False, description="data_root holds offline stand-ins, written when missing (bench standins)")  # fmt: skip
+    checkpoint_dir: str = Field(
+        ".bench/checkpoints",
+        description="where runs with horizons keep their checkpoints until every horizon is recorded",
+    )
 
 
 class SweepSpec(Model):
@@ -329,6 +336,15 @@ class ScheduleConfig(Model):
     warmup: Annotated[float, Hint("a fraction of steps if < 1, else steps")] = Field(0.0, ge=0)
     cooldown: Annotated[float, Hint("a fraction of steps if < 1, else steps")] = Field(0.2, ge=0, description="wsd only: the final decay")  # fmt: skip
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the lr the decay ends at, relative to the peak")
+    cooldown_shape: CooldownShape = Field("linear", description="wsd only: linear, or 1-sqrt (Hägele et al. 2024)")  # fmt: skip
+    horizons: Annotated[
+        tuple[Annotated[float, Interval(gt=0, le=1), Hint("a fraction of the task's steps")], ...],
+        BeforeValidator(_tuple),
+    ] = Field(
+        (),
+        description="wsd only: training lengths as fractions of the task's steps, all from one run (a "
+        "constant-lr trunk, a cooldown branched from a checkpoint for each); the full steps are always one",
+    )
 
 
 Schedule = Annotated[ScheduleConfig, BeforeValidator(_named, json_schema_input_type=str | ScheduleConfig)]
@@ -353,6 +369,39 @@ class ParamConfig(Model):
         return out
 
 
+def _values(value: Any) -> Any:
+    """`batch_size: 64` is short for `batch_size: [64]`."""
+    return (value,) if isinstance(value, int | float | str) and not isinstance(value, bool) else _tuple(value)
+
+
+Positive = Annotated[int, Field(ge=1)]
+
+
+class ScanConfig(Model):
+    """Axes over one task: the task's study is replaced by one study per point (the product of the axes,
+    in this order, values as written), named `<suite>.<task>@<point>.<optimizer>`. Values not scanned are
+    the task's own."""
+
+    batch_size: Annotated[tuple[Positive, ...] | None, BeforeValidator(_values)] = Field(
+        None, min_length=1, description="global batch sizes (per forward/backward)"
+    )
+    options: FrozenMap = Field(
+        default_factory=FrozenMap,
+        description="task options to scan, each a list of values (model size: width, n_layer, d_model...)",
+    )
+    steps: Annotated[tuple[Positive, ...] | None, BeforeValidator(_values)] = Field(
+        None, min_length=1, description="training lengths in optimizer steps (one run each)"
+    )
+    tokens: Annotated[tuple[Annotated[float, Field(gt=0)], ...] | None, BeforeValidator(_values)] = Field(
+        None, min_length=1, description="training lengths in tokens, for tasks that count them (one run each)"
+    )
+    lr: LrRule = Field(
+        "retune",
+        description="retune: every point is tuned with the suite's budget; transfer: the first point is tuned "
+        "and every other runs its best configuration once, the lr scaled by the optimizer's lr_scaling rule",
+    )
+
+
 class TaskConfig(Model):
     """A task as the suite uses it: a registry name (or `package.module:factory`) and overrides."""
 
@@ -367,6 +416,9 @@ class TaskConfig(Model):
     metric: str | None = Field(None, description="the leaderboard metric (default: the task's)")
     failure_value: float | None = Field(None, description="what a failed trial costs in the metric (default: the task's declared value at chance or at initialization)")  # fmt: skip
     options: FrozenMap = Field(default_factory=FrozenMap, description="task options (`bench ls tasks`)")  # fmt: skip
+    scan: ScanConfig | None = Field(
+        None, description="batch size, model size and length axes (docs/scans.md)"
+    )
 
 
 class OptimizerConfig(Model):

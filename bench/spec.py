@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from bench.optimizers.schedules import Schedule
 
 __all__ = [
-    "CheckSpec", "LeaderboardSpec", "OptimizerSpec", "Problems", "ScheduleSpec", "Settings", "SpecError", "Suite",
-    "TaskSpec", "TrainerSpec", "TuningSpec", "fmt_path",
+    "CheckSpec", "LeaderboardSpec", "OptimizerSpec", "Problems", "ScanSpec", "ScheduleSpec", "Settings",
+    "SpecError", "Suite", "TaskSpec", "TrainerSpec", "TuningSpec", "fmt_path",
 ]  # fmt: skip
 
 COMMAND_LINE = "command line"  # the "file" named in errors about command-line overrides
@@ -111,8 +111,19 @@ class Problems:
 
 
 @dataclass(frozen=True)
+class ScanSpec:
+    """A task's scan (`tasks[i].scan`): its axes in product order, each `(axis, values)` with the axis
+    `batch_size`, `steps`, `tokens` or `options.<name>` (values validated), and the lr rule."""
+
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    lr: str = "retune"  # retune | transfer
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    """One task as the suite uses it: the registry entry plus the suite's overrides."""
+    """One task as the suite uses it: the registry entry plus the suite's overrides. A task with a
+    `scan` stands for its points (`bench.plan.scan_points`); a point is a TaskSpec with its axis values
+    filled in, `point` its label (`bs256-width32`) and `axes` the values."""
 
     name: str
     entry: TaskEntry
@@ -125,6 +136,14 @@ class TaskSpec:
     eval_every: int
     failure_value: float | None = None  # what a failed trial costs in `metric` (None: not declared)
     failure_why: str = "not declared"  # how `failure_value` was obtained
+    scan: ScanSpec | None = None
+    point: str = ""
+    axes: FrozenMap = field(default_factory=FrozenMap)
+
+    @property
+    def label(self) -> str:
+        """How studies, runs and leaderboards name it: `digits_cnn`, or a point `digits_cnn@bs256`."""
+        return f"{self.name}@{self.point}" if self.point else self.name
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,8 @@ class ScheduleSpec:
     warmup: float = 0.0
     cooldown: float = 0.2  # wsd only: the final decay phase
     min_lr_ratio: float = 0.0
+    cooldown_shape: str = "linear"  # wsd only: linear | 1-sqrt
+    horizons: tuple[float, ...] = ()  # wsd only: fractions of the steps, all trained in one run
 
     @property
     def name(self) -> str:
@@ -188,8 +209,9 @@ class Suite:
 
 
 def task_dict(t: TaskSpec) -> dict[str, Any]:
-    """A task as the suite resolved it (loadable again as a `tasks:` item)."""
-    return {
+    """A task as the suite resolved it (loadable again as a `tasks:` item). A scan is written only when
+    there is one, so a suite without scans keeps its fingerprints."""
+    out = {
         "name": t.name,
         "version": t.entry.version,
         "steps": t.steps,
@@ -200,10 +222,36 @@ def task_dict(t: TaskSpec) -> dict[str, Any]:
         "failure_value": t.failure_value,
         "options": thaw(t.options),
     }
+    if t.scan is not None:
+        out["scan"] = scan_dict(t.scan)
+    return out
+
+
+def scan_dict(s: ScanSpec) -> dict[str, Any]:
+    """A scan as a suite writes it (`options.width` axes under `options:`)."""
+    out: dict[str, Any] = {}
+    for axis, values in s.axes:
+        if axis.startswith("options."):
+            out.setdefault("options", {})[axis.removeprefix("options.")] = thaw(values)
+        else:
+            out[axis] = thaw(values)
+    out["lr"] = s.lr
+    return out
 
 
 def schedule_dict(s: ScheduleSpec) -> dict[str, Any]:
-    return {"name": s.name, "warmup": s.warmup, "cooldown": s.cooldown, "min_lr_ratio": s.min_lr_ratio}
+    """A schedule as the suite resolved it; the WSD-only keys only when set (fingerprints stay put)."""
+    out: dict[str, Any] = {
+        "name": s.name,
+        "warmup": s.warmup,
+        "cooldown": s.cooldown,
+        "min_lr_ratio": s.min_lr_ratio,
+    }
+    if s.cooldown_shape != "linear":
+        out["cooldown_shape"] = s.cooldown_shape
+    if s.horizons:
+        out["horizons"] = list(s.horizons)
+    return out
 
 
 def optimizer_dict(o: OptimizerSpec) -> dict[str, Any]:

@@ -324,6 +324,22 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], clauses, ViewType.ACTIVE_ONLY, max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def find_runs(self, tags: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(run id, status) of every active run carrying all these tags, oldest first."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.runs(clauses)
+        return [(r.info.run_id, r.info.status) for r in sorted(runs, key=lambda r: r.info.start_time)]
+
+    def read_record(self, run_id: str) -> TrialRecord | None:
+        """The record one trial or horizon run holds."""
+        run = self.client.get_run(run_id)
+        fields = RunFields(tags=run.data.tags, params=run.data.params, metrics=run.data.metrics)
+        return records.decode(fields, run_id=run_id, status=run.info.status)
+
+    def adopt(self, run_id: str, parent_id: str) -> None:
+        """Make `run_id` a child of `parent_id` (a horizon recorded by a dead attempt joins the retry's run)."""
+        self.client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id)
+
     def runs(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
         out, token = [], None
         while True:
@@ -352,8 +368,9 @@ class Tracker:
         return links(base_url, self.experiment_id, self.name, suite_run)
 
     # -- reading back ---------------------------------------------------------------------------
-    def read_trials(self, *, ended: bool = True) -> list[TrialRecord]:
-        """Every trial run of the experiment as its record (with `ended`, only those that ended)."""
+    def read_trials(self, *, ended: bool = True, kinds: tuple[str, ...] = records.KINDS) -> list[TrialRecord]:
+        """Every trial run of the experiment as its record (with `ended`, only those that ended; `kinds`
+        adds `records.HORIZON` for the runs of each horizon)."""
         out = []
         for run in self.runs(f"tags.`{records.KIND}` != '{records.STUDY_KIND}'"):
             if ended and run.info.status not in records.ENDED:
@@ -361,16 +378,28 @@ class Tracker:
             data = run.data
             fields = RunFields(tags=data.tags, params=data.params, metrics=data.metrics)
             record = records.decode(fields, run_id=run.info.run_id, status=run.info.status)
-            if record is not None:
+            if record is not None and record.kind in kinds:
                 out.append(record)
         return out
 
     def trials_table(self) -> pd.DataFrame:
-        """Every ended trial of the experiment as the table `bench.score` documents. A run whose record
-        was left half-written (no outcome, or one bench does not know) is no trial's result: left out
-        (`bench run` retires it, see `bench.repair`)."""
-        done = [r for r in self.read_trials() if r.summary is not None and r.summary.outcome in OUTCOMES]
-        return pd.DataFrame([records.table_row(r) for r in done], columns=list(records.COLUMNS))
+        """Every ended trial of the experiment as the table `bench.score` documents."""
+        return self._table(records.KINDS)
+
+    def results_table(self) -> pd.DataFrame:
+        """Every ended trial and every recorded horizon (kind `horizon`): what `bench.laws` reads."""
+        return self._table((*records.KINDS, records.HORIZON))
+
+    def _table(self, kinds: tuple[str, ...]) -> pd.DataFrame:
+        # a run whose record was left half-written (no outcome, or one bench does not know) is no trial's
+        # result: left out (`bench run` retires it, see `bench.repair`)
+        done = [
+            r
+            for r in self.read_trials(kinds=kinds)
+            if r.summary is not None and r.summary.outcome in OUTCOMES
+        ]
+        rows = [records.table_row(r) for r in done]
+        return pd.DataFrame(rows, columns=list(records.COLUMNS))
 
     def curves(
         self, run_ids: Mapping[str, str], metric: str

@@ -20,6 +20,7 @@ def write_suite(directory: Path, name: str = "tiny", **overrides: Any) -> Path:
             "tracking_uri": f"sqlite:///{directory / 'mlflow.db'}",
             "storage": f"sqlite:///{directory / '.bench' / 'optuna.db'}",
             "leaderboard_dir": str(directory / "leaderboards"),
+            "checkpoint_dir": str(directory / ".bench" / "checkpoints"),
             "heartbeat_s": 1,
         },
         "tasks": [{"name": "digits_cnn", "steps": 20, "eval_every": 10}],
@@ -30,6 +31,7 @@ def write_suite(directory: Path, name: str = "tiny", **overrides: Any) -> Path:
     }
     for key, value in overrides.items():
         suite[key] = value
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     return path

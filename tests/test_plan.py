@@ -11,6 +11,7 @@ import pytest
 
 from bench.loader import load_suite
 from bench.plan import Plan, format_plan, make_plan, seed_run_id, trial_id
+from bench.scans import points as points_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,7 +194,8 @@ def test_shipped_suites_plan() -> None:
     for path in sorted((REPO / "suites").glob("*.yaml")):
         plan = make_plan(load_suite(path))
         format_plan(plan)
-        assert len(plan.studies) == len(plan.suite.tasks) * len(plan.suite.optimizers)
+        points = sum(len(points_of(t)) for t in plan.suite.tasks)  # a scanned task: one study per point
+        assert len(plan.studies) == points * len(plan.suite.optimizers)
         assert len({s.name for s in plan.studies}) == len(plan.studies)
 
 
@@ -232,3 +234,50 @@ def test_quickstart_is_two_tasks_by_three_optimizers() -> None:
     assert {s.optimizer.label for s in plan.studies} == {"sgd", "adamw", "lion"}
     assert plan.suite.tuning.protocol == "sweep"
     assert plan.estimate.trials == 18 and plan.estimate.extension == 6  # 3 lrs per study, at most 1 more
+
+
+SCANNED = """\
+name: sc
+tasks:
+  - {name: digits_cnn, steps: 40, scan: {batch_size: [32, 128], options: {width: [8, 16]}, lr: transfer}}
+optimizers: [adamw, sgd]
+tuning: {protocol: random, trials: 3, seeds: 2}
+schedule: {name: wsd, warmup: 4, cooldown: 0.25, horizons: [0.5]}
+"""
+
+
+def test_a_scan_makes_one_study_per_point_and_transfers_from_the_first(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, SCANNED)
+    names = [s.name for s in plan.studies]
+    assert names[:4] == [
+        "sc.digits_cnn@bs32-width8.adamw", "sc.digits_cnn@bs32-width16.adamw",
+        "sc.digits_cnn@bs128-width8.adamw", "sc.digits_cnn@bs128-width16.adamw",
+    ]  # fmt: skip
+    assert len(names) == 8 and len(set(s.fingerprint for s in plan.studies)) == 8
+    first, *rest = plan.studies[:4]
+    assert first.transfer is None and first.trials == 3
+    assert all(s.trials == 1 and s.transfer.source == first.name for s in rest)
+    assert plan.study("sc.digits_cnn@bs128-width8.adamw").transfer.factor == pytest.approx(2.0)  # sqrt
+    assert plan.study("sc.digits_cnn@bs128-width8.sgd").transfer.factor == pytest.approx(4.0)  # linear
+    assert plan.study("sc.digits_cnn@bs128-width8.sgd").transfer.source == "sc.digits_cnn@bs32-width8.sgd"
+    # horizons: every run is a trunk to the last cooldown plus a cooldown per horizon
+    h = first.horizons
+    assert h is not None and h.steps == (20, 40) and h.checkpoints == (16, 31)
+    assert first.cost.steps == (3 + 1) * h.cost_steps and h.cost_steps == 31 + 4 + 9
+    # a scanned model size other than the default has no declared FLOPs: left out rather than wrong
+    assert plan.study("sc.digits_cnn@bs32-width8.adamw").cost.flops is None
+    assert plan.study("sc.digits_cnn@bs32-width16.adamw").cost.flops > 0  # the default width
+    assert "flops" in plan.estimate.partial
+    text = format_plan(plan)
+    assert "4 scan points" in text and "x2 of bs32-width8 (sqrt)" in text
+    assert f"{20 * 44} steps instead of {20 * 60} for separate runs (73%)" in text
+
+
+def test_a_transferred_point_is_stale_when_its_source_changes(tmp_path: Path) -> None:
+    a = plan_of(tmp_path, SCANNED).study("sc.digits_cnn@bs128-width8.adamw")
+    b = plan_of(tmp_path, SCANNED, overrides={"tuning.sampler_seed": 3}).study(
+        "sc.digits_cnn@bs128-width8.adamw"
+    )
+    assert a.fingerprint != b.fingerprint  # its lr comes from a source tuned differently
+    retune = plan_of(tmp_path, SCANNED.replace("lr: transfer", "lr: retune"))
+    assert all(s.transfer is None and s.trials == 3 for s in retune.studies)

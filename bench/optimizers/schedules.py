@@ -15,20 +15,27 @@ every optimizer step. With `W` warmup steps, `C` cooldown steps, `N = total - W`
     constant             1
     linear               m + (1 - m) (1 - s/N)
     cosine               m + (1 - m) (1 + cos(pi s/N)) / 2
-    wsd                  1 while s < N - C, then m + (1 - m) (1 - (s - N + C)/C)  (linear cooldown)
+    wsd                  1 while s < N - C, then m + (1 - m) (1 - t),  t = (s - N + C)/C  (linear cooldown)
+      cooldown_shape 1-sqrt:                       then m + (1 - m) (1 - sqrt(t))
 
-where `m` is `min_lr_ratio`. `warmup` and `cooldown` in a `ScheduleSpec` are fractions of the total
+where `m` is `min_lr_ratio`. The 1-sqrt cooldown (Hägele et al. 2024, section 3) keeps the lr high for
+longer and then drops it faster than the linear one; `cooldown_shape` applies to `wsd` only. `warmup` and `cooldown` in a `ScheduleSpec` are fractions of the total
 steps when < 1, else step counts. WSD (warmup-stable-decay) is from Hu et al. 2024 (MiniCPM) and
 Hägele et al. 2024 (Scaling laws and compute-optimal training beyond fixed training durations).
 
 Schedule-free optimizers and `no_schedule` entries run without a schedule: see `needs_schedule`.
+
+A WSD schedule with `horizons` trains many lengths in one run (see `bench.horizons`): for each horizon
+`H` the run of `H` steps cools down from `cooldown_start(spec, H)`, and `horizon_spec(spec, steps)` is the
+schedule of one horizon's run: the same warmup in steps whatever its length, so every horizon's schedule
+agrees with every other's up to its own cooldown.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,18 +86,45 @@ def resolve_steps(value: float, total_steps: int) -> int:
     return max(0, min(steps, total_steps))
 
 
+COOLDOWN_SHAPES: tuple[str, ...] = ("linear", "1-sqrt")
+
+
+def _phases(spec: ScheduleSpec, total_steps: int) -> tuple[int, int]:
+    """(warmup steps, cooldown steps) of a run of `total_steps`: the cooldown is a fraction of the steps
+    after warmup."""
+    warmup = resolve_steps(spec.warmup, total_steps)
+    return warmup, resolve_steps(spec.cooldown, total_steps - warmup)
+
+
+def cooldown_start(spec: ScheduleSpec, total_steps: int) -> int:
+    """The first step of the cooldown of a WSD run of `total_steps` (its lr is still the peak)."""
+    _, cooldown = _phases(spec, total_steps)
+    return total_steps - cooldown
+
+
+def horizon_spec(spec: ScheduleSpec, steps: int, longest: int) -> ScheduleSpec:
+    """The schedule of the `steps`-step run of a horizons schedule whose longest horizon is `longest`:
+    the warmup is resolved once, against the longest run, and given in steps, so that every horizon
+    warms up alike (a separate run with this spec is what the horizon stands for); no horizons."""
+    warmup = resolve_steps(spec.warmup, longest)
+    return replace(spec, warmup=float(warmup), horizons=())
+
+
 def lr_lambda(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
     """The lr multiplier for optimizer step `step` (0-based) of a run of `total_steps` steps."""
     shape = spec.entry.shape
-    warmup = resolve_steps(spec.warmup, total_steps)
-    cooldown = resolve_steps(spec.cooldown, total_steps - warmup)
+    warmup, cooldown = _phases(spec, total_steps)
     n = total_steps - warmup
     low = spec.min_lr_ratio
+    root = spec.cooldown_shape == "1-sqrt"
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return low + (1.0 - low) * shape(step - warmup, n, cooldown)
+        position = shape(step - warmup, n, cooldown)
+        if root:  # wsd's position in its cooldown is 1 - t; the 1-sqrt shape is 1 - sqrt(t)
+            position = 1.0 - math.sqrt(max(0.0, 1.0 - position))
+        return low + (1.0 - low) * position
 
     return factor
 

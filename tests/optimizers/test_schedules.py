@@ -98,3 +98,28 @@ def test_drives_lambda_lr():
 )
 def test_needs_schedule(name: str, expected: bool):
     assert needs_schedule(OPTIMIZERS.get(name)) is expected
+
+
+def test_wsd_1_sqrt_cooldown_follows_hagele():
+    """Hägele et al. 2024: lr = peak * (1 - sqrt(t)) over the cooldown, t from 0 to 1."""
+    v = values(schedule("wsd", warmup=10, cooldown=0.2, cooldown_shape="1-sqrt"), 110)
+    assert set(v[10:90]) == {1.0}
+    for step in (90, 95, 100, 109):
+        t = (step - 90) / 20
+        assert v[step] == pytest.approx(1 - math.sqrt(t))
+    linear = values(schedule("wsd", warmup=10, cooldown=0.2), 110)
+    assert all(a <= b for a, b in zip(v[90:], linear[90:], strict=True))  # 1-sqrt drops sooner
+
+
+def test_a_horizon_spec_agrees_with_the_longest_run_up_to_its_cooldown():
+    from bench.optimizers.schedules import cooldown_start, horizon_spec
+
+    spec = schedule("wsd", warmup=0.05, cooldown=0.2)  # warmup: 5% of the longest run, 20 steps
+    longest = lr_lambda(horizon_spec(spec, 400, 400), 400)
+    short_spec = horizon_spec(spec, 100, 400)
+    assert short_spec.warmup == 20.0 and warmup_steps(short_spec, 100) == 20
+    start = cooldown_start(short_spec, 100)
+    assert start == 100 - round(0.2 * 80)
+    short = lr_lambda(short_spec, 100)
+    assert [short(s) for s in range(start + 1)] == [longest(s) for s in range(start + 1)]
+    assert short(99) < 0.1
