@@ -40,13 +40,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import per_device_batch, shard_loader
+from bench.monitor import LossReadback, StepThroughput, readback_lag
 from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
@@ -128,6 +129,7 @@ class BenchModule(L.LightningModule):
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
             self.ema.requires_grad_(False)
         self.first_loss: float | None = None
+        self.losses = LossReadback(lag=0)  # replaced in on_train_start, once the device is known
         self.diverged_at: int | None = None
         self.pruned_at: int | None = None
         self.curves: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
@@ -182,21 +184,38 @@ class BenchModule(L.LightningModule):
             loss = self.task.training_loss(self.model, batch)
         # The mean over all ranks (the global batch's loss): every rank takes the same divergence decision
         # (one rank skipping its backward alone would hang DDP) and logs what a single process would.
-        value = float(self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean"))
+        # Read back on the host without waiting for the device (bench.monitor.LossReadback): at once on
+        # a CPU, two steps late on a GPU.
+        mean = self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean")
+        for step, value in self.losses.push(self.global_step, mean):
+            self._heard_loss(step, value)
+        if self.diverged_at is not None:
+            self.trainer.should_stop = True
+            return None  # skip this step: Lightning performs no backward and no optimizer step
+        return loss
+
+    def _heard_loss(self, step: int, value: float) -> None:
+        """The train loss of `step` arrived on the host: check divergence, record the curve."""
+        if self.diverged_at is not None:
+            return
         if self.first_loss is None:
             self.first_loss = value
         if not math.isfinite(value) or value > self.spec.divergence_factor * max(self.first_loss, 1e-8):
-            self.diverged_at = self.global_step
-            self.trainer.should_stop = True
-            return None  # skip this step: Lightning performs no backward and no optimizer step
-        if self.global_step % self.spec.log_every_n_steps == 0:
-            self.curves["train"].append((self.global_step, value))
-            self.log("train/loss", value, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
+            self.diverged_at = step
+            return
+        if step % self.spec.log_every_n_steps == 0:
+            self.curves["train"].append((step, value))
+            for logger in self.trainer.loggers:
+                logger.log_metrics({"train/loss": value}, step=step)
 
     def on_train_start(self) -> None:
         self.started = time.perf_counter()
+        self.losses = LossReadback(readback_lag(self.device))
         self._set_optimizer_mode(True)
+
+    def on_train_end(self) -> None:
+        for step, value in self.losses.flush():  # the last steps' losses, still on their way on a GPU
+            self._heard_loss(step, value)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and outputs is not None:
@@ -322,7 +341,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
         num_sanity_val_steps=0,
         log_every_n_steps=spec.log_every_n_steps,
         logger=logger if logger is not None else False,
-        callbacks=[*callbacks, throughput_monitor(steps)],
+        callbacks=[*callbacks, throughput_monitor(steps, spec.log_every_n_steps)],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=False,  # progress is the caller's (on_step)
@@ -332,12 +351,11 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
     )
 
 
-def throughput_monitor(steps: int) -> ThroughputMonitor:
-    """Lightning's ThroughputMonitor: `train/batches_per_sec`, `train/samples_per_sec`, `train/device/mfu`
-    (GPUs) over a sliding window of a fifth of the run (at most 100 steps), logged with the curves."""
-    return ThroughputMonitor(
-        batch_size_fn=_batch_size, window_size=max(2, min(100, steps // 5)), separator="/"
-    )
+def throughput_monitor(steps: int, every: int) -> StepThroughput:
+    """Lightning's throughput figures (`train/device/samples_per_sec`, `train/device/mfu` on GPUs...)
+    timed every `every` steps (`bench.monitor.StepThroughput`), over a sliding window of about a fifth
+    of the run (at most 100 steps), logged with the curves."""
+    return StepThroughput(_batch_size, every=every, window=min(100, steps // 5) // every)
 
 
 def _batch_size(batch: Any) -> int:

@@ -45,7 +45,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from bench.retry import schema_race
+from bench.retry import schema_race, sqlite_wal
 from bench.schema import PROTOCOLS, PRUNERS
 from bench.space import Float, Int, Param, grid, grid_size
 
@@ -73,7 +73,7 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_wal(url)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}

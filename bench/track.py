@@ -36,7 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from bench import records
 from bench.records import RunFields, StudyRecord, TrialRecord
-from bench.retry import schema_race
+from bench.retry import schema_race, sqlite_wal
 
 BATCH = 1000  # MLflow's limit on metrics per log_batch request; params and tags: 100
 PARAM_CHARS, TAG_CHARS = 6000, 5000  # value lengths every MLflow backend accepts
@@ -77,8 +77,7 @@ class Tracker:
     """One suite's MLflow experiment, through an explicit `MlflowClient` (no global active run)."""
 
     def __init__(self, tracking_uri: str, experiment: str):
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_wal(tracking_uri)
         self.uri = tracking_uri
         # Creating the client creates (or migrates) the store's tables: the first thing workers race on.
         self.client = schema_race(lambda: MlflowClient(tracking_uri=tracking_uri))

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bench.optimizers.base import OptimizerEntry, grouped
+from bench.optimizers.base import FLAGS, OptimizerEntry, grouped
 from bench.registry import load_import_path
 
 _SCALARS = (bool, int, float, str)
@@ -105,7 +105,7 @@ def entry_from_object(obj: Any, path: str) -> OptimizerEntry:
         return entry
     doc = (inspect.getdoc(obj) or "").strip().splitlines()
     flags = frozenset(getattr(obj, "bench_flags", ()))
-    unknown = flags - {"schedule_free", "create_graph", "no_schedule", "fsdp"}
+    unknown = flags - FLAGS
     if unknown:
         raise ValueError(f"optimizer {path!r}: unknown bench_flags {sorted(unknown)}")
     return OptimizerEntry(

@@ -14,12 +14,11 @@ from optim_helpers import clone, loss_of, make_model, max_param_diff, schedule, 
 
 from bench.catalog import OPTIMIZERS
 from bench.optimizers import adam, free, matrix, sgd, sophia
-from bench.optimizers.base import OptimizerEntry
+from bench.optimizers.base import FLAGS, OptimizerEntry, on_gpu
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.space import Categorical, Float, Int, to_kwargs
 
 NAMES = OPTIMIZERS.names()
-FLAGS = {"schedule_free", "create_graph", "no_schedule", "fsdp"}
 DECLARED = [e for module in (sgd, adam, matrix, free, sophia) for e in module.ENTRIES]
 
 
@@ -193,3 +192,30 @@ def test_sampled_names_reach_the_optimizer():
     assert to_kwargs({"beta1": 0.9, "beta2": 0.99, "beta3": 0.999}, {})["betas"] == (0.9, 0.99, 0.999)
     with pytest.raises(TypeError):
         OPTIMIZERS.get("adamw").build(make_model(), {"momentum": 0.9})
+
+
+FUSED = sorted(n for n in NAMES if "fused" in OPTIMIZERS.get(n).flags)
+
+
+def test_torch_optimizers_with_a_fused_kernel_are_flagged():
+    assert FUSED == ["adam", "adamw", "sgd"]
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_kernel_only_on_gpu_parameters(name: str):
+    """On a CPU the flagged entries build exactly what they did (no `fused`); the class takes
+    `fused=True`, which `build` passes when every parameter is on a GPU."""
+    entry, model = OPTIMIZERS.get(name), make_model()
+    assert not on_gpu(model)
+    assert not entry.build(model, {}).param_groups[0]["fused"]
+    assert entry.build(model, {"fused": True}).param_groups[0]["fused"] is True
+    assert entry.build(model, {"foreach": True}).param_groups[0]["foreach"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_kernel_on_gpu(name: str):
+    model = make_model().cuda()
+    assert on_gpu(model)
+    assert OPTIMIZERS.get(name).build(model, {}).param_groups[0]["fused"] is True
+    assert not OPTIMIZERS.get(name).build(model, {"foreach": True}).param_groups[0]["fused"]
