@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bench.distributed import per_device_batch, shard_loader
+from bench.distributed import on_device, per_device_batch, shard_loader
 from bench.monitor import LossReadback, StepThroughput, readback_lag
 from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
@@ -287,12 +287,15 @@ class BenchModule(L.LightningModule):
 
     # -- data -----------------------------------------------------------------------------------
     # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
-    # batches together are the single-process batch (see bench.distributed.shard_loader).
+    # batches together are the single-process batch (see bench.distributed.shard_loader). A loader with
+    # `to(device)` keeps its data on the training device (see bench.tasks.base.Task.train_loader).
     def train_dataloader(self) -> Any:
-        return shard_loader(self.task.train_loader(), self.global_rank, self.trainer.world_size, train=True)
+        loader = on_device(self.task.train_loader(), self.device)
+        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
 
     def val_dataloader(self) -> Any:
-        return shard_loader(self.task.val_loader(), self.global_rank, self.trainer.world_size, train=False)
+        loader = on_device(self.task.val_loader(), self.device)
+        return shard_loader(loader, self.global_rank, self.trainer.world_size, train=False)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -49,6 +49,7 @@ class VitOptions(ImageDataOptions):
     )
     auto_augment: str | None = Field(None, description='a timm auto-augment string, e.g. "rand-m9-mstd0.5"')
     eval_batch_size: int = Field(250, ge=1, description="validation batch size")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (decoding JPEGs)")
 
 
 def imagenet_options(name: str, **overrides: Any) -> type[VitOptions]:

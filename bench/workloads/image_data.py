@@ -16,8 +16,9 @@
   split, or an `imagefolder` tree `train/<class>/*.jpg`), `<data_root>/<local_name>` when it exists,
   else the hub name in option `dataset` (needs a network or a warm HF cache).
 - `decode_uint8`: a whole small-image split decoded once into a uint8 tensor (CIFAR).
-- `CroppedFlipped` (pad-crop-flip on uint8 tensors) and `PilTransformed` (any PIL transform, e.g.
-  timm's `create_transform`, run under an RNG seeded from `aug_seed`).
+- `ResidentImages` (a whole split on the device, CIFAR's pad-crop-flip as whole-batch tensor ops, in
+  the order and with the augmentation `seeded_loader` would give) and `PilTransformed` (any PIL
+  transform, e.g. timm's `create_transform`, run under an RNG seeded from `aug_seed`).
 """
 
 from __future__ import annotations
@@ -102,41 +103,93 @@ def seeded_loader(
     )
 
 
-class TensorPairs(Dataset):
-    """Pre-computed `(x, y)` tensors, no augmentation (digits)."""
+class ResidentImages:
+    """Batches of a whole split held as one tensor `[N, C, H, W]` (CIFAR's uint8 images, the digits'
+    floats), resident on the training device once the runner calls `to(device)`, with (`augment`)
+    the CIFAR augmentation as whole-batch tensor ops: zero-pad by `padding`, random crop back to
+    H x W, horizontal flip with probability 1/2. No per-example Python, no worker processes, no
+    host-to-device copy per step (the runner's batch transfer is then a no-op).
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+    Order and augmentation are those `seeded_loader` gives a per-example dataset: per pass, a
+    permutation and one 62-bit `aug_seed` per example drawn from a `torch.Generator` seeded with
+    `seed` (`SeededSampler`'s draws), batches of `batch_size` (the last partial one dropped when
+    training); the crop offsets and the flip are the digits of `aug_seed` in base `2 * padding + 1`
+    (`dy = aug % span`, `dx = aug // span % span`, `flip = aug // span**2 % 2`), so a trial sees the
+    same images whatever device holds them. `shard(rank, world)` is a process's share of a
+    multi-process trial: item `rank` of every group of `world` of the same stream, as
+    `bench.distributed.shard_loader` does for a DataLoader."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        *,
+        train: bool,
+        augment: bool = False,
+        padding: int = 4,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.train, self.augment, self.padding = train, augment, padding
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _replace(self, **changes: Any) -> ResidentImages:
+        fields = dict(images=self.images, labels=self.labels, train=self.train, augment=self.augment,
+                      padding=self.padding, rank=self.rank, world=self.world)  # fmt: skip
+        out = ResidentImages(batch_size=self.batch_size, seed=self.seed, **{**fields, **changes})
+        out.generator = self.generator  # one stream of draws, wherever the images live
+        return out
+
+    def to(self, device: torch.device | str) -> ResidentImages:
+        """This loader with its images and labels on `device` (batches are then drawn there)."""
+        return self._replace(images=self.images.to(device), labels=self.labels.to(device))
+
+    def shard(self, rank: int, world: int) -> ResidentImages:
+        return self._replace(rank=rank, world=world)
+
+    def _items(self) -> int:
+        """Examples this process reads per pass (`strided`: even shares when training)."""
+        n = len(self.labels)
+        return n // self.world if self.train else (n - self.rank + self.world - 1) // self.world
 
     def __len__(self) -> int:
-        return len(self.y)
+        items = self._items()
+        return items // self.batch_size if self.train else -(-items // self.batch_size)
 
-    def __getitem__(self, item: tuple[int, int]) -> Batch:
-        return self.x[item[0]], self.y[item[0]]
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        # SeededSampler's draws, in its order: the permutation, then the augmentation seeds.
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=self.generator)
+        stop = (n // self.world) * self.world if self.train else n
+        order, seeds = order[self.rank : stop : self.world], seeds[self.rank : stop : self.world]
+        device = self.images.device
+        order, seeds = order.to(device, non_blocking=True), seeds.to(device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            if self.augment:
+                images = self.crop_flip(images, seeds[start : start + self.batch_size])
+            yield images, self.labels[index]
 
-
-class CroppedFlipped(Dataset):
-    """uint8 images `[N, C, H, W]` with the CIFAR augmentation: zero-pad by `padding`, random crop
-    back to H x W, horizontal flip with probability 1/2. Offsets and flip are read from `aug_seed`'s
-    digits (base `2 * padding + 1`), which needs no RNG state at all."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, augment: bool, padding: int = 4):
-        self.images, self.labels, self.augment, self.padding = images, labels, augment, padding
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, item: tuple[int, int]) -> Batch:
-        index, aug = item
-        image = self.images[index]
-        if self.augment:
-            p, (h, w) = self.padding, image.shape[-2:]
-            span = 2 * p + 1
-            dy, dx, flip = aug % span, (aug // span) % span, (aug // span**2) % 2
-            image = F.pad(image, (p, p, p, p))[:, dy : dy + h, dx : dx + w]
-            if flip:
-                image = image.flip(-1)
-        return image, self.labels[index]
+    def crop_flip(self, images: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+        """`images` [B, C, H, W] zero-padded, cropped at the offsets and flipped as `aug` [B] says, in one
+        gather: output pixel (y, x) of image b is padded pixel (dy_b + y, dx_b + x), or
+        (dy_b + y, dx_b + W - 1 - x) when b is flipped."""
+        p, (b, c, h, w) = self.padding, images.shape
+        span = 2 * p + 1
+        dy, dx, flip = aug % span, aug // span % span, aug // span**2 % 2
+        padded = F.pad(images, (p, p, p, p))
+        x = torch.arange(w, device=images.device)
+        rows = dy[:, None] + torch.arange(h, device=images.device)  # [B, H]
+        cols = dx[:, None] + torch.where(flip[:, None].bool(), w - 1 - x, x)  # [B, W]
+        batch = torch.arange(b, device=images.device)[:, None, None, None]
+        channel = torch.arange(c, device=images.device)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @contextlib.contextmanager

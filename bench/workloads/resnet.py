@@ -15,8 +15,10 @@ Data: CIFAR-10/100 in the Hugging Face hub schema (`uoft-cs/cifar10`: `img`, `la
 `uoft-cs/cifar100`: `img`, `fine_label`), from option `data_files`, option `data_dir`,
 `<data_root>/cifar10` (`cifar100`) or the hub, in that order (see `bench.workloads.image_data`).
 The official test split is the validation set. Splits are decoded once per process into uint8
-tensors; batches are uint8 `[B, 3, 32, 32]` and are normalised on the device in `prepare`.
-Augmentation: random crop with 4 px zero padding and horizontal flip, seeded per example.
+tensors, which the runner moves to the training device whole (150 MB for CIFAR's 50,000 training
+images): batches are drawn and augmented there as tensor ops (`image_data.ResidentImages`), uint8
+`[B, 3, 32, 32]`, normalised in `prepare`. Augmentation: random crop with 4 px zero padding and
+horizontal flip, seeded per example.
 
 Metrics: `val/error` (top-1, the leaderboard metric) and `val/loss`, both `min`.
 Parameter roles: the head is timm's classifier (`fc`); no embeddings.
@@ -25,7 +27,7 @@ Parameter roles: the head is timm's classifier (`fc`); no embeddings.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +38,9 @@ from torch import nn
 from bench.tasks.base import ParamRoles
 from bench.workloads.image_data import (
     ClassificationTask,
-    CroppedFlipped,
+    ResidentImages,
     Source,
     decode_uint8,
-    seeded_loader,
     timm_param_roles,
 )
 
@@ -119,17 +120,13 @@ class CifarTask(ClassificationTask):
             )
         return images, labels
 
-    def train_loader(self) -> Iterable[Any]:
+    def train_loader(self) -> ResidentImages:
         images, labels = self._split("train_split", "train_examples")
-        data = CroppedFlipped(images, labels, augment=True, padding=4)
-        return seeded_loader(
-            data, self.batch_size, self.seed, train=True, num_workers=self.opts["num_workers"]
-        )
+        return ResidentImages(images, labels, self.batch_size, self.seed, train=True, augment=True)
 
-    def val_loader(self) -> Iterable[Any]:
+    def val_loader(self) -> ResidentImages:
         images, labels = self._split("val_split", "val_examples")
-        data = CroppedFlipped(images, labels, augment=False)
-        return seeded_loader(data, EVAL_BATCH, 0, train=False, num_workers=self.opts["num_workers"])
+        return ResidentImages(images, labels, EVAL_BATCH, 0, train=False)
 
 
 def build(options: Mapping[str, Any], seed: int, data_root: Path, *, name: str, local_name: str) -> CifarTask:

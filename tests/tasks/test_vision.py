@@ -211,10 +211,51 @@ def test_epochs_reshuffle_and_augmentation_is_seeded(data_root: Path) -> None:
     (x1, y1), (x2, y2) = first_batches(loader, 2)
     assert not torch.equal(y1, y2)  # a new permutation per pass
     assert sorted(y1.tolist()) == sorted(y2.tolist())  # of the same examples
-    # Same seed with worker processes: the same augmented images (augmentation does not use worker RNG).
-    workers = build("cifar10_resnet_tiny", {"batch_size": 256, "num_workers": 2}, 0, data_root)
-    (w1, _), (w2, _) = first_batches(workers.train_loader(), 2)
-    assert torch.equal(x1, w1) and torch.equal(x2, w2)
+    (z1, _), (z2, _) = first_batches(
+        build("cifar10_resnet_tiny", {"batch_size": 256}, 0, data_root).train_loader(), 2
+    )
+    assert torch.equal(x1, z1) and torch.equal(x2, z2)
+
+
+class PerExample(torch.utils.data.Dataset):
+    """The CIFAR augmentation written per example, as the definition the batched one must match: pad,
+    crop at (dy, dx), flip, all read from the example's seed digits in base 2p + 1."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, padding: int = 4):
+        self.images, self.labels, self.augment, self.p = images, labels, augment, padding
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, aug = item
+        image = self.images[index]
+        if self.augment:
+            (h, w), span = image.shape[-2:], 2 * self.p + 1
+            dy, dx, flip = aug % span, (aug // span) % span, (aug // span**2) % 2
+            image = F.pad(image, (self.p,) * 4)[:, dy : dy + h, dx : dx + w]
+            image = image.flip(-1) if flip else image
+        return image, self.labels[index]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_resident_batches_are_the_per_example_loaders_batches(data_root: Path, train: bool) -> None:
+    """`ResidentImages` draws and augments whole batches as tensor ops; it yields exactly what the
+    per-example dataset behind `seeded_loader` yields (same order, same crops and flips, bit for bit),
+    over several passes and with a last partial batch."""
+    from bench.workloads.image_data import ResidentImages, seeded_loader
+    from bench.workloads.resnet import _decoded
+
+    task = build("cifar10_resnet_tiny", {}, 3, data_root)
+    images, labels = _decoded(task.source, "train", None)
+    batch = 7 if train else 50
+    reference = seeded_loader(PerExample(images, labels, augment=train), batch, 3, train=train)
+    resident = ResidentImages(images, labels, batch, 3, train=train, augment=train)
+    assert len(resident) == len(reference)
+    for (x, y), (rx, ry) in zip(
+        first_batches(resident, 3 * len(resident)), first_batches(reference, 3 * len(reference)), strict=True
+    ):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
 
 
 def test_seeded_augmentation_leaves_the_global_rng_alone(data_root: Path) -> None:
@@ -227,7 +268,7 @@ def test_seeded_augmentation_leaves_the_global_rng_alone(data_root: Path) -> Non
 
 def test_full_size_tasks_build_on_local_files(data_root: Path) -> None:
     """The GPU tasks' loaders and models work on CPU too (num_workers=0 to keep it quick)."""
-    task = build("cifar100_resnet18", {"num_workers": 0, "batch_size": 8}, 0, data_root)
+    task = build("cifar100_resnet18", {"batch_size": 8}, 0, data_root)
     x, y = next(iter(task.train_loader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8 and int(y.max()) < 100
     assert task.build_model()(task.prepare(x)).shape == (8, 100)
