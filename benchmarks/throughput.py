@@ -17,9 +17,12 @@ included), the pipeline's samples/s against what the training step consumes, and
 peak Lightning knows (`n/a` on a CPU). Stand-in data (`bench standins`) is written under `--data-root`
 when missing.
 
-    OMP_NUM_THREADS=1 python benchmarks/throughput.py            # CPU: tiny GPT, tiny ResNet, digits, tiny ViT
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py            # CPU: the tiny tasks of each family
     python benchmarks/throughput.py --accelerator gpu --precision bf16-mixed --compile \\
-        --tasks c4_gpt_124m cifar10_resnet18 imagenet_vit_small --steps 60 --repeats 2
+        --tasks c4_gpt_124m cifar10_resnet18 imagenet_vit_small imagenet_vit_small:stored_size=256 \\
+        --steps 60 --repeats 2
+
+A task may carry options after a colon, `name:key=value,key=value` (YAML values).
 
 Targets on a CPU: bench / bare <= 1.03 for the tiny GPT and the tiny ResNet, pipeline >= 3x consumption.
 """
@@ -43,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from bench import distributed, records  # noqa: E402
 from bench.catalog import OPTIMIZERS, SCHEDULES, TASKS  # noqa: E402
@@ -55,16 +59,32 @@ from bench.workloads import standins  # noqa: E402
 
 RATIO_TARGET = 1.03  # bench / bare, tiny GPT and tiny ResNet on a CPU
 PIPELINE_TARGET = 3.0  # the loader's samples/s over the training step's
-CPU_TASKS = ("pydocs_gpt_tiny", "cifar10_resnet_tiny", "digits_cnn", "imagenet_vit_tiny")
+CPU_TASKS = (
+    "pydocs_gpt_tiny",
+    "c4_gpt_tiny",
+    "cifar10_resnet_tiny",
+    "digits_cnn",
+    "imagenet_vit_tiny",
+    "imagenet_vit_tiny:stored_size=72",
+)
 TARGETED = ("pydocs_gpt_tiny", "cifar10_resnet_tiny")
 
 
-def trial_spec(name: str, args: argparse.Namespace) -> TrialSpec:
+def task_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """`name` or `name:key=value,key=value` (YAML values) -> (name, the task's options)."""
+    name, _, rest = spec.partition(":")
+    given = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    entry = TASKS.get(name)
+    return name, entry.options.model_validate({**entry.default_options, **given}).model_dump()
+
+
+def trial_spec(label: str, args: argparse.Namespace) -> TrialSpec:
+    name, options = task_options(label)
     entry, adamw = TASKS.get(name), OPTIMIZERS.get("adamw")
     steps = args.steps
     eval_every = args.eval_every or steps
     task = TaskSpec(
-        name=name, entry=entry, steps=steps, batch_size=entry.batch_size, options=FrozenMap(entry.default_options),
+        name=name, entry=entry, steps=steps, batch_size=entry.batch_size, options=FrozenMap(options),
         metric=entry.metric, mode=entry.mode, target=entry.target, eval_every=eval_every,
     )  # fmt: skip
     optimizer = OptimizerSpec(
@@ -76,7 +96,12 @@ def trial_spec(name: str, args: argparse.Namespace) -> TrialSpec:
     )
     trainer = TrainerSpec(accelerator=args.accelerator, precision=args.precision, compile=args.compile)
     return TrialSpec(
-        task=task, optimizer=optimizer, hparams={"lr": 1e-3}, seed=0, trainer=trainer, data_root=args.data_root
+        task=task,
+        optimizer=optimizer,
+        hparams={"lr": 1e-3},
+        seed=0,
+        trainer=trainer,
+        data_root=args.data_root,
     )
 
 
@@ -222,6 +247,7 @@ class Row:
 
 
 def measure(name: str, args: argparse.Namespace, tracker: Tracker) -> Row:
+    """`name`: a task, optionally with options (`imagenet_vit_tiny:stored_size=72`)."""
     spec = trial_spec(name, args)
     entry = spec.task.entry
     bare_loop(spec), bench_trial(spec, tracker)  # warm-up: lazy imports, decoded splits, compilation

@@ -41,6 +41,7 @@ from bench.workloads.image_data import (
     ResidentImages,
     Source,
     decode_uint8,
+    normalized,
     timm_param_roles,
 )
 
@@ -76,15 +77,6 @@ def _decoded(source: Source, split: str, limit: int | None) -> tuple[torch.Tenso
     return decode_uint8(source.load(split), source.image_key, source.label_key, limit)
 
 
-@functools.cache
-def _affine(
-    stats: tuple[tuple[float, ...], tuple[float, ...]], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalisation as one multiply-add, built once per device (no host-to-device copy per step)."""
-    mean, std = (torch.tensor(s, device=device).view(1, 3, 1, 1) for s in stats)
-    return 1 / (255 * std), -mean / std
-
-
 @dataclass(frozen=True)
 class CifarTask(ClassificationTask):
     name: str
@@ -106,8 +98,7 @@ class CifarTask(ClassificationTask):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> normalised float, on the batch's device."""
-        scale, shift = _affine(self.stats, x.device)
-        return x.float() * scale + shift  # (x / 255 - mean) / std
+        return normalized(x, *self.stats)
 
     def _split(self, key: str, limit_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         limit = int(self.opts[limit_key] or 0)

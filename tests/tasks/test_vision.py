@@ -334,6 +334,13 @@ def test_data_files_option_and_errors(data_root: Path) -> None:
         ("imagenet_vit_tiny", {"label_smoothing": -0.1}, r"label_smoothing\n.*greater than or equal to 0"),
         ("imagenet_vit_tiny", {"model_kwargs": [1]}, r"model_kwargs\n.*valid dictionary"),
         ("imagenet_vit_small", {"num_classes": 0}, r"num_classes\n.*greater than or equal to 1"),
+        ("imagenet_vit_small", {"stored_size": 4}, r"stored_size\n.*greater than or equal to 8"),
+        (
+            "imagenet_vit_small",
+            {"stored_size": 256, "auto_augment": "rand-m9"},
+            r"auto_augment .* stored_size: null",
+        ),
+        ("cifar10_resnet_tiny", {"num_workers": 2}, r"num_workers\n.*Extra inputs are not permitted"),
     ],
 )
 def test_options_schema_rejects(name: str, options: dict[str, Any], message: str) -> None:
@@ -387,3 +394,85 @@ def test_options_are_declared_with_defaults() -> None:
         assert "batch_size" not in entry.options.model_fields  # the runner's, passed next to the options
         assert entry.options.model_validate(entry.default_options).model_dump() == entry.default_options
         build(entry.name, entry.default_options)  # every default is accepted back
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageNet decoded once into the datasets cache, cropped on the device
+
+STORED = CPU_TASKS["imagenet_vit_tiny"] | {"stored_size": 48}
+
+
+def test_stored_images_train_and_evaluate_every_example(data_root: Path) -> None:
+    task = build("imagenet_vit_tiny", STORED, 0, data_root)
+    images, labels, crops = next(iter(task.train_loader()))
+    assert images.shape == (16, 3, 48, 48) and images.dtype == torch.uint8
+    assert crops.shape == (16, 5) and labels.dtype == torch.long
+    x, y = task.inputs((images, labels, crops))
+    assert x.shape == (16, 3, 64, 64) and x.dtype == torch.float32 and torch.equal(y, labels)
+    losses, model = train(task, steps=24, lr=3e-3)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
+    model.eval()
+    with torch.no_grad():
+        seen = [task.validation_sums(model, batch)[1] for batch in task.val_loader()]
+    assert sum(seen) == 40  # every validation example, once
+
+
+def test_images_are_decoded_once_for_every_later_trial(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.workloads import image_data
+
+    decoded: list[int] = []
+    rows = image_data._stored_rows
+    monkeypatch.setattr(image_data, "_stored_rows", lambda *a, **k: decoded.append(1) or rows(*a, **k))
+    options = STORED | {"stored_size": 40}
+    first = first_batches(build("imagenet_vit_tiny", options, 0, data_root).train_loader(), 2)
+    assert decoded == [1]
+    again = first_batches(build("imagenet_vit_tiny", options, 0, data_root).train_loader(), 2)
+    other = first_batches(build("imagenet_vit_tiny", options, 1, data_root).train_loader(), 2)
+    assert decoded == [1]  # the stored pixels are read, not decoded again
+    for a, b in zip(first, again, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(first[0][2], other[0][2])  # another seed: other crops
+
+
+def test_crop_boxes_are_randomresizedcrop_boxes_of_the_original() -> None:
+    from torchvision.transforms import RandomResizedCrop
+
+    from bench.workloads.image_data import StoredImages, seeded_rng
+
+    data = _stored_rows_dataset(heights=[60], widths=[90], size=30)
+    train = StoredImages(data, 30, train=True, scale=(0.2, 1.0), crop_pct=0.875)
+    x1, y1, x2, y2, flip = train.crop(60, 90, aug=1234)
+    with seeded_rng(1234):
+        top, left, h, w = RandomResizedCrop.get_params(torch.empty(0, 60, 90), [0.2, 1.0], [3 / 4, 4 / 3])
+    assert (x1, y1, x2, y2) == pytest.approx((left / 3, top / 2, (left + w) / 3, (top + h) / 2))
+    assert train.crop(60, 90, aug=1234) == train.crop(60, 90, aug=1234)  # a function of the seed
+    assert {train.crop(60, 90, aug=a)[4] for a in range(40)} == {0.0, 1.0}
+    evaluate = StoredImages(data, 30, train=False, scale=(0.2, 1.0), crop_pct=0.5)
+    assert evaluate.crop(60, 90, aug=7) == pytest.approx(
+        (30 / 3, 15 / 2, 60 / 3, 45 / 2, 0.0)
+    )  # centre, 30 px
+
+
+def test_resized_crops_resample_and_flip_the_box() -> None:
+    from bench.workloads.image_data import resized_crops
+
+    images = (
+        torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8).remainder(251).to(torch.uint8)
+    )
+    whole = torch.tensor([[0, 0, 8, 8, 0], [0, 0, 8, 8, 1]], dtype=torch.float32)
+    out = resized_crops(images, whole, 8)
+    assert torch.allclose(out[0], images[0].float()) and torch.allclose(out[1], images[1].float().flip(-1))
+    left_half = torch.tensor([[0, 0, 4, 8, 0]], dtype=torch.float32)
+    half = resized_crops(images[:1], left_half, 4)  # 4 x 8 px -> 4 x 4: averages pairs of rows
+    expected = images[:1, :, :, :4].float().reshape(1, 3, 4, 2, 4).mean(dim=3)
+    assert torch.allclose(half, expected)
+
+
+def _stored_rows_dataset(heights: list[int], widths: list[int], size: int) -> Any:
+    import datasets
+
+    n = len(heights)
+    pixels = [bytes(3 * size * size)] * n
+    return datasets.Dataset.from_dict({"image": pixels, "height": heights, "width": widths, "label": [0] * n})
