@@ -32,9 +32,9 @@ TARGET = 1.5
 def child(steps: int, trials: int, directory: Path) -> None:
     """In the fresh process: run the study, print one JSON line of (wall, cpu) stamps."""
     stamps = {"start": (time.time(), time.process_time())}
-    import bench.cli  # noqa: F401  first, as the `bench` command: it sets the OpenMP environment
     import yaml
 
+    import bench.cli  # noqa: F401  first, as the `bench` command: it sets the OpenMP environment
     from bench.engine import run_suite
     from bench.loader import load_suite
 
