@@ -7,7 +7,8 @@ task declares, `Task.param_roles`), the optimizer (from its registry entry) and 
 returns a `TrialResult`. Every way a trial can end is an outcome, never an exception:
 
 - completed: ran its steps;  diverged: NaN/inf loss, or train loss above `divergence_factor` times its
-  first value, or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
+  first value (noticed two steps late on a GPU, whose loss is read back without waiting: `bench.monitor`),
+  or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
   pruned: the caller's `on_eval` said stop;  error: anything else, with the traceback in `error`.
 
 What crosses into the runner is plain callables, so neither the tuner nor the tracker is imported here:
