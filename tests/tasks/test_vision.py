@@ -1,7 +1,7 @@
 """Vision tasks (digits, resnet, vit): every CPU task trains on its real loader fed by local files in
 the hub schema and its loss falls; batches are a function of the seed; metric sums add up; the declared
 FLOPs match a recount; the options schemas enforce their rules. Nothing touches the hub (HF_*_OFFLINE,
-local files under a tmp data_root)."""
+local files under a tmp data_root; ImageNet also as JPEG webdataset shards and hub-schema parquet)."""
 
 from __future__ import annotations
 
@@ -476,3 +476,147 @@ def _stored_rows_dataset(heights: list[int], widths: list[int], size: int) -> An
     n = len(heights)
     pixels = [bytes(3 * size * size)] * n
     return datasets.Dataset.from_dict({"image": pixels, "height": heights, "width": widths, "label": [0] * n})
+
+
+# Stored images from ImageNet's real formats: JPEGs of assorted sizes, larger than the stored size
+# (so PIL's reduced-scale JPEG decoding is taken), as webdataset shards and as hub-schema parquet.
+JPEG_SIZES = [(120, 90), (64, 100), (96, 96), (150, 70)]  # (width, height)
+
+
+def smooth_jpegs(n: int, seed: int) -> tuple[list[bytes], list[tuple[int, int]], list[int]]:
+    """JPEG bytes of `n` smooth gradients (a resize of them is well defined), their sizes, labels."""
+    import io
+
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    jpegs, sizes, labels = [], [], []
+    for i in range(n):
+        w, h = JPEG_SIZES[i % len(JPEG_SIZES)]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = PALETTE[i % VIT_CLASSES]
+        pixels = base * 0.5 + np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) * rng.uniform(60, 120)
+        out = io.BytesIO()
+        PIL.Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, format="JPEG", quality=95)
+        jpegs.append(out.getvalue())
+        sizes.append((w, h))
+        labels.append(i % VIT_CLASSES)
+    return jpegs, sizes, labels
+
+
+def write_shard(path: Path, jpegs: list[bytes], labels: list[int]) -> Path:
+    """A webdataset shard as timm/imagenet-1k-wds has them: `<key>.jpg` and `<key>.cls` per sample."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for i, (jpg, label) in enumerate(zip(jpegs, labels, strict=True)):
+            for ext, data in (("jpg", jpg), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_hub_parquet(path: Path, jpegs: list[bytes], labels: list[int]) -> Path:
+    """A parquet file in ILSVRC/imagenet-1k's schema: `image` {bytes, path} (JPEG) and a ClassLabel."""
+    import datasets
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=VIT_CLASSES)}
+    )
+    rows = {"image": [{"bytes": b, "path": None} for b in jpegs], "label": labels}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    return path
+
+
+def resized_original(jpeg: bytes, size: int) -> np.ndarray:
+    """The whole JPEG decoded at full scale and resized to size x size, channels first (float)."""
+    import io
+
+    import PIL.Image
+
+    image = PIL.Image.open(io.BytesIO(jpeg)).convert("RGB").resize((size, size), PIL.Image.BILINEAR)
+    return np.asarray(image).transpose(2, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "parquet"])
+def test_stored_split_holds_each_whole_jpeg_resized_with_its_original_size(
+    tmp_path: Path, layout: str
+) -> None:
+    from bench.workloads.image_data import Source, stored_split
+
+    jpegs, sizes, labels = smooth_jpegs(12, seed=3)
+    if layout == "webdataset":
+        files, keys = str(write_shard(tmp_path / "train-000000.tar", jpegs, labels)), ("jpg", "cls")
+    else:
+        files, keys = str(write_hub_parquet(tmp_path / "train.parquet", jpegs, labels)), ("image", "label")
+    source = Source("unused", (("train", files),), None, str(tmp_path), "none", *keys)
+    size = 24
+    stored = stored_split(source, "train", size)
+    assert len(stored) == len(jpegs)
+    for k, row in enumerate(stored):  # in the files' order
+        assert (row["width"], row["height"]) == sizes[k] and row["label"] == labels[k]
+        pixels = np.frombuffer(row["image"], np.uint8).reshape(3, size, size).astype(np.float32)
+        # Decoded at a reduced DCT scale where the JPEG allows it: the same picture as a full decode.
+        assert np.abs(pixels - resized_original(jpegs[k], size)).mean() < 3.0
+    assert len(stored_split(source, "train", size, limit=5)) == 5
+
+
+def test_stored_split_decodes_in_shards_and_keeps_the_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large splits are decoded by several processes, a shard of images each; the rows come back in
+    the split's order."""
+    from bench.workloads import image_data
+
+    jpegs, sizes, labels = smooth_jpegs(10, seed=4)
+    files = str(write_hub_parquet(tmp_path / "train.parquet", jpegs, labels))
+    source = image_data.Source("unused", (("train", files),), None, str(tmp_path), "none", "image", "label")
+    monkeypatch.setattr(image_data, "SHARD", 3)  # 4 shards (3 + 3 + 3 + 1 images), 2 processes here
+    stored = image_data.stored_split(source, "train", 16)
+    assert len(stored.cache_files) == min(4, os.cpu_count() or 1)  # one file per decoding process
+    assert [(r["width"], r["height"], r["label"]) for r in stored] == [
+        (*s, y) for s, y in zip(sizes, labels, strict=True)
+    ]
+    for k, row in enumerate(stored):
+        pixels = np.frombuffer(row["image"], np.uint8).reshape(3, 16, 16).astype(np.float32)
+        assert np.abs(pixels - resized_original(jpegs[k], 16)).mean() < 3.0
+
+
+def test_vit_trains_on_stored_jpeg_shards_and_evaluates_centre_crops(tmp_path: Path) -> None:
+    """The ViT task with `stored_size` on webdataset JPEG shards: training batches are (uint8 images,
+    labels, crop boxes inside the stored image); validation sees every example once, centre-cropped."""
+    from bench.workloads.vit import data_config
+
+    jpegs, _, labels = smooth_jpegs(16, seed=6)
+    train_shard = write_shard(tmp_path / "train-000000.tar", jpegs, labels)
+    val_jpegs, val_sizes, val_labels = smooth_jpegs(8, seed=7)
+    val_shard = write_shard(tmp_path / "validation-000000.tar", val_jpegs, val_labels)
+    options = {
+        "data_files": {"train": str(train_shard), "validation": str(val_shard)},
+        "image_key": "jpg",
+        "label_key": "cls",
+        "num_classes": VIT_CLASSES,
+        "batch_size": 8,
+        "stored_size": 32,
+        "val_examples": 0,
+    }
+    task = build("imagenet_vit_tiny", options, 0, tmp_path / "nowhere")
+    images, y, crops = next(iter(task.train_loader()))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
+    assert bool((crops[:, :2] >= 0).all() and (crops[:, 2:4] <= 32 + 1e-4).all())
+    assert bool((crops[:, 2] > crops[:, 0]).all() and (crops[:, 3] > crops[:, 1]).all())
+    x, _ = task.inputs((images, y, crops))
+    assert x.shape == (8, 3, 64, 64) and torch.isfinite(x).all()
+    seen, boxes = [], []
+    for _, ys, cs in task.val_loader():
+        seen.extend(ys.tolist())
+        boxes.append(cs)
+    assert seen == val_labels  # every validation example once, in order
+    crop_pct = float(data_config(task.opts["model"], 64)["crop_pct"])
+    for (w, h), box in zip(val_sizes, torch.cat(boxes), strict=True):
+        side = min(w, h) * crop_pct  # a centred square of the original, in stored pixels
+        expected = ((w - side) / 2 * 32 / w, (h - side) / 2 * 32 / h)
+        assert box[:2].tolist() == pytest.approx(expected, abs=1e-4) and float(box[4]) == 0.0
+        assert float(box[2] - box[0]) == pytest.approx(side * 32 / w, abs=1e-4)
