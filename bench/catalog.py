@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.optimizers import adam, free, matrix, schedules, sgd, sophia
+from bench.optimizers import adam, free, lowrank, matrix, rotational, sam, schedules, sgd, sophia
 from bench.optimizers.base import OptimizerEntry
 from bench.optimizers.schedules import Schedule
 from bench.registry import Registry
@@ -37,7 +37,16 @@ TASKS: Registry[TaskEntry] = Registry(
 OPTIMIZERS: Registry[OptimizerEntry] = Registry(
     "optimizer",
     group="bench.optimizers",
-    entries=[*sgd.ENTRIES, *adam.ENTRIES, *matrix.ENTRIES, *free.ENTRIES, *sophia.ENTRIES],
+    entries=[
+        *sgd.ENTRIES,
+        *adam.ENTRIES,
+        *matrix.ENTRIES,
+        *free.ENTRIES,
+        *sophia.ENTRIES,
+        *lowrank.ENTRIES,
+        *rotational.ENTRIES,
+        *sam.ENTRIES,
+    ],
 )
 SCHEDULES: Registry[Schedule] = Registry("schedule", group="bench.schedules", entries=schedules.ENTRIES)
 REGISTRIES = Registries(TASKS, OPTIMIZERS, SCHEDULES)

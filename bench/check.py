@@ -20,8 +20,8 @@ the baseline), no baseline (the baseline had no value either) and new (only in t
 
 `compare` is pure: dicts in, a `CheckResult` out. `run_check` is the command around it: it scores the
 suite's recorded trials (running the suite first with `rerun`), compares, prints the table and appends it
-to a CI summary file. It writes no leaderboard files, because the baseline is usually the committed
-`leaderboards/<suite>.json` that `bench leaderboard` would overwrite.
+to a CI summary file. It writes no leaderboard files: the baseline is usually the committed
+`leaderboards/<suite>.json`, and a check leaves every file as it was.
 """
 
 from __future__ import annotations
@@ -203,9 +203,12 @@ def run_check(
 
     path = Path(baseline)
     if not path.is_file():
-        out(f"bench check: baseline {path} not found; write one with `bench leaderboard {suite.path}`")
+        out(
+            f"bench check: baseline {path} not found; write one with "
+            f"`bench leaderboard {suite.path} --set settings.leaderboard_dir={path.parent}`"
+        )
         return 2
-    base = json.loads(path.read_text())  # read before running: the run may rewrite leaderboards/
+    base = json.loads(path.read_text())  # read before running
     if rerun:
         from bench.engine import run_suite
 

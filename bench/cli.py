@@ -4,7 +4,7 @@
     bench validate suites/*.yaml                check suites without touching anything
     bench plan suites/lm.yaml                   the expanded studies and a cost estimate
     bench ls [tasks|optimizers|schedules]       what the registries hold
-    bench leaderboard suites/quickstart.yaml    rebuild leaderboards/<suite>.* from MLflow
+    bench leaderboard suites/quickstart.yaml    rebuild results/<suite>.* from MLflow
     bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard
     bench ui                                    the MLflow UI on this suite's store, on 127.0.0.1
     bench standins [DIR]                        offline stand-ins for C4, CIFAR-10, ImageNet (no hub)
@@ -120,11 +120,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from bench.track import UI_HOST, UI_PORT, ui_links
+
     uri = args.tracking_uri
     if uri is None:
         uri = load_settings(Path.cwd())[0].tracking_uri
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"bench: MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    host, port = args.host or UI_HOST, args.port or UI_PORT
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    base = f"http://{host}:{port}"
+    print(f"bench: MLflow UI on {base} for {uri}", flush=True)
+    for suite, links in ui_links(uri, base).items():  # straight to the suite, in the Model training view
+        print(f"  {suite}: runs {links['runs']}", flush=True)
+        if "leaderboard" in links:
+            print(f"  {' ' * len(suite)}  leaderboard {links['leaderboard']}", flush=True)
     os.execvp(cmd[0], cmd)
     return 0
 
@@ -184,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
     common(pl)
     pl.set_defaults(func=cmd_plan)
 
-    lb = command("leaderboard", "rebuild the leaderboard from MLflow")
+    lb = command("leaderboard", "rebuild the leaderboard (results/<suite>.*) from MLflow")
     lb.add_argument("suite")
     common(lb)
     lb.set_defaults(func=cmd_leaderboard)
@@ -217,9 +225,9 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("-o", "--output", help="write it to this file instead of stdout")
     sc.set_defaults(func=cmd_schema)
 
-    ui = command("ui", "start the MLflow UI (127.0.0.1 by default)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    ui.add_argument("--port", type=int, default=5000, help="default 5000")
+    ui = command("ui", "start the MLflow UI (127.0.0.1 by default) and print each suite's links")
+    ui.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, help="default 5000")
     ui.add_argument("--tracking-uri", help="MLflow store (default: tracking_uri of benchmark.yaml)")
     ui.set_defaults(func=cmd_ui)
     return p

@@ -31,7 +31,7 @@ import torch
 from bench import distributed, provenance, records, report, search
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, tokens_per_step, trial_id
+from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, seeds_study, tokens_per_step, trial_id
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import TrialResult, TrialSpec, train_trial
@@ -100,35 +100,55 @@ class Worker:
         self.suite, self.plan, self.display = suite, plan, display
         settings = suite.settings
         self.storage = search.open_storage(settings.storage, settings.heartbeat_s)
-        self.tracker = Tracker(settings.tracking_uri, suite.name)
+        self.tracker = Tracker.for_suite(suite)
         self.meta = provenance.collect(suite.path.parent)
         self.ran = 0
+        self.closed: set[str] = set()  # study runs this worker has seen finished
+        self.retired: set[str] = set()  # superseded seed runs this worker has retired
 
     # -- stores ---------------------------------------------------------------------------------
+    def study_record(self, sp: StudyPlan) -> records.StudyRecord:
+        return records.StudyRecord(
+            suite=self.suite.name,
+            task=sp.task.name,
+            optimizer=sp.optimizer.label,
+            study=sp.name,
+            fingerprint=sp.fingerprint,
+            metric=sp.task.metric,
+            protocol=self.suite.tuning.protocol,
+            search_space={k: str(v) for k, v in sp.optimizer.search_space.items()},
+            fixed=dict(sp.optimizer.fixed),
+            trials=sp.trials,
+            seeds=sp.seeds,
+            steps=sp.task.steps,
+        )
+
     def _parent_run(self, sp: StudyPlan) -> Callable[[Any], None]:
         def on_create(study: Any) -> None:  # idempotent: the repair path may call it again
             if study.user_attrs.get("mlflow_parent"):
                 return
             run_id = self.tracker.find_run(records.study_key(sp.name))
             if run_id is None:
-                record = records.StudyRecord(
-                    suite=self.suite.name,
-                    task=sp.task.name,
-                    optimizer=sp.optimizer.label,
-                    study=sp.name,
-                    fingerprint=sp.fingerprint,
-                    metric=sp.task.metric,
-                    protocol=self.suite.tuning.protocol,
-                    search_space={k: str(v) for k, v in sp.optimizer.search_space.items()},
-                    fixed=dict(sp.optimizer.fixed),
-                    trials=sp.trials,
-                    seeds=sp.seeds,
-                    steps=sp.task.steps,
-                )
-                run_id = self.tracker.open_study(record, f"{sp.task.name}/{sp.optimizer.label}")
+                name = f"{sp.task.name}/{sp.optimizer.label}"
+                run_id = self.tracker.open_study(self.study_record(sp), name)
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
+
+    def _extended(self, sp: StudyPlan, parent: Callable[[Any], str | None], what: str) -> Callable:
+        """`on_extend` of a study: its MLflow run takes the new budget (it runs again once a trial runs,
+        `drain`), and the run says so."""
+
+        def on_extend(study: Any, had: int, now: int) -> None:  # idempotent
+            run_id = parent(study)
+            if run_id:
+                self.tracker.study_budget(run_id, self.study_record(sp))
+            self.display.say(
+                f"bench: {sp.name}: extending its {what} from {had} to {now}; the {had} recorded keep their "
+                "configurations"
+            )
+
+        return on_extend
 
     def open_tuning(self, sp: StudyPlan) -> Any:
         t = self.suite.tuning
@@ -146,7 +166,16 @@ class Worker:
             slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
+            on_extend=self._extended(sp, lambda st: st.user_attrs.get("mlflow_parent"), "tuning trials"),
         )
+        held = search.slot_count(study)
+        if held > len(slots):
+            raise SuiteConflict(
+                f"study '{sp.name}' in {self.suite.settings.storage} holds {held} tuning trials and this suite "
+                f"asks for {len(slots)}: a smaller budget would drop recorded trials from its statistics. Run "
+                f"it with `--set tuning.trials={held}` (or more), or give this version its own name "
+                "(`--set name=NEW_NAME`) or other stores (`--storage`, `--tracking-uri`)."
+            )
         found = study.user_attrs.get("fingerprint")
         if not created and found != sp.fingerprint:
             raise SuiteConflict(
@@ -159,13 +188,19 @@ class Worker:
         return study
 
     def open_seeds(self, sp: StudyPlan, tuning: Any) -> Any | None:
+        """The study of the reruns of the tuning study's best configuration (None before one completed).
+        It is named after the best trial's slot, so when an extended tuning study finds a new best, the
+        reruns of the old one are retired and the new best gets its own."""
         best = search.best_trial(tuning)
         if best is None:
             return None
+        name = seeds_study(sp.name, int(best.user_attrs["slot"]))
+        self.retire_superseded_seeds(sp, keep=name)
         seeds = list(range(1, sp.seeds))
+        parent = tuning.user_attrs.get("mlflow_parent")
         study, _ = search.open_study(
             self.storage,
-            f"{sp.name}.seeds",
+            name,
             direction="minimize" if sp.task.mode == "min" else "maximize",
             protocol="random",
             seed=0,
@@ -174,9 +209,54 @@ class Worker:
             slots=[dict(best.params)] * len(seeds),
             slot_attrs=[{"kind": SEED, "seed": s, "best_number": best.number} for s in seeds],
             study_attrs={"fingerprint": sp.fingerprint, "best_number": best.number},
-            on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
+            on_create=lambda st: st.set_user_attr("mlflow_parent", parent),
+            on_extend=self._extended(sp, lambda st: parent, "seed reruns"),
         )
         return study
+
+    def retire_superseded_seeds(self, sp: StudyPlan, keep: str) -> None:
+        """Hide the seed reruns of a configuration that is no longer its study's best (the study was
+        extended and a new trial beat it): they would be scored as reruns of the new best."""
+        for name in search.study_names(self.storage, seeds_study(sp.name)):
+            if name == keep or (study := search.load(self.storage, name)) is None:
+                continue
+            for t in study.get_trials(deepcopy=False):
+                run_id = t.user_attrs.get("mlflow_run")
+                if run_id and run_id not in self.retired:
+                    self.tracker.retire(
+                        run_id, f"superseded: {keep} reruns the study's new best configuration"
+                    )
+                    self.retired.add(run_id)
+
+    def reopen_study(self, study: Any) -> None:
+        """A study's run that had ended runs again: a lifted time cap, an extension, a retried trial."""
+        run_id = study.user_attrs.get("mlflow_parent")
+        if run_id:
+            self.tracker.reopen(run_id)
+            self.closed.discard(run_id)
+
+    def close_study(self, sp: StudyPlan, tuning: Any) -> None:
+        """A study whose trials (and seed reruns) are all done: end its MLflow run, whichever worker ran
+        its last trial (and on a resume that finds it so)."""
+        run_id = tuning.user_attrs.get("mlflow_parent")
+        if run_id and run_id not in self.closed:
+            if self.tracker.run_status(run_id) == "RUNNING":
+                self.spent(tuning, log=True, metric=sp.task.metric)  # final counts, whoever ran the last
+                self.tracker.finish(run_id)
+            self.closed.add(run_id)
+
+    def recorded(self) -> dict[str, int]:
+        """Trials of each study of the plan already recorded as finished (tuning slots, and reruns of the
+        current best configuration), read from the study storage without creating anything."""
+        done = {}
+        for sp in self.plan.studies:
+            done[sp.name] = min(sp.trials, search.finished_slots(self.storage, sp.name))
+            tuning = search.load(self.storage, sp.name) if sp.seeds > 1 else None
+            best = search.best_trial(tuning) if tuning is not None else None
+            if best is not None:
+                name = seeds_study(sp.name, int(best.user_attrs["slot"]))
+                done[sp.name] += min(sp.seeds - 1, search.finished_slots(self.storage, name))
+        return done
 
     # -- one trial ------------------------------------------------------------------------------
     def record_of(
@@ -268,20 +348,25 @@ class Worker:
         return run
 
     # -- the loop -------------------------------------------------------------------------------
-    def spent(self, study: Any, *, log: bool = False) -> float:
+    def spent(self, study: Any, *, log: bool = False, metric: str = "value") -> float:
         """Training seconds of a tuning study's finished trials (all workers'); with `log`, logged to its
-        MLflow parent run with the steps and the outcome counts. Every optimizer's budget is counted so."""
+        MLflow parent run with the steps, the best `metric` so far and the outcome counts
+        (`records.study_progress`). Every optimizer's budget is counted so."""
         done = search.finished_trials(study)
         seconds = sum(float(t.user_attrs.get("time_s") or 0.0) for t in done)
         if log and study.user_attrs.get("mlflow_parent"):
             outcomes = [t.user_attrs.get("outcome") for t in done]
-            metrics = records.budget_metrics(
+            best = search.best_trial(study)
+            fields = records.study_progress(
                 trials=len(done),
                 steps=sum(int(t.user_attrs.get("steps") or 0) for t in done),
                 time_s=seconds,
                 outcomes={o: outcomes.count(o) for o in OUTCOMES},
+                metric=metric,
+                best=best.value if best is not None else None,
             )
-            self.tracker.log(study.user_attrs["mlflow_parent"], metrics=metrics, step=len(done))
+            parent = study.user_attrs["mlflow_parent"]
+            self.tracker.log(parent, metrics=fields.metrics, tags=fields.tags, step=len(done))
         return seconds
 
     def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False) -> bool:
@@ -293,7 +378,7 @@ class Worker:
         search.fail_stale(study)
         ran = False
         while True:
-            spent = self.spent(study, log=ran) if tuning else 0.0
+            spent = self.spent(study, log=ran, metric=sp.task.metric) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
                     study.set_user_attr("bench.time_budget_spent_s", spent)
@@ -302,6 +387,8 @@ class Worker:
                 return True
             if search.pending(study)[0] == 0:
                 return False
+            if not ran:
+                self.reopen_study(study)
             search.run_one(study, objective)
             ran = True
 
@@ -317,14 +404,27 @@ class Worker:
                 if waiting or running:
                     busy = True
                     continue
-                if sp.seeds > 1:
-                    seeds = self.open_seeds(sp, tuning)
-                    if seeds is not None:
-                        self.drain(sp, seeds)
-                        busy = busy or any(search.pending(seeds))
+                reruns = self.open_seeds(sp, tuning) if sp.seeds > 1 else None
+                if reruns is not None:
+                    self.drain(sp, reruns)
+                    if any(search.pending(reruns)):
+                        busy = True
+                        continue
+                self.close_study(sp, tuning)
             if not busy:
                 return
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
+
+
+def say_recorded(recorded: Mapping[str, int], total: int, display: Display) -> None:
+    """What a run starts from: how many of the plan's trials are already recorded (a rerun with nothing
+    left to do says so), counted in the display so its numbering and estimate continue from there."""
+    display.recorded(recorded)
+    done = sum(recorded.values())
+    if done >= total:
+        display.say(f"bench: {total}/{total} trials already recorded; nothing to train")
+    elif done:
+        display.say(f"bench: {done}/{total} trials already recorded; running the other {total - done}")
 
 
 # -- worker processes ----------------------------------------------------------------------------------
@@ -382,7 +482,12 @@ def run_suite(
         follow_leader(suite, plan)
         return {"trials_run": 0}
     total = plan.estimate.runs  # tuning trials plus seed reruns
-    display = Display(total, workers=workers, live=False if out is not None else progress, out=out or say)
+    studies = {sp.name: (sp.task.name, sp.cost.runs) for sp in plan.studies}
+    work = {
+        sp.task.name: sp.cost.flops / sp.cost.runs for sp in plan.studies if sp.cost.flops and sp.cost.runs
+    }
+    live = False if out is not None else progress
+    display = Display(total, workers=workers, live=live, out=out or say, studies=studies, work=work)
     with display:
         if suite.settings.standins:
             write_standins(suite.settings.data_root, display.say)
@@ -405,6 +510,7 @@ def run_suite(
         worker: Worker | None = None
         try:
             worker = Worker(suite, plan, display)
+            say_recorded(worker.recorded(), total, display)
             worker.work()
         except BaseException:
             for p in procs:  # the first process failed or was interrupted: so is the run
@@ -422,5 +528,7 @@ def run_suite(
             display.say(f"bench: {len(failed)} worker process(es) exited with an error")
         result: dict[str, Any] = {"trials_run": worker.ran}
         if leaderboard:
-            result["leaderboard"] = report.build_leaderboard(suite, tracker=worker.tracker, out=display.say)
+            result["leaderboard"] = report.build_leaderboard(
+                suite, tracker=worker.tracker, out=display.say, rebuild=False
+            )
     return result

@@ -12,7 +12,9 @@ hyperparameters from the optimizer's search space, then `seeds - 1` reruns of th
 `StudyPlan.fingerprint` hashes everything that changes the results of a study (task version and budget,
 search space, fixed values, schedule, tuning protocol ...): a stored study whose fingerprint differs
 from the plan's is stale and must not be resumed. It leaves out what only changes bookkeeping (time
-budgets, the number of seed reruns, targets, leaderboard settings, stores).
+budgets, targets, leaderboard settings, stores) and the budget itself: the number of trials and of seed
+reruns, so that a larger `tuning.trials` (or `seeds`) extends the recorded studies instead of refusing
+them (`bench.search` keeps every recorded slot's configuration; see docs/results.md).
 """
 
 from __future__ import annotations
@@ -99,7 +101,14 @@ def seed_run_id(study_name: str, seed: int) -> str:
     return f"{study_name}.seed-{seed}"
 
 
-def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials: int) -> str:
+def seeds_study(study_name: str, best_slot: int | None = None) -> str:
+    """Name of the study of the reruns of a study's best configuration, the tuning slot `best_slot` (with
+    None: the prefix every such name starts with)."""
+    prefix = f"{study_name}.seeds-of-slot"
+    return prefix if best_slot is None else f"{prefix}{best_slot}"
+
+
+def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
     tuning = suite.tuning
     t = task_dict(task)
     del t["target"], t["metric"]  # what counts as success, not what the runs do
@@ -114,7 +123,6 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec, trials:
             "protocol": tuning.protocol,
             "sampler_seed": tuning.sampler_seed,
             "pruner": tuning.pruner,
-            "trials": trials,
             "divergence_factor": tuning.divergence_factor,
         },
         "trainer": {  # what changes the numbers, not where they are computed
@@ -170,8 +178,7 @@ def make_plan(suite: Suite) -> Plan:
         for opt in suite.optimizers:
             searched = suite.tuning.protocol != "defaults" and bool(opt.search_space)
             budget = suite.tuning.trials if searched else 1
-            # Grid runs each of its points once at most (bench.search.draw_configurations). The fingerprint
-            # keeps the configured budget, as before this cap, so stored grid studies stay resumable.
+            # Grid runs each of its points once at most (bench.search.draw_configurations).
             trials = min(budget, grid_size(opt.search_space)) if suite.tuning.protocol == "grid" else budget
             seeds = suite.tuning.seeds
             studies.append(
@@ -182,7 +189,7 @@ def make_plan(suite: Suite) -> Plan:
                     trials=trials,
                     seeds=seeds,
                     steps=task.steps,
-                    fingerprint=_fingerprint(suite, task, opt, budget),
+                    fingerprint=_fingerprint(suite, task, opt),
                     cost=_cost(suite, task, trials + seeds - 1),
                 )
             )

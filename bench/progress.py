@@ -16,6 +16,11 @@ printed and flushed at once, nothing else. Each trial's line reads
 
 and a failed trial's outcome is followed by its exception line: `error (FileNotFoundError: ...)`.
 
+The remaining time (`estimate_remaining`) counts each task's trials still to run at that task's typical
+trial time: the median of its trials after the first, which pays the one-time costs (imports, building
+the data, the first steps' allocations) and took 7x the others on the quickstart's GPT. Until a second
+trial has ended, the line says `remaining ~?`.
+
 Worker processes (`bench run --workers N`) print nothing themselves: their `Relay` sends each line to
 the first process's display through a queue (`Display.serve`), so the count runs over every worker's
 trials and the live display is never written over.
@@ -25,10 +30,11 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -73,6 +79,37 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def estimate_remaining(
+    times: Mapping[str, Sequence[float]],
+    left: Mapping[str, int],
+    workers: int = 1,
+    work: Mapping[str, float] | None = None,
+) -> float | None:
+    """Seconds until the trials still to run are done.
+
+    times: task -> the seconds of its trials, in the order they ended; left: task -> its trials still to
+    run; work: task -> the FLOPs of one of its trials, where declared. A task's typical trial is the
+    median of its times after the first (the first pays one-time costs), or its only time. A task with no
+    time yet is priced by its FLOPs at the seconds per FLOP of the tasks seen (the quickstart's CNN trial
+    has 1/50 of its GPT trial's FLOPs and took 1/18 of its time: a rough price, far better than none),
+    else at the median typical time of the tasks seen. None while fewer than two trials have ended."""
+    if sum(len(v) for v in times.values()) < 2:
+        return None
+    work = work or {}
+    typical = {task: statistics.median(v[1:] or v) for task, v in times.items() if v}
+    per_flop = [t / work[task] for task, t in typical.items() if work.get(task)]
+    fallback = statistics.median(typical.values())
+
+    def price(task: str) -> float:
+        if task in typical:
+            return typical[task]
+        if per_flop and work.get(task):
+            return statistics.median(per_flop) * work[task]
+        return fallback
+
+    return sum(n * price(task) for task, n in left.items() if n > 0) / max(1, workers)
+
+
 def trial_line(
     done: int,
     total: int,
@@ -82,23 +119,25 @@ def trial_line(
     hparams: Mapping[str, Any],
     metric: str,
     elapsed: float,
-    remaining: float,
+    remaining: float | None,
 ) -> str:
     """One trial's progress line (see the module docstring)."""
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in hparams.items())
     value = f"{metric}={summary.value:.4g}" if math.isfinite(summary.value) else f"{metric}=n/a"
     why = f" ({last_line(summary.error)})" if summary.error and summary.outcome != "completed" else ""
+    left = "?" if remaining is None else hms(remaining)
     return (
         f"[{done}/{total}] {study} {label}: {summary.outcome}{why} {value} "
-        f"({summary.steps} steps, {summary.time_s:.1f}s) {shown} | elapsed {hms(elapsed)}, "
-        f"remaining ~{hms(remaining)}"
+        f"({summary.steps} steps, {summary.time_s:.1f}s) {shown} | elapsed {hms(elapsed)}, remaining ~{left}"
     )
 
 
 class Display:
     """The run's output: trial lines with elapsed and remaining-time estimates (over every worker's
     trials), messages, and on a terminal a live bar. `live=None` decides by `is_terminal()`; lines go
-    to `out` when not live."""
+    to `out` when not live. `studies` maps each study's name to (its task, its trials), which the
+    remaining-time estimate counts per task (without it, every trial counts alike); `work` maps a task
+    to the FLOPs of one trial, where declared (`estimate_remaining`)."""
 
     def __init__(
         self,
@@ -107,11 +146,15 @@ class Display:
         workers: int = 1,
         live: bool | None = None,
         out: Callable[[str], None] = say,
+        studies: Mapping[str, tuple[str, int]] | None = None,
+        work: Mapping[str, float] | None = None,
     ):
         self.total, self.workers, self.out = total, max(1, workers), out
+        self.studies, self.work = dict(studies or {}), dict(work or {})
         self.done = 0
         self.started = time.monotonic()
-        self.trial_seconds: list[float] = []
+        self.times: dict[str, list[float]] = {}  # task -> seconds of its trials, in order
+        self.left = {s: n for s, (_, n) in self.studies.items()} if self.studies else {"": total}
         self._lock = threading.RLock()
         self._live: Progress | None = None
         if live if live is not None else is_terminal():
@@ -130,6 +173,25 @@ class Display:
     @property
     def live(self) -> bool:
         return self._live is not None
+
+    def recorded(self, done: Mapping[str, int]) -> None:
+        """Trials already recorded before this run (study -> count): counted as done, not timed."""
+        with self._lock:
+            for study, n in done.items():
+                self.done += n
+                key = study if study in self.left else ""
+                if key in self.left:
+                    self.left[key] = max(0, self.left[key] - n)
+            if self._live is not None:
+                self._live.update(self._trials, completed=min(self.done, self.total))
+
+    def remaining(self) -> float | None:
+        """`estimate_remaining` over this run's trials so far."""
+        left: dict[str, int] = {}
+        for study, n in self.left.items():
+            task = self.studies[study][0] if study in self.studies else ""
+            left[task] = left.get(task, 0) + n
+        return estimate_remaining(self.times, left, self.workers, self.work)
 
     def __enter__(self) -> Display:
         if self._live is not None:
@@ -163,12 +225,14 @@ class Display:
         """A trial ended (here or in a worker process): count it and print its line."""
         with self._lock:
             self.done += 1
-            self.trial_seconds.append(summary.time_s)
+            key = study if study in self.left else ""
+            if key in self.left:
+                self.left[key] = max(0, self.left[key] - 1)
+            task = self.studies[study][0] if study in self.studies else ""
+            self.times.setdefault(task, []).append(summary.time_s)
             elapsed = time.monotonic() - self.started
-            mean = sum(self.trial_seconds) / len(self.trial_seconds)
-            remaining = max(0, self.total - self.done) * mean / self.workers
             line = trial_line(
-                self.done, self.total, study, label, summary, hparams, metric, elapsed, remaining
+                self.done, self.total, study, label, summary, hparams, metric, elapsed, self.remaining()
             )
             if self._live is not None:
                 self._live.update(self._trials, completed=min(self.done, self.total))

@@ -8,12 +8,12 @@ module spells a tag name.
     experiment  <suite name>
       run  "<suite>"                      kind=suite   resolved suite, leaderboard files and plots
       run  "<task>/<optimizer>"           kind=study   `StudyRecord`: one per study, parent of its trials;
-                                                       budget spent and outcome counts (`budget_metrics`)
+                                                       budget spent, best so far, outcomes (`study_progress`)
         run "<task>/<optimizer>#<n>"      kind=tune    `TrialRecord`: one per tuning trial (child)
         run "<task>/<optimizer>@seed<k>"  kind=seed    reruns of the best configuration
 
-A trial run holds, besides the curves the runner logs during training (`train/loss`, `val/...`,
-throughput):
+A trial run holds, besides the curves the runner logs during training (`train/loss`, `val/...`; and
+Lightning's throughput figures, recorded as `system/...`, see `curve_name`):
 
 - tags `bench.*`: identity (suite, task, optimizer, study, trial_id, number = the slot, optuna_trial,
   kind, seed), what is measured (metric, mode, target, lr, params as JSON, tokens_per_step), where the
@@ -21,7 +21,9 @@ throughput):
   the outcome (`running` until the trial ends);
 - params: the searched values `hp.<name>`, the optimizer's keyword arguments `opt.<name>`, seed,
   steps, schedule, batch_size (global), world_size, batch_size_per_device, global_batch_size;
-- summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target, `final/<metric>`;
+- summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target (names without a
+  `/`, so MLflow's chart view lists them after the curves), and every final validation metric in the tag
+  `bench.final` (the curves' last points, as JSON);
 - artifacts: the resolved suite (`RESOLVED_ARTIFACT`), and the traceback of a failed trial
   (`ERROR_ARTIFACT`). Its status is FINISHED, or FAILED when the outcome is `error`.
 
@@ -70,15 +72,19 @@ VERSIONS = "bench.versions"
 FINGERPRINT = "bench.fingerprint"
 PROTOCOL = "bench.protocol"
 RETIRED = "bench.retired"  # on a dead attempt's run: why it was retired
+OUTCOMES_TAG = "bench.outcomes"  # on a study's run: how its trials ended, in words
+FINAL = "bench.final"  # a trial's final validation metrics, JSON
+SLOTS = "bench.trials"  # a study run's budget of tuning slots (a tag: extending a study raises it)
+LEADERBOARD_OF = "bench.leaderboard_of"  # on the suite run: what its leaderboard files were built from
 
 # -- artifacts ---------------------------------------------------------------------------------------
 RESOLVED_ARTIFACT = "suite.resolved.json"
 ERROR_ARTIFACT = "error.txt"
-LEADERBOARD_DIR, PLOTS_DIR = "leaderboard", "plots"  # artifact folders of the suite run
+LEADERBOARD_DIR = "leaderboard"  # the suite run's artifact folder: the leaderboard files, plots beside them
 
-# Summary metric names; `final/<metric>` holds each final validation metric.
+# Summary metric names (no `/`: MLflow's chart view shows sections by prefix in alphabetical order and
+# the unprefixed "Model metrics" last, so the curves `train/...` and `val/...` come first).
 SUMMARY_METRICS = ("value", "steps", "time_s", "steps_to_target", "seconds_to_target", "tokens_to_target")
-FINAL = "final/"
 
 # The columns of `table_row`, the trials table `bench.score` documents and consumes.
 COLUMNS = (
@@ -185,6 +191,9 @@ class StudyRecord:
     steps: int
 
 
+END_TAGS = (OUTCOME, FINAL)  # the tags a trial run's record changes when the trial ends
+
+
 # -- finding runs ------------------------------------------------------------------------------------
 def study_key(study: str) -> dict[str, str]:
     """The tags that find a study's parent run."""
@@ -227,6 +236,8 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         TASK_VERSION: r.task_version, OPTIMIZER_SOURCE: r.optimizer_source, GIT_COMMIT: p.git_commit,
         HARDWARE: p.hardware, VERSIONS: json.dumps(dict(p.versions)), FINGERPRINT: r.fingerprint,
     }  # fmt: skip
+    if r.summary is not None:
+        tags[FINAL] = json.dumps(dict(r.summary.final))
     params = {
         **{f"hp.{k}": v for k, v in r.hparams.items()},
         **{f"opt.{k}": v for k, v in r.kwargs.items()},
@@ -240,7 +251,6 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         metrics = {
             "value": s.value, "steps": s.steps, "time_s": s.time_s, "steps_to_target": s.steps_to_target,
             "seconds_to_target": s.seconds_to_target, "tokens_to_target": s.tokens_to_target,
-            **{f"{FINAL}{k}": v for k, v in s.final.items()},
         }  # fmt: skip
     return RunFields(
         tags={k: text(v) for k, v in tags.items()},
@@ -251,23 +261,107 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
 
 def _encode_study(r: StudyRecord) -> RunFields:
     tags = {SUITE: r.suite, TASK: r.task, OPTIMIZER: r.optimizer, STUDY: r.study, KIND: STUDY_KIND,
-            FINGERPRINT: r.fingerprint, METRIC: r.metric, PROTOCOL: r.protocol}  # fmt: skip
-    params = {"search_space": dict(r.search_space), "fixed": dict(r.fixed), "trials": r.trials,
-              "seeds": r.seeds, "steps": r.steps, "protocol": r.protocol}  # fmt: skip
+            FINGERPRINT: r.fingerprint, METRIC: r.metric, PROTOCOL: r.protocol, SLOTS: r.trials}  # fmt: skip
+    # `trials` is a tag, not a param: params are immutable and extending a study raises its budget
+    params = {"search_space": dict(r.search_space), "fixed": dict(r.fixed), "seeds": r.seeds,
+              "steps": r.steps, "protocol": r.protocol}  # fmt: skip
     return RunFields(
         tags={k: text(v) for k, v in tags.items()}, params={k: text(v) for k, v in params.items()}
     )
 
 
-def budget_metrics(trials: int, steps: int, time_s: float, outcomes: Mapping[str, int]) -> dict[str, float]:
-    """What a study's parent run logs as its budget is spent: trials, steps and training seconds of its
-    finished trials (all workers'), and how many ended in each outcome."""
-    return {
-        "budget/trials": trials,
-        "budget/steps": steps,
-        "budget/time_s": time_s,
-        **{f"outcomes/{o}": n for o, n in outcomes.items()},
-    }
+def study_progress(
+    trials: int,
+    steps: int,
+    time_s: float,
+    outcomes: Mapping[str, int],
+    metric: str,
+    best: float | None,
+) -> RunFields:
+    """What a study's run records as its trials end (all workers'), at step = its finished trials:
+
+    - `best/<metric>` (e.g. `best/val/error`), the best value of its completed trials so far: the study's
+      tuning curve, and the first chart MLflow's chart view shows for the study runs (the runs it shows
+      before their trials are expanded);
+    - `trials`, `steps`, `time_s`: its finished trials and their training steps and seconds (unprefixed
+      names, so their charts come last, as a trial's summary metrics);
+    - the tag `bench.outcomes`, how they ended in words ("3 completed, 1 diverged"): a count per outcome
+      as metrics would add a chart each, mostly a flat zero.
+    """
+    metrics = {"trials": float(trials), "steps": float(steps), "time_s": float(time_s)}
+    if best is not None and math.isfinite(best):
+        metrics[f"best/{metric}"] = float(best)
+    ended = ", ".join(f"{n} {o}" for o, n in outcomes.items() if n) or "none yet"
+    return RunFields(tags={OUTCOMES_TAG: ended}, metrics=metrics)
+
+
+def _shown(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def note(record: TrialRecord | StudyRecord) -> str:
+    """A run's description, Markdown (MLflow shows it on the run's page): what the run is, in words."""
+    if isinstance(record, StudyRecord):
+        r = record
+        space = "; ".join(f"`{k}` {v}" for k, v in r.search_space.items()) or "nothing searched"
+        reruns = f" The best configuration is rerun on {r.seeds - 1} more seed(s)." if r.seeds > 1 else ""
+        return (
+            f"Study **{r.task} x {r.optimizer}** of suite `{r.suite}`: {r.trials} `{r.protocol}` trial(s) of "
+            f"{r.steps} steps over {space}.{reruns} Its trials are the runs nested below (expand the row); "
+            f"`best/{r.metric}` is the best value so far by trials finished, `trials`, `steps` and `time_s` "
+            f"what they have spent, and the tag `{OUTCOMES_TAG}` how they ended."
+        )
+    r = record
+    what = (
+        f"Tuning trial (slot {r.number})"
+        if r.kind == TUNE
+        else f"Rerun of the best configuration on seed {r.seed}"
+    )
+    target = "" if r.target is None else f", target {r.target:g}"
+    text = (
+        f"{what} of study `{r.study}`: {r.optimizer} on {r.task} for {r.steps} steps, "
+        f"{_shown(r.hparams) or 'default hyperparameters'}. Metric `{r.metric}` ({r.mode}{target})."
+    )
+    if r.summary is not None:
+        s = r.summary
+        value = f"{r.metric} = {s.value:.4g}" if math.isfinite(s.value) else f"no finite {r.metric}"
+        text += f" **Outcome: {s.outcome}**, {value} after {s.steps} steps ({s.time_s:.1f} s)."
+    return text
+
+
+def suite_note(suite: str) -> str:
+    """The suite run's description: where its leaderboard is."""
+    return (
+        f"Suite `{suite}`: the leaderboard is this run's artifact `{LEADERBOARD_DIR}/{suite}.html` (tables and "
+        f"plots in one page; also `.md`, `.csv`, `.json`). The studies and their trials are the other runs of "
+        "this experiment."
+    )
+
+
+def experiment_note(suite: str, description: str | None) -> str:
+    """The experiment's description: the suite's own, and how its runs are laid out."""
+    head = f"{description.strip()}\n\n" if description else ""
+    return (
+        f"{head}A bench suite: one run per study (task x optimizer) with its trials nested below it, and the "
+        f"run `{suite}` holding the leaderboard (Artifacts: `{LEADERBOARD_DIR}/{suite}.html`). "
+        "Curves: `train/loss`, `val/...`; throughput under `system/`."
+    )
+
+
+def curve_name(key: str) -> str | None:
+    """The name a metric the runner logs during training is recorded under (None: not recorded).
+
+    The runner's own curves keep their names (`train/loss`, `val/...`, `val_ema/...`); Lightning's
+    ThroughputMonitor figures (`train/batches_per_sec`, `train/device/mfu`, ...) are system metrics, one
+    level under `system/` (`system/batches_per_sec`, `system/device_mfu`): MLflow shows exactly that prefix
+    in its System metrics tab and last among the charts, where a deeper `system/device/` would be a
+    section of its own, sorted before `train`. Lightning's `epoch` counter, meaningless in a run measured
+    in steps, is dropped."""
+    if key == "epoch":
+        return None
+    if key.startswith("train/") and key != "train/loss":
+        return "system/" + key.removeprefix("train/").replace("/", "_")
+    return key
 
 
 # -- reading back ------------------------------------------------------------------------------------
@@ -306,7 +400,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
             steps_to_target=m.get("steps_to_target", math.nan),
             seconds_to_target=m.get("seconds_to_target", math.nan),
             tokens_to_target=m.get("tokens_to_target", math.nan),
-            final={k.removeprefix(FINAL): v for k, v in m.items() if k.startswith(FINAL)},
+            final=json.loads(t.get(FINAL, "{}")),
         )
 
     def param(name: str, default: Any = None) -> Any:

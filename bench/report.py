@@ -1,4 +1,4 @@
-"""Leaderboard files from scores: <suite>.md/.csv/.json and PNG plots in <suite>/.
+"""Leaderboard files from scores: <suite>.md/.html/.csv/.json and PNG plots in <suite>/.
 
     paths = build_leaderboard(suite)    # the suite's trials read back from MLflow, scored, written, logged
 
@@ -9,6 +9,8 @@ or, from a trials table in hand:
 
 - `<suite>.md`: a summary per optimizer, then per task a table with the trials and seeds behind every
   number, outcome counts, the plots, and a legend of the columns.
+- `<suite>.html`: the same page with its plots embedded, one self-contained file: what MLflow's artifact
+  viewer shows with its figures (its Markdown view draws only images from http(s) addresses).
 - `<suite>.csv`: `board.rows` as is (one row per task and optimizer; inf means never reached).
 - `<suite>.json`: `leaderboard_dict(board, suite)`, machine-readable; `bench check` compares two of
   them (see bench/check.py). NaN and inf are written as null (JSON has neither); `reached_target`
@@ -19,10 +21,17 @@ or, from a trials table in hand:
   reference optimizer).
 
 Plotting uses matplotlib's object API (`Figure`, Agg canvas): no pyplot global state, no display needed.
+
+On the suite's MLflow run the files keep their layout (`leaderboard/<suite>.md` next to
+`leaderboard/<suite>/*.png`), so the Markdown's image links resolve inside the artifact tree too.
+`bench run` rebuilds the files only when the recorded trials (or the leaderboard settings) changed since
+they were written (`built_from`); `bench leaderboard` always rebuilds them.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 import re
@@ -32,14 +41,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 
 from bench import records, score
+from bench.schema import Settings, thaw
 from bench.score import FAILED, OUTCOMES, TTT, Leaderboard, prepare
 from bench.spec import Suite
-from bench.track import Tracker
+from bench.track import UI_HOST, UI_PORT, Tracker
 
 JSON_FORMAT = "bench-leaderboard/1"
+
+WALL_CLOCK_NOTE = (
+    "Wall-clock columns (seconds to target, the seconds performance profile) are left out: on a shared "
+    "machine they measure its load as much as the optimizers. Set `leaderboard: {wall_clock: true}` for a "
+    "suite whose trials each ran alone on a quiet, dedicated machine."
+)
 
 # trial_id -> {"val": [(step, value)], "train": [(step, loss)]}; a bare list is taken as "val"
 Curves = Mapping[str, Mapping[str, Sequence[tuple[float, float]]] | Sequence[tuple[float, float]]]
@@ -60,7 +77,8 @@ Columns (values in the task metric's units; lower/higher is better as the metric
 - **success**: share of (not pruned) tune trials that reached the target at some evaluation.
 - **diverged**: share of (not pruned) tune trials that diverged.
 - **steps / tokens / seconds to target**: first evaluation reaching the target, for the best
-  configuration (median over its seeds if any); `never` if not reached.
+  configuration (median over its seeds if any); `never` if not reached. Seconds only with
+  `leaderboard.wall_clock: true` (trials that each ran alone on a dedicated machine).
 - **trials**: tune trials (pruned trials are counted here but excluded from every statistic);
   **outcomes**: completed / pruned / diverged / oom / timeout / error.
 - **profile score** (summary): integral of the performance profile rho(tau) over [1, r_max] / (r_max - 1)
@@ -148,6 +166,7 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             "basin_eps": board.basin_eps,
             "reference": board.reference,
             "r_max": board.r_max,
+            "wall_clock": board.wall_clock,  # false: seconds_to_target is null (not measured)
         },
         "tasks": tasks,
         "optimizers": optimizers,
@@ -209,6 +228,11 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         "counted but left out of every statistic. Expected best-of-k assumes an unbiased (random or QMC) "
         "sampler.",
         "",
+        WALL_CLOCK_NOTE
+        if not board.wall_clock
+        else "Wall-clock columns: the suite declares that every trial "
+        "ran alone on a quiet, dedicated machine (`leaderboard.wall_clock: true`).",
+        "",
         "## Summary",
         "",
     ]
@@ -257,7 +281,7 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         header += [f"E[best of {k}]" for k in ks] + ["lr basin (decades)", "diverged"]
         if has_target:
             header += ["success", "steps to target"] + (["tokens to target"] if has_tokens else [])
-            header += ["seconds to target"]
+            header += ["seconds to target"] if board.wall_clock else []
         header += ["trials", "outcomes"]
         body = []
         for r in sub.to_dict("records"):
@@ -279,7 +303,7 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
                 ttt_n = f" ({r['ttt_n']})" if r["n_seeds"] else ""
                 row += [_pct(r["success_rate"]), _ttt(r["steps_to_target"]) + ttt_n]
                 row += [_ttt(r["tokens_to_target"]) + ttt_n] if has_tokens else []
-                row += [_ttt(r["seconds_to_target"], 3) + ttt_n]
+                row += [_ttt(r["seconds_to_target"], 3) + ttt_n] if board.wall_clock else []
             row += [str(r["n_trials"]), _outcomes(r)]
             body.append(row)
         lines += _table(header, body)
@@ -339,8 +363,9 @@ def _log_x(ax: Any) -> None:
 
 
 def plot_lr_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: Path) -> Path | None:
-    """Final value vs learning rate: every tune trial (x: failed, drawn at the worst value) and the
-    binned best (`board.lr_profiles`)."""
+    """Final value vs learning rate: every tune trial (x: failed, drawn at the bad edge of the axes) and
+    the binned best (`board.lr_profiles`). The y range holds every completed trial and the target; a range
+    wider than 30x of positive values is drawn on a log axis, so the good end is not squashed."""
     t = prepare(trials)
     t = t[(t["task"] == task) & (t["kind"] == "tune") & t["_scored"] & np.isfinite(t["lr"]) & (t["lr"] > 0)]
     if t.empty:
@@ -350,34 +375,67 @@ def plot_lr_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, pat
     colors = _colors(board.rows["optimizer"].unique().tolist())
     fig, (ax,) = _figure()
     values = (t.loc[~t["_failed"], "_filled"] * sign).to_numpy(dtype=float)
-    lo = hi = worst_y = 0.0
-    if values.size:  # the y range stops at the 95th percentile; failed trials sit on its bad edge
-        lo, hi = (
-            (values.min(), np.percentile(values, 95))
-            if sign > 0
-            else (np.percentile(values, 5), values.max())
-        )
-        pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-12)
-        lo, hi = lo - pad, hi + pad
-        worst_y = hi - 0.3 * pad if sign > 0 else lo + 0.3 * pad
+    values = values[np.isfinite(values)]
+    target = float(info["target"])
+    shown = np.append(values, target) if np.isfinite(target) else values
+    lo, hi, log = _y_range(shown)
+    bad_edge = (hi if sign > 0 else lo) if shown.size else 0.0
     profiles = board.lr_profiles[board.lr_profiles["task"] == task]
+    failed_label = "failed (drawn at the edge)"
     for opt, g in t.groupby("optimizer"):
         good = g[~g["_failed"]]
         ax.scatter(good["lr"], good["_filled"] * sign, s=10, alpha=0.35, color=colors[opt])
         bad = g[g["_failed"]]
         if len(bad):
-            ax.scatter(bad["lr"], np.full(len(bad), worst_y), marker="x", s=14, alpha=0.5, color=colors[opt])
+            ax.scatter(bad["lr"], np.full(len(bad), bad_edge), marker="x", s=18, alpha=0.7, color=colors[opt],
+                       clip_on=False, label=failed_label)  # fmt: skip
+            failed_label = None
         prof = profiles[profiles["optimizer"] == opt]
         ax.plot(10 ** prof["log10_lr"], prof["best"], "-o", ms=3, color=colors[opt], label=str(opt))
-    if values.size:
+    if log:
+        ax.set_yscale("log")
+    if shown.size:
         ax.set_ylim(lo, hi)
-    if np.isfinite(info["target"]):
-        ax.axhline(info["target"], ls="--", lw=1, color="gray", label="target")
+    if np.isfinite(target):
+        ax.axhline(target, ls="--", lw=1, color="gray", label="target")
     _log_x(ax)
     ax.set(xlabel="learning rate", ylabel=f"{info['metric']} ({info['mode']})")
-    ax.set_title(f"{task}: lr sensitivity (line: best per lr bin, x: failed)", fontsize=10)
+    ax.set_title(f"{task}: lr sensitivity (line: best per lr bin)", fontsize=10)
     _legend(ax)
     return _save(fig, path)
+
+
+def _y_range(values: np.ndarray) -> tuple[float, float, bool]:
+    """Axis limits holding every value with a margin, and whether to use a log axis (positive values
+    spanning more than 30x)."""
+    if values.size == 0:
+        return 0.0, 1.0, False
+    lo, hi = float(values.min()), float(values.max())
+    if lo > 0 and hi / lo > 30:
+        return lo / 1.3, hi * 1.3, True
+    pad = 0.06 * (hi - lo) if hi > lo else 0.06 * max(abs(hi), 1e-12)
+    return lo - pad, hi + pad, False
+
+
+def _k_axis(ax: Any, n: int) -> None:
+    """The k axis of expected best-of-k: integer ticks 1..n when few, else a log axis ticked 1, 2, 5, 10..."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+    if n <= 20:
+        ax.set_xlim(0.8, n + 0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(n, 10)))
+        return
+    ax.set_xscale("log")
+    ticks = [m * 10**e for e in range(0, int(math.log10(n)) + 1) for m in (1, 2, 5) if m * 10**e <= n]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(_plain_format())
+
+
+def _plain_format() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}")
 
 
 def plot_expected_best(board: Leaderboard, task: str, path: Path) -> Path | None:
@@ -388,16 +446,23 @@ def plot_expected_best(board: Leaderboard, task: str, path: Path) -> Path | None
     info = board.tasks.loc[task]
     colors = _colors(board.rows["optimizer"].unique().tolist())
     fig, (ax,) = _figure()
+    n = 1
     for key in keys:
         curve = np.asarray(board.curves[key], dtype=float)
+        n = max(n, curve.size)
         ax.plot(
-            np.arange(1, curve.size + 1), curve, "-", color=colors[key[1]], label=f"{key[1]} (n={curve.size})"
+            np.arange(1, curve.size + 1),
+            curve,
+            "-o",
+            ms=3,
+            color=colors[key[1]],
+            label=f"{key[1]} (n={curve.size})",
         )
     for k in board.ks:
         ax.axvline(k, lw=0.5, color="lightgray")
     if np.isfinite(info["target"]):
         ax.axhline(info["target"], ls="--", lw=1, color="gray", label="target")
-    _log_x(ax)
+    _k_axis(ax, n)
     ax.set(xlabel="k (configurations tried)", ylabel=f"expected best {info['metric']}")
     ax.set_title(f"{task}: expected best of k random configurations", fontsize=10)
     _legend(ax)
@@ -434,6 +499,17 @@ def plot_best_curves(board: Leaderboard, curves: Curves, task: str, path: Path) 
     return _save(fig, path)
 
 
+PROFILE_SHIFT = 0.012  # vertical distance between the profile lines of two optimizers
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _shifted(lines: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Profile lines shifted apart by PROFILE_SHIFT each, centred on the true values: two optimizers
+    with the same profile would otherwise draw one line over the other."""
+    n = len(lines)
+    return [np.asarray(line, dtype=float) + PROFILE_SHIFT * (i - (n - 1) / 2) for i, line in enumerate(lines)]
+
+
 def plot_performance_profiles(board: Leaderboard, unit: str, path: Path) -> Path | None:
     """rho(tau) per optimizer: vs the fastest optimizer (left) and vs the reference (right)."""
     profiles = [p for p in board.profiles if p.time == unit]
@@ -442,14 +518,19 @@ def plot_performance_profiles(board: Leaderboard, unit: str, path: Path) -> Path
     colors = _colors(board.rows["optimizer"].unique().tolist())
     fig, axes = _figure(len(profiles))
     for ax, p in zip(axes, profiles, strict=True):
-        for opt in p.rho.index:
-            rho = p.rho.loc[opt].to_numpy()
-            ax.step(p.taus, rho, where="post", color=colors.get(opt), label=f"{opt} ({p.scores[opt]:.3f})")
-        ax.set_ylim(-0.02, 1.02)
+        n = len(p.rho.index)
+        lines = _shifted([p.rho.loc[opt].to_numpy() for opt in p.rho.index])
+        for i, (opt, rho) in enumerate(zip(p.rho.index, lines, strict=True)):
+            ax.step(p.taus, rho, where="post", color=colors.get(opt), lw=1.6, ls=LINE_STYLES[i % len(LINE_STYLES)],
+                    label=f"{opt} ({p.scores[opt]:.3f})")  # fmt: skip
+        ax.set_ylim(-0.04, 1.04)
         ax.set_xlim(1, p.r_max)
         denom = "fastest" if p.reference is None else p.reference
         ax.set(xlabel=f"tau: {unit} to target / {denom}'s", ylabel="fraction of tasks within tau")
         ax.set_title(f"performance profile: {p.name}", fontsize=10)
+        if n > 1:
+            ax.text(0.99, 0.01, f"lines shifted by up to +-{PROFILE_SHIFT * (n - 1) / 2:.3f} to stay visible",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="gray")  # fmt: skip
         _legend(ax, title="optimizer (score)", title_fontsize=8)
     return _save(fig, path)
 
@@ -458,10 +539,36 @@ def plot_performance_profiles(board: Leaderboard, unit: str, path: Path) -> Path
 # Files
 
 
+def render_html(markdown: str, base: Path, title: str) -> str:
+    """The Markdown leaderboard as one self-contained HTML page: tables as tables, and its plots (paths
+    relative to `base`) embedded as data: URIs, so the page shows them wherever it is opened, MLflow's
+    artifact viewer included."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    for token in tokens:
+        for child in token.children or ():
+            src = child.attrGet("src") if child.type == "image" else None
+            if src and (base / str(src)).is_file():
+                data = base64.b64encode((base / str(src)).read_bytes()).decode()
+                child.attrSet("src", f"data:image/png;base64,{data}")
+    body = md.renderer.render(tokens, md.options, {})
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{PAGE_STYLE}</style>"
+        f"</head><body>\n{body}</body></html>\n"
+    )
+
+
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;margin:1em;max-width:1400px}"
+    "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+    "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}img{max-width:100%}code{background:#f3f3f3}"
+)
+
+
 def write_leaderboard(
     board: Leaderboard, df: pd.DataFrame, curves: Curves, out_dir: Path, suite_name: str
 ) -> list[Path]:
-    """Write `<suite>.md`, `<suite>.csv`, `<suite>.json` and the plots under `<suite>/`; return every path."""
+    """Write `<suite>.md`, `.html`, `.csv`, `.json` and the plots under `<suite>/`; return every path."""
     out_dir = Path(out_dir)
     df = prepare(df)  # once, not per plot
     plot_dir = out_dir / _safe(suite_name)
@@ -481,26 +588,67 @@ def write_leaderboard(
         if (path := plot_performance_profiles(board, unit, plot_dir / f"{key}.png")) is not None:
             plots[key] = path
 
-    md = out_dir / f"{suite_name}.md"
+    md, html, csv, js = (out_dir / f"{suite_name}{ext}" for ext in FILES)
     rel = {k: p.relative_to(out_dir) for k, p in plots.items()}
-    md.write_text(render_markdown(board, suite_name, rel) + "\n")
-    csv = out_dir / f"{suite_name}.csv"
+    text = render_markdown(board, suite_name, rel) + "\n"
+    md.write_text(text)
+    html.write_text(render_html(text, out_dir, f"Leaderboard: {suite_name}"))
     board.rows.to_csv(csv, index=False)
-    js = out_dir / f"{suite_name}.json"
     js.write_text(json.dumps(leaderboard_dict(board, suite_name), indent=2, allow_nan=False) + "\n")
-    return [md, csv, js, *plots.values()]
+    return [md, html, csv, js, *plots.values()]
+
+
+FILES = (".md", ".html", ".csv", ".json")  # a leaderboard's files, beside the folder of its plots
+
+
+def built_from(table: pd.DataFrame, suite: Suite) -> str:
+    """A short hash of what a leaderboard is computed from: every recorded trial's row and the suite's
+    leaderboard settings (and this file format). Equal hashes, equal leaderboards."""
+    rows = table.sort_values("run_id").to_json(orient="records", double_precision=15)
+    spec = json.dumps(thaw(suite.leaderboard), sort_keys=True, default=str)
+    return hashlib.sha256(f"{JSON_FORMAT}\n{spec}\n{rows}".encode()).hexdigest()[:16]
+
+
+def where_to_look(suite: Suite, tracker: Tracker, board: Path) -> list[str]:
+    """The lines that end a run: the leaderboard file, and where the MLflow UI shows it and the runs."""
+    uri = suite.settings.tracking_uri
+    served = uri.startswith(("http://", "https://"))  # a tracking server is the UI itself
+    base = uri if served else f"http://{UI_HOST}:{UI_PORT}"
+    links = tracker.links(base, tracker.find_run(records.suite_key(suite.name)))
+    default = Settings.model_fields["tracking_uri"].default
+    ui = "bench ui" if uri == default else f"bench ui --tracking-uri '{uri}'"
+    lines = [f"bench: leaderboard {board} (tables and plots in one page: {board.with_suffix('.html')})"]
+    lines.append(f"bench: MLflow UI{'' if served else f' (start it with `{ui}`)'}: the leaderboard at")
+    lines += [f"    {links['leaderboard']}"] if "leaderboard" in links else []
+    lines += ["  studies and trials, with their curves, at", f"    {links['runs']}"]
+    return lines
 
 
 def build_leaderboard(
-    suite: Suite, *, tracker: Tracker | None = None, out: Callable[[str], None] = print
+    suite: Suite,
+    *,
+    tracker: Tracker | None = None,
+    out: Callable[[str], None] = print,
+    rebuild: bool = True,
 ) -> list[Path]:
     """Read the suite's trials back from MLflow, score them, write the leaderboard files and log them
-    (with the resolved suite) on the suite's run. Returns the paths written (none without trials)."""
-    tracker = tracker or Tracker(suite.settings.tracking_uri, suite.name)
+    (with the resolved suite) on the suite's run, then say where to look. Returns the files (none
+    without trials). `rebuild=False` (what `bench run` does) keeps files built from the same trials."""
+    tracker = tracker or Tracker.for_suite(suite)
     table = tracker.trials_table()
     if table.empty:
         out("bench: no finished trials recorded yet; no leaderboard written")
         return []
+    out_dir = Path(suite.settings.leaderboard_dir)
+    files = [out_dir / f"{suite.name}{ext}" for ext in FILES]
+    source = built_from(table, suite)
+    run_id = tracker.find_run(records.suite_key(suite.name))
+    current = run_id is not None and tracker.run_tag(run_id, records.LEADERBOARD_OF) == source
+    if not rebuild and current and all(f.is_file() for f in files):
+        out(f"bench: leaderboard up to date (no new trials): {files[0]}; `bench leaderboard` rebuilds it")
+        for line in where_to_look(suite, tracker, files[0]):
+            out(line)
+        return files
     board = score.leaderboard(table, suite.leaderboard)
     run_of = dict(zip(table["trial_id"], table["run_id"], strict=True))
     curves = {}
@@ -508,15 +656,15 @@ def build_leaderboard(
         best = {t: run_of[t] for t in rows["best_trial_id"].dropna() if t in run_of}
         metric = table.loc[table["task"] == task, "metric"].iloc[0]
         curves.update(tracker.curves(best, metric=metric))
-    paths = write_leaderboard(board, table, curves, Path(suite.settings.leaderboard_dir), suite.name)
-    run_id = tracker.suite_run(suite.name)
+    paths = write_leaderboard(board, table, curves, out_dir, suite.name)
+    run_id = run_id or tracker.suite_run(suite.name)
     tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
-    tracker.log_artifacts(
-        run_id, [p for p in paths if p.suffix in (".md", ".csv", ".json")], records.LEADERBOARD_DIR
-    )
-    tracker.log_artifacts(run_id, [p for p in paths if p.suffix == ".png"], records.PLOTS_DIR)
-    tracker.log(run_id, metrics={"trials": len(table)})
+    tracker.log_artifacts(run_id, [p for p in paths if p.suffix in FILES], records.LEADERBOARD_DIR)
+    plots = f"{records.LEADERBOARD_DIR}/{_safe(suite.name)}"  # as on disk: the .md's links resolve
+    tracker.log_artifacts(run_id, [p for p in paths if p.suffix == ".png"], plots)
+    tracker.log(run_id, metrics={"trials": len(table)}, tags={records.LEADERBOARD_OF: source})
     tracker.finish(run_id)
-    md = next((p for p in paths if p.suffix == ".md"), None)
-    out(f"bench: leaderboard written to {md}" if md else "bench: leaderboard written")
+    out(f"bench: leaderboard written from {len(table)} trial runs")
+    for line in where_to_look(suite, tracker, paths[0]):
+        out(line)
     return paths

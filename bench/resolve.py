@@ -17,8 +17,9 @@ Rules, so that downstream code need not know them:
 - An optimizer's `schedule:` is merged over the suite's `schedule:`; optimizers flagged `schedule_free`
   or `no_schedule` get a constant schedule unless their item names one.
 - `leaderboard.reference` defaults to `adamw` when the suite has it, else to the first optimizer.
-- What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, and each task's
-  global batch must split over `trainer.devices x trainer.num_nodes` processes.
+- What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, each task's
+  global batch must split over `trainer.devices x trainer.num_nodes` processes, and optimizers flagged
+  `closure` (SAM) can't accumulate gradients.
 
 Names written as import paths (`package.module:Name`, a user's task factory or optimizer) are imported
 only with `imports=True` (`bench run`, `bench plan`); `bench validate` only checks that the module
@@ -436,7 +437,8 @@ class _Resolver:
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
     ) -> None:
-        """FSDP needs elementwise optimizers; a global batch must split over the processes."""
+        """FSDP needs elementwise optimizers; a global batch must split over the processes; closure
+        optimizers train under manual optimization, which has no gradient accumulation."""
         wanted = processes(trainer.devices, trainer.num_nodes)
         if wanted is not None and wanted > 1:
             check_batches(tasks, wanted, self.problems)
@@ -450,6 +452,15 @@ class _Resolver:
                     "update needs whole parameters (matrix preconditioners, layer-wise norms or Hessian "
                     "products) but FSDP hands each rank a flat shard. Use strategy: ddp for it. Optimizers "
                     f"flagged `fsdp`: {', '.join(supported) or '(none)'}",
+                )
+        if trainer.accumulate_grad_batches > 1:
+            for i, opt in enumerate(optimizers):
+                self.problems.require(
+                    "closure" not in opt.entry.flags,
+                    ("optimizers", i),
+                    f"'{opt.label}' ({opt.entry.source}) takes a second forward-backward inside its step "
+                    f"(flag `closure`), which gradient accumulation cannot split "
+                    f"(trainer.accumulate_grad_batches: {trainer.accumulate_grad_batches}); use 1 for it",
                 )
 
 

@@ -22,7 +22,9 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
 
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
-get `loss.backward(create_graph=True)`.
+get `loss.backward(create_graph=True)`; `closure` optimizers (SAM) train under Lightning's manual
+optimization: backward, then `step(closure)` with a closure that recomputes the loss and its gradient on
+the same batch, then the schedule's step.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import math
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -67,6 +69,12 @@ QUIET = (
     r".*when logging on epoch level in distributed setting.*",
     # A diverged trial skips its step by returning None on purpose; the outcome says so.
     r".*`training_step` returned `None`.*",
+    # heavyball notes that a scheduled lr is "experimental" unless multi_tensor=True, which is its default.
+    r".*Learning rate changed between steps.*",
+    # Sophia's backward(create_graph=True): the runner drops the gradients (set_to_none) every step.
+    r".*Using backward\(\) with create_graph=True.*",
+    # A small task's epoch is shorter than the logging interval; bench logs by global step anyway.
+    r".*smaller than the logging interval.*",
 )
 
 LogMetrics = Callable[[dict[str, float], int], None]
@@ -125,6 +133,9 @@ class BenchModule(L.LightningModule):
         entry = spec.optimizer.entry
         self.schedule_free = "schedule_free" in entry.flags
         self.create_graph = "create_graph" in entry.flags
+        # A closure optimizer needs its first gradient before `step(closure)`: Lightning's automatic
+        # optimization computes it inside the closure, so these run under manual optimization.
+        self.automatic_optimization = "closure" not in entry.flags
         self.ema: AveragedModel | None = None
         if spec.optimizer.ema:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
@@ -193,6 +204,9 @@ class BenchModule(L.LightningModule):
         if self.diverged_at is not None:
             self.trainer.should_stop = True
             return None  # skip this step: Lightning performs no backward and no optimizer step
+        if not self.automatic_optimization:
+            self._closure_step(loss, batch)
+            return loss.detach()
         return loss
 
     def _heard_loss(self, step: int, value: float) -> None:
@@ -208,6 +222,24 @@ class BenchModule(L.LightningModule):
             self.curves["train"].append((step, value))
             for logger in self.trainer.loggers:
                 logger.log_metrics({"train/loss": value}, step=step)
+
+    def _closure_step(self, loss: torch.Tensor, batch: Any) -> None:
+        """One optimizer step of a `closure` optimizer (manual optimization; the global step counts it)."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            again = self.task.training_loss(self.model, batch)
+            self.manual_backward(again)
+            return again
+
+        opt.step(closure=closure)
+        opt.zero_grad()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_train_start(self) -> None:
         self.started = time.perf_counter()
@@ -291,12 +323,31 @@ class BenchModule(L.LightningModule):
     # batches together are the single-process batch (see bench.distributed.shard_loader). A loader with
     # `to(device)` keeps its data on the training device (see bench.tasks.base.Task.train_loader).
     def train_dataloader(self) -> Any:
-        loader = on_device(self.task.train_loader(), self.device)
+        loader = on_device(one_loader(self.task.train_loader()), self.device)
         return shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
 
     def val_dataloader(self) -> Any:
-        loader = on_device(self.task.val_loader(), self.device)
+        loader = on_device(one_loader(self.task.val_loader()), self.device)
         return shard_loader(loader, self.global_rank, self.trainer.world_size, train=False)
+
+
+class Batches:
+    """A task's list (or tuple, or mapping) of batches as one loader: Lightning reads a bare list as
+    several loaders. Sized when the batches are."""
+
+    def __init__(self, batches: Iterable[Any]):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+
+def one_loader(batches: Iterable[Any]) -> Any:
+    """What a task's `train_loader`/`val_loader` returned, as a single loader for Lightning."""
+    return Batches(batches) if isinstance(batches, list | tuple | Mapping) else batches
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -196,7 +196,7 @@ class Settings(Model):
         description="Optuna storage URL, or a path ending in .log (journal file)",
     )
     data_root: str = Field("data", description="where tasks look for local datasets")
-    leaderboard_dir: str = Field("leaderboards", description="where leaderboard files are written")
+    leaderboard_dir: str = Field("results", description="where a run writes its leaderboard files (leaderboards/ holds the committed reference results)")  # fmt: skip
     device: Device = Field(
         "auto", description="default Lightning accelerator when the suite's trainer says auto"
     )
@@ -248,6 +248,7 @@ class LeaderboardSpec(Model):
     basin_eps: float = Field(0.01, gt=0, description="relative tolerance for the learning-rate basin")
     reference: str | None = Field(None, description="optimizer label the fixed-reference profile divides by (default: adamw, else the first)")  # fmt: skip
     r_max: float = Field(4.0, gt=1, description="performance profiles' largest ratio")
+    wall_clock: bool = Field(False, description="show seconds to target and the seconds profile: only for trials that each ran alone on a quiet, dedicated machine (wall-clock time measures the machine's load too)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------

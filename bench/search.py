@@ -10,6 +10,13 @@ adaptive protocols (tpe, cmaes) get empty slots that the sampler fills at sugges
 ever pop slots, so N workers on one study (one process, several processes, several machines sharing
 a PostgreSQL storage) run exactly the budget between them.
 
+**Extending.** A study opened with more slots than it holds (the suite's `tuning.trials` was raised) gets
+the missing ones enqueued, once, by whichever worker takes the extension's lock (the creation of a small
+marker study, atomic in every storage; see `_extend`). Non-adaptive protocols draw their configurations
+from a seeded sequence whose first N draws do not depend on how many are drawn, so the recorded slots
+keep exactly their configurations and the new ones get the next draws; adaptive protocols' new slots are
+proposed from the recorded trials, as they would have been in one longer run.
+
 **Resume.** RDB storages run with a heartbeat: a trial whose process died (kill -9, a lost node)
 stops beating, is failed after the grace period by `fail_stale_trials`, and Optuna's
 `RetryHeartbeatStaleTrialCallback` re-enqueues it with the same parameters and user attrs (including the
@@ -29,6 +36,7 @@ Optuna, and this module nothing of Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -223,12 +231,15 @@ def open_study(
     slot_attrs: Sequence[Mapping[str, Any]] | None = None,
     study_attrs: Mapping[str, Any] | None = None,
     on_create: Callable[[optuna.Study], None] | None = None,  # must be idempotent
+    on_extend: Callable[[optuna.Study, int, int], None] | None = None,  # (study, had, now); idempotent
     wait_s: float = 30.0,
 ) -> tuple[optuna.Study, bool]:
     """Open (or atomically create) a study whose budget is `slots`. Returns (study, created).
 
     The creator enqueues every slot and then marks the study ready; other workers wait for that mark.
-    A creator that died before marking is repaired by the next worker (missing slots enqueued).
+    A creator that died before marking is repaired by the next worker (missing slots enqueued). A study
+    holding fewer slots than `slots` is extended (`_extend`); one holding more is left as it is (the
+    caller decides whether a smaller budget is acceptable: `slot_count`).
     """
     sampler = make_sampler(protocol, seed, space)
     try:
@@ -256,7 +267,68 @@ def open_study(
             study.set_user_attr("bench.ready", True)
             break
         time.sleep(0.5)
+    _extend(storage, study, slots, slot_attrs, on_extend, wait_s)
     return study, False
+
+
+def slot_count(study: optuna.Study) -> int:
+    """How many slots (distinct `slot` user attrs) the study holds."""
+    return len({t.user_attrs["slot"] for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs})
+
+
+def _extend(
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    slots: Sequence[Mapping[str, Any]],
+    slot_attrs: Sequence[Mapping[str, Any]] | None,
+    on_extend: Callable[[optuna.Study, int, int], None] | None,
+    wait_s: float,
+) -> None:
+    """Enqueue the slots a study lacks, once whatever the number of workers: the worker that creates the
+    marker study `<name>.extend-to-<n>` does it (creating a study is atomic in every Optuna storage) and
+    deletes the marker; the others wait until the slots are there, and finish the work of an extender
+    that died (as `open_study` repairs a dead creator)."""
+    had = slot_count(study)
+    if len(slots) <= had:
+        return
+    marker = f"{study.study_name}.extend-to-{len(slots)}"
+    try:
+        optuna.create_study(storage=storage, study_name=marker)
+    except optuna.exceptions.DuplicatedStudyError:
+        deadline = time.monotonic() + wait_s
+        while slot_count(study) < len(slots):
+            if time.monotonic() > deadline:
+                break  # the extender died mid-way: finish its work
+            time.sleep(0.5)
+        else:
+            return
+    if on_extend is not None:
+        on_extend(study, had, len(slots))
+    _enqueue_missing(study, slots, slot_attrs)
+    with contextlib.suppress(KeyError):  # deleted by a worker that repaired the extension
+        optuna.delete_study(study_name=marker, storage=storage)
+
+
+def finished_slots(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """How many slots of the study `name` have a finished (complete or pruned) trial; 0 when the study
+    does not exist."""
+    study = load(storage, name)
+    if study is None:
+        return 0
+    return len({t.user_attrs.get("slot") for t in finished_trials(study) if "slot" in t.user_attrs})
+
+
+def study_names(storage: optuna.storages.BaseStorage, prefix: str) -> list[str]:
+    """Names of the storage's studies that start with `prefix`."""
+    return [n for n in optuna.get_all_study_names(storage) if n.startswith(prefix)]
+
+
+def load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    """An existing study (None when there is none of that name)."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
 
 
 def _enqueue_missing(

@@ -16,6 +16,18 @@ synchronous call per batch, instead of Lightning's MLFlowLogger whose asynchrono
 second per trial to shut down.
 
 Creating the experiment retries while other workers create the same database (`bench.retry`).
+
+**What the MLflow UI shows.** The experiment is tagged as a model-training experiment
+(`mlflow.experimentKind`, which MLflow 3's UI reads to open it on its runs table instead of the GenAI
+overview) and carries a description (`mlflow.note.content`: the suite's description and how its runs are
+laid out); every run carries a description too, and `mlflow.source.name`/`mlflow.source.git.commit`
+(the table's Source and Version columns). MLflow 3.17's UI also keeps a per-browser GenAI / Model
+training switch (default GenAI) that the URL parameter `workflowType=machine_learning` sets: the links
+`ui_links` makes carry it.
+
+**Artifacts** of a SQLite store go beside the database (`<dir of mlflow.db>/mlruns/<experiment>/`),
+not into `./mlruns` of whatever directory the process runs in (MLflow's default for a database store):
+a run against `sqlite:////tmp/x/mlflow.db` keeps everything under /tmp/x.
 """
 
 from __future__ import annotations
@@ -32,14 +44,26 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 from bench import records
 from bench.records import RunFields, StudyRecord, TrialRecord
 from bench.retry import schema_race, sqlite_wal
+from bench.spec import Suite
 
 BATCH = 1000  # MLflow's limit on metrics per log_batch request; params and tags: 100
 PARAM_CHARS, TAG_CHARS = 6000, 5000  # value lengths every MLflow backend accepts
+# MLflow 3's experiment kinds (its UI's `ExperimentKind`): this one opens on the runs table, not GenAI.
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+WORKFLOW = "workflowType=machine_learning"  # MLflow 3.17's UI switch to "Model training", by URL
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `bench ui` serves the UI unless told otherwise
 
 
 class MetricsWriter:
@@ -54,9 +78,10 @@ class MetricsWriter:
     def __call__(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         for key, value in metrics.items():
-            if isinstance(value, str):
+            name = records.curve_name(key)
+            if isinstance(value, str) or name is None:
                 continue
-            self._buffer.append(Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", key), float(value), now, int(step)))
+            self._buffer.append(Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", name), float(value), now, int(step)))
         if len(self._buffer) >= self.size or time.monotonic() - self._since >= self.every_s:
             self.flush()
 
@@ -73,15 +98,68 @@ class MetricsWriter:
         self.flush()
 
 
-class Tracker:
-    """One suite's MLflow experiment, through an explicit `MlflowClient` (no global active run)."""
+def links(base_url: str, experiment_id: str, suite: str, suite_run: str | None = None) -> dict[str, str]:
+    """MLflow UI addresses of a suite's runs table and (given its suite run) of its leaderboard page, in
+    the UI's Model training view."""
+    experiment = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}"
+    out = {"runs": f"{experiment}/runs?{WORKFLOW}"}
+    if suite_run:
+        out["leaderboard"] = (
+            f"{experiment}/runs/{suite_run}/artifacts/{records.LEADERBOARD_DIR}/{suite}.html?{WORKFLOW}"
+        )
+    return out
 
-    def __init__(self, tracking_uri: str, experiment: str):
-        sqlite_wal(tracking_uri)
-        self.uri = tracking_uri
+
+def ui_links(tracking_uri: str, base_url: str) -> dict[str, dict[str, str]]:
+    """Every suite a store holds (an experiment with study runs), by name, with its UI addresses. Reads
+    only; an empty or missing store has none."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return {}
+    client = MlflowClient(tracking_uri=tracking_uri)
+    out = {}
+    for exp in client.search_experiments(ViewType.ACTIVE_ONLY):
+
+        def first(kind: str, exp: Any = exp) -> str | None:
+            found = client.search_runs(
+                [exp.experiment_id], f"tags.`{records.KIND}` = '{kind}'", ViewType.ACTIVE_ONLY, max_results=1
+            )
+            return found[0].info.run_id if found else None
+
+        suite_run = first(records.SUITE_KIND)
+        if suite_run or first(records.STUDY_KIND):
+            out[exp.name] = links(base_url, exp.experiment_id, exp.name, suite_run)
+    return out
+
+
+def artifact_root(tracking_uri: str) -> Path | None:
+    """Where a SQLite store's artifacts go: `mlruns/` beside the database file (None for other stores,
+    whose artifact root is the server's or MLflow's default)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+
+
+class Tracker:
+    """One suite's MLflow experiment, through an explicit `MlflowClient` (no global active run).
+    `description` becomes the experiment's description when it has none; `source` (the suite file) the
+    Source column of its runs."""
+
+    def __init__(
+        self, tracking_uri: str, experiment: str, *, description: str | None = None, source: str | None = None
+    ):
+        sqlite_wal(tracking_uri)  # creates the file's folder too
+        self.uri, self.name, self.source = tracking_uri, experiment, source
         # Creating the client creates (or migrates) the store's tables: the first thing workers race on.
         self.client = schema_race(lambda: MlflowClient(tracking_uri=tracking_uri))
         self.experiment_id = schema_race(lambda: self._experiment(experiment))
+        self._describe(records.experiment_note(experiment, description))
+
+    @classmethod
+    def for_suite(cls, suite: Suite) -> Tracker:
+        """The tracker of a suite's experiment, with its description and source."""
+        path = suite.path.resolve()
+        source = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        return cls(suite.settings.tracking_uri, suite.name, description=suite.description, source=str(source))
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -89,19 +167,29 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
+        root = artifact_root(self.uri)
+        location = (root / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).as_uri() if root else None
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created concurrently by another worker
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 raise
             return found.experiment_id
 
+    def _describe(self, note: str) -> None:
+        """Mark the experiment as model training and give it a description, unless it has them (a
+        description edited in the UI is kept)."""
+        tags = self.client.get_experiment(self.experiment_id).tags
+        for key, value in ((EXPERIMENT_KIND, TRAINING_KIND), (MLFLOW_RUN_NOTE, note)):
+            if key not in tags:
+                self.client.set_experiment_tag(self.experiment_id, key, value[:TAG_CHARS])
+
     # -- records ---------------------------------------------------------------------------------
     def open_trial(self, record: TrialRecord, name: str, parent_id: str | None) -> str:
         """A child run of `parent_id` holding the record's tags and params (outcome `running`)."""
         fields = records.encode(record)
-        run_id = self.create_run(name, fields.tags, parent_id=parent_id)
+        run_id = self.create_run(name, fields.tags, parent_id=parent_id, note=records.note(record))
         self.log(run_id, params=fields.params)
         return run_id
 
@@ -111,7 +199,8 @@ class Tracker:
         if record.summary is None:
             raise ValueError(f"trial {record.trial_id} has no summary to record")
         fields = records.encode(record)
-        self.log(run_id, metrics=fields.metrics, tags={records.OUTCOME: fields.tags[records.OUTCOME]})
+        tags = {k: fields.tags[k] for k in records.END_TAGS} | {MLFLOW_RUN_NOTE: records.note(record)}
+        self.log(run_id, metrics=fields.metrics, tags=tags)
         if record.summary.error:
             self.client.log_text(run_id, record.summary.error, records.ERROR_ARTIFACT)
         self.finish(run_id, record.ended_status)
@@ -119,23 +208,38 @@ class Tracker:
     def open_study(self, record: StudyRecord, name: str) -> str:
         """A study's parent run with its tags and params."""
         fields = records.encode(record)
-        run_id = self.create_run(name, fields.tags)
+        run_id = self.create_run(name, fields.tags, note=records.note(record))
         self.log(run_id, params=fields.params)
         return run_id
+
+    def study_budget(self, run_id: str, record: StudyRecord) -> None:
+        """A study run's budget changed (the suite extended it): its `trials` tag and description."""
+        fields = records.encode(record)
+        self.log(
+            run_id, tags={records.SLOTS: fields.tags[records.SLOTS], MLFLOW_RUN_NOTE: records.note(record)}
+        )
 
     def suite_run(self, suite: str) -> str:
         """The suite's own run (found, or made), which holds the leaderboard files."""
         key = records.suite_key(suite)
-        return self.find_run(key) or self.create_run(suite, key)
+        return self.find_run(key) or self.create_run(suite, key, note=records.suite_note(suite))
 
     def metrics_writer(self, run_id: str) -> MetricsWriter:
         return MetricsWriter(self.client, run_id)
 
     # -- writing --------------------------------------------------------------------------------
-    def create_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
+    def create_run(
+        self, name: str, tags: Mapping[str, Any], parent_id: str | None = None, note: str | None = None
+    ) -> str:
         all_tags = {MLFLOW_RUN_NAME: name, **{k: records.text(v) for k, v in tags.items()}}
         if parent_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        if note:
+            all_tags[MLFLOW_RUN_NOTE] = note[:TAG_CHARS]
+        if self.source:
+            all_tags[MLFLOW_SOURCE_NAME], all_tags[MLFLOW_SOURCE_TYPE] = self.source, "LOCAL"
+        if tags.get(records.GIT_COMMIT):
+            all_tags[MLFLOW_GIT_COMMIT] = records.text(tags[records.GIT_COMMIT])
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         return run.info.run_id
 
@@ -172,6 +276,11 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
+    def reopen(self, run_id: str) -> None:
+        """A finished study's run runs again (its study was extended with more trials)."""
+        if self.run_status(run_id) != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+
     def retire(self, run_id: str, reason: str) -> None:
         """A run whose trial died (kill -9) and is retried: marked KILLED and hidden (soft-deleted),
         so each trial appears exactly once among the experiment's active runs."""
@@ -206,6 +315,15 @@ class Tracker:
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
+
+    def run_tag(self, run_id: str, key: str) -> str | None:
+        return self.client.get_run(run_id).data.tags.get(key)
+
+    # -- links ----------------------------------------------------------------------------------
+    def links(self, base_url: str, suite_run: str | None = None) -> dict[str, str]:
+        """MLflow UI addresses (under `base_url`, e.g. http://127.0.0.1:5000) of this experiment's runs
+        table and, given the suite run, of its leaderboard page."""
+        return links(base_url, self.experiment_id, self.name, suite_run)
 
     # -- reading back ---------------------------------------------------------------------------
     def read_trials(self, *, ended: bool = True) -> list[TrialRecord]:

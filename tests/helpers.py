@@ -74,3 +74,30 @@ def optuna_states(directory: Path, study: str) -> list[str]:
 
     storage = f"sqlite:///{directory / '.bench' / 'optuna.db'}"
     return [t.state.name for t in optuna.load_study(study_name=study, storage=storage).get_trials()]
+
+
+def seeds_study(storage: str, study: str) -> str:
+    """The name of the one study of reruns of `study`'s best configuration (named after its slot)."""
+    import optuna
+
+    from bench.plan import seeds_study as prefix
+
+    names = [
+        n for n in optuna.get_all_study_names(storage) if n.startswith(prefix(study)) and ".extend" not in n
+    ]
+    assert len(names) == 1, names
+    return names[0]
+
+
+def run_statuses(directory: Path, kind: str) -> dict[str, str]:
+    """Status of the active runs of a kind (`study`, `suite`, `tune`, `seed`) by run name, from SQLite."""
+    con = sqlite3.connect(directory / "mlflow.db")
+    try:
+        rows = con.execute(
+            "SELECT r.name, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'bench.kind' AND t.value = ? AND r.lifecycle_stage = 'active'",
+            (kind,),
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)

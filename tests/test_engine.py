@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import optuna_states, runner_spec, trial_runs, write_suite
+from helpers import optuna_states, run_statuses, runner_spec, seeds_study, trial_runs, write_suite
 
 from bench.cli import main
 
@@ -25,6 +25,8 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     assert main(["run", str(suite)]) == 0
     out = capsys.readouterr().out
     assert "[6/6]" in out and "leaderboard written" in out
+    assert "/artifacts/leaderboard/tiny.html?workflowType=machine_learning" in out  # where to look
+    assert "already recorded" not in out
 
     runs = trial_runs(workdir)
     assert len(runs) == 6  # 2 optimizers x (2 tuning trials + 1 seed rerun)
@@ -43,7 +45,9 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
         19,
     ]  # 2 evaluations
     assert client.get_metric_history(one.info.run_id, "train/loss")
-    assert one.data.metrics["train/device/samples_per_sec"] > 0  # Lightning's ThroughputMonitor
+    assert one.data.metrics["system/device_samples_per_sec"] > 0  # Lightning's ThroughputMonitor
+    assert "epoch" not in one.data.metrics and one.data.tags["mlflow.source.name"] == "tiny.yaml"
+    assert one.data.tags["mlflow.note.content"].startswith("Tuning trial (slot")
     assert one.data.tags["mlflow.parentRunId"]  # a child of its study's run
     artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
     assert "suite.resolved.json" in artifacts
@@ -63,8 +67,14 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
         0.0 <= r["best"] <= 1.0 and r["best_trial_id"].startswith("tiny.digits_cnn.") for r in rows.values()
     )
 
-    # A second run finds every slot finished: no new trial, no new run.
+    assert run_statuses(workdir, "study") == {"digits_cnn/sgd": "FINISHED", "digits_cnn/adamw": "FINISHED"}
+    assert run_statuses(workdir, "suite") == {"tiny": "FINISHED"}
+
+    # A second run finds every slot finished: no new trial, no new run, and it says so.
     assert main(["run", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "bench: 6/6 trials already recorded; nothing to train" in out and "[" not in out
+    assert "leaderboard up to date" in out
     assert len(trial_runs(workdir)) == 6
     assert optuna_states(workdir, "tiny.digits_cnn.adamw").count("COMPLETE") == 2
 
@@ -148,11 +158,86 @@ def test_a_changed_suite_under_the_same_name_is_refused_with_the_way_out(workdir
     suite = write_suite(workdir, optimizers=["adamw"], tuning={"protocol": "random", "trials": 1, "seeds": 1})
     assert main(["run", str(suite)]) == 0
     before = trial_runs(workdir)
-    assert main(["run", str(suite), "--trials", "2"]) == 2
+    assert main(["run", str(suite), "--set", "tasks[0].steps=21"]) == 2
     err = capsys.readouterr().err
     assert "different configuration" in err and "--set name=" in err and ".bench/optuna.db" in err
     assert trial_runs(workdir) == before  # nothing ran, nothing recorded
-    assert main(["run", str(suite), "--trials", "2", "--set", "name=tiny2"]) == 0
+    assert main(["run", str(suite), "--set", "tasks[0].steps=21", "--set", "name=tiny2"]) == 0
+
+
+@pytest.mark.slow
+def test_a_larger_budget_extends_the_studies_without_repeating_or_changing_a_trial(
+    workdir: Path, capsys
+) -> None:
+    from bench import search
+    from bench.loader import load_suite
+
+    suite = write_suite(workdir, optimizers=["sgd"], tuning={"protocol": "random", "trials": 2, "seeds": 1})
+    assert main(["run", str(suite)]) == 0
+    before = {r["bench.trial_id"]: (r["run_id"], r["bench.params"]) for r in trial_runs(workdir)}
+    capsys.readouterr()
+
+    assert main(["run", str(suite), "--trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "bench: 2/3 trials already recorded; running the other 1" in out
+    assert "extending its tuning trials from 2 to 3; the 2 recorded keep their configurations" in out
+    assert "[3/3] tiny.digits_cnn.sgd sgd#2" in out
+    after = {r["bench.trial_id"]: (r["run_id"], r["bench.params"]) for r in trial_runs(workdir)}
+    assert {k: after[k] for k in before} == before  # the recorded trials: same runs, same configurations
+    (new,) = set(after) - set(before)
+    space = load_suite(suite).optimizers[0].search_space
+    assert json.loads(after[new][1]) == search.draw_configurations("random", 0, space, 3)[2]  # the next draw
+    assert optuna_states(workdir, "tiny.digits_cnn.sgd") == ["COMPLETE"] * 3
+    assert run_statuses(workdir, "study") == {"digits_cnn/sgd": "FINISHED"}  # reopened, then ended again
+    data = json.loads((workdir / "leaderboards" / "tiny.json").read_text())
+    assert data["tasks"]["digits_cnn"]["optimizers"]["sgd"]["n_trials"] == 3
+
+    # A smaller budget would drop recorded trials: refused, nothing run.
+    assert main(["run", str(suite), "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 3 tuning trials and this suite asks for 2" in err and "--set tuning.trials=3" in err
+
+
+@pytest.mark.slow
+def test_an_extension_that_finds_a_new_best_reruns_it_and_retires_the_old_reruns(
+    workdir: Path, capsys
+) -> None:
+    from bench import search
+    from bench.space import Float
+
+    # a sampler seed whose first draw is a hopeless learning rate and whose next ones are not
+    space = {"lr": Float(1e-6, 1e-1, log=True)}
+    seed = next(s for s in range(100) if (lrs := [c["lr"] for c in search.draw_configurations("random", s, space, 3)])
+                and lrs[0] < 1e-5 and max(lrs[1:]) > 1e-2)  # fmt: skip
+    sgd = {
+        "name": "sgd",
+        "search_space": {"lr": {"low": 1e-6, "high": 1e-1, "log": True}},
+        "fixed": {"momentum": 0.9},
+    }
+    suite = write_suite(
+        workdir,
+        optimizers=[sgd],
+        tuning={"protocol": "random", "trials": 1, "seeds": 2, "sampler_seed": seed},
+    )
+    assert main(["run", str(suite)]) == 0
+    storage = f"sqlite:///{workdir / '.bench' / 'optuna.db'}"
+    assert seeds_study(storage, "tiny.digits_cnn.sgd").endswith("seeds-of-slot0")
+    (old,) = [r for r in trial_runs(workdir) if r["bench.kind"] == "seed"]
+
+    assert main(["run", str(suite), "--trials", "3"]) == 0
+    runs = trial_runs(workdir)
+    tuned = {int(r["bench.number"]): float(r["bench.lr"]) for r in runs if r["bench.kind"] == "tune"}
+    (rerun,) = [r for r in runs if r["bench.kind"] == "seed"]
+    import optuna
+
+    names = sorted(n for n in optuna.get_all_study_names(storage) if ".seeds-of-slot" in n)
+    assert names[0] == "tiny.digits_cnn.sgd.seeds-of-slot0" and len(names) == 2  # the old best's, the new's
+    best = int(names[1].removeprefix("tiny.digits_cnn.sgd.seeds-of-slot"))
+    assert best != 0 and float(rerun["bench.lr"]) == tuned[best]  # the new best is rerun
+    assert rerun["bench.trial_id"] == "tiny.digits_cnn.sgd.seed-1"
+    assert old["run_id"] not in {r["run_id"] for r in runs}  # the old best's rerun is retired, not scored
+    retired = {r["run_id"]: r for r in trial_runs(workdir, active_only=False)}[old["run_id"]]
+    assert "superseded" in retired["bench.retired"]
 
 
 def test_standins_into_a_file_is_refused(tmp_path: Path, capsys) -> None:
@@ -198,3 +283,37 @@ def test_the_runner_stops_as_pruned_when_on_eval_says_so(tmp_path: Path) -> None
 
     patient = train_trial(runner_spec(tmp_path, steps=20, eval_every=10), on_eval=lambda s, v: False)
     assert patient.outcome == "completed" and patient.steps == 20
+
+
+@pytest.mark.slow
+def test_a_closure_optimizer_takes_two_passes_per_step_under_manual_optimization(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAM (flag `closure`): the gradient first, then `step(closure)` re-evaluating the same batch, and
+    the schedule stepped once per optimizer step; Lightning counts one global step per `step`."""
+    from bench.run import train_trial
+    from bench.workloads.digits import DigitsTask
+
+    batches: list[int] = []
+    original = DigitsTask.training_loss
+
+    def counted(self, model, batch):  # type: ignore[no-untyped-def]
+        batches.append(id(batch))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(DigitsTask, "training_loss", counted)
+    from lightning.pytorch.callbacks import Callback
+
+    lrs: list[float] = []
+
+    class LearningRates(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    spec = runner_spec(tmp_path, steps=20, eval_every=10, optimizer="sam")
+    result = train_trial(spec, callbacks=[LearningRates()])
+    assert result.outcome == "completed" and result.steps == 20, result.error
+    assert len(batches) == 40 and all(a == b for a, b in zip(batches[::2], batches[1::2], strict=True))
+    train = [v for _, v in result.curves["train"]]
+    assert train[-1] < train[0] and math.isfinite(result.value)
+    assert len(lrs) == 20 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0]  # cosine, stepped

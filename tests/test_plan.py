@@ -101,7 +101,6 @@ def test_fingerprint_is_stable_across_loads(tmp_path: Path) -> None:
         {"schedule.warmup": 0.3},
         {"tuning.protocol": "qmc"},
         {"tuning.sampler_seed": 1},
-        {"tuning.trials": 4},
         {"tuning.pruner": "median"},
         {"trainer.precision": "bf16-mixed"},
     ],
@@ -116,6 +115,7 @@ def test_fingerprint_changes_with_what_changes_results(tmp_path: Path, override:
     "override",
     [
         {"tuning.seeds": 5},
+        {"tuning.trials": 4},  # a larger budget extends the recorded studies (bench.search)
         {"tuning.trial_time_budget_s": 10},
         {"tasks[0].target": 0.5},
         {"tasks[0].eval_every": 5},  # no pruner: evaluation only records curves

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import write_suite
+from helpers import seeds_study, write_suite
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,8 @@ def test_two_workers_fill_one_study_on_postgres_exactly_once(postgres: str, tmp_
     print(f"trials per worker: {ran}, {time.monotonic() - started:.0f}s")
 
     for opt in OPTIMIZERS:  # Optuna: every slot COMPLETE exactly once, nothing failed or extra
-        for name, n in ((f"shared.digits_cnn.{opt}", TRIALS), (f"shared.digits_cnn.{opt}.seeds", SEEDS - 1)):
+        study = f"shared.digits_cnn.{opt}"
+        for name, n in ((study, TRIALS), (seeds_study(storage, study), SEEDS - 1)):
             trials = optuna.load_study(study_name=name, storage=storage).get_trials()
             # A worker that lost the race for the last slot leaves a marked FAIL trial that ran nothing.
             excess = [t for t in trials if t.user_attrs.get("bench.excess")]
@@ -156,3 +157,5 @@ def test_two_workers_fill_one_study_on_postgres_exactly_once(postgres: str, tmp_
     assert {(r.info.status, r.data.tags["bench.outcome"]) for r in runs} == {("FINISHED", "completed")}
     assert all(client.get_metric_history(r.info.run_id, "val/error") for r in runs)
     assert "sgd" in (tmp_path / "leaderboards" / "shared.md").read_text()
+    studies = client.search_runs([exp.experiment_id], "tags.`bench.kind` = 'study'")
+    assert {r.info.status for r in studies} == {"FINISHED"} and len(studies) == len(OPTIMIZERS)

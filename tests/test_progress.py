@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import multiprocessing
 
-from bench.progress import Display, Relay, trial_line
+import pytest
+
+from bench.progress import Display, Relay, estimate_remaining, trial_line
 from bench.records import Summary
 
 DONE = Summary(outcome="completed", value=0.0417, steps=300, time_s=4.1)
+FIRST = Summary(outcome="completed", value=0.0417, steps=300, time_s=30.0)  # paid the one-time costs
 
 
 def test_a_trial_line_gives_outcome_value_budget_hyperparameters_and_times() -> None:
@@ -29,15 +32,45 @@ def test_a_failed_trial_line_says_why() -> None:
 
 def test_off_a_terminal_every_line_goes_out_at_once_and_remaining_time_counts_the_workers() -> None:
     lines: list[str] = []
-    display = Display(total=4, workers=2, live=False, out=lines.append)
+    display = Display(total=5, workers=2, live=False, out=lines.append)
     with display:
         display.say("bench: starting")
         display.begin("s adamw#0", 300)
         display.step(10)  # nothing to show off a terminal
-        display.trial("s", "adamw#0", DONE, {}, "val/error")
-    assert lines[0] == "bench: starting" and lines[1].startswith("[1/4] s adamw#0: completed")
-    assert lines[1].endswith("remaining ~0m06s")  # 3 trials left x 4.1 s / 2 workers
-    assert len(lines) == 2 and not display.live
+        display.trial("s", "adamw#0", FIRST, {}, "val/error")
+        display.trial("s", "adamw#1", DONE, {}, "val/error")
+    assert lines[0] == "bench: starting" and lines[1].startswith("[1/5] s adamw#0: completed")
+    assert lines[1].endswith("remaining ~?")  # the first trial alone says nothing about the others
+    assert lines[2].endswith("remaining ~0m06s")  # 3 trials left x 4.1 s / 2 workers
+    assert len(lines) == 3 and not display.live
+
+
+def test_the_estimate_leaves_out_each_tasks_first_trial_and_counts_trials_per_task() -> None:
+    # the quickstart's shape: a slow GPT whose first trial pays one-time costs, then a fast CNN
+    times = {"gpt": [140.0, 19.0, 18.0, 20.0]}
+    assert estimate_remaining(times, {"gpt": 8}) == 8 * 19.0
+    assert estimate_remaining(times | {"cnn": [3.0, 1.0, 1.0]}, {"gpt": 0, "cnn": 9}) == 9 * 1.0
+    assert estimate_remaining(times, {"gpt": 2, "cnn": 4}) == (2 + 4) * 19.0  # a task not started yet
+    work = {"gpt": 1.75e12, "cnn": 3.5e10}  # ... priced by its FLOPs, where declared
+    assert estimate_remaining(times, {"gpt": 2, "cnn": 4}, work=work) == pytest.approx(
+        2 * 19.0 + 4 * 19.0 / 50
+    )
+    assert estimate_remaining({"gpt": [140.0]}, {"gpt": 11}) is None
+    assert estimate_remaining(times, {"gpt": 8}, workers=2) == 4 * 19.0
+
+
+def test_a_display_continues_from_what_is_recorded_and_estimates_by_task() -> None:
+    lines: list[str] = []
+    studies = {"q.gpt.adamw": ("gpt", 4), "q.cnn.adamw": ("cnn", 4)}
+    display = Display(total=8, live=False, out=lines.append, studies=studies)
+    display.recorded({"q.gpt.adamw": 2, "q.cnn.adamw": 0})
+    for label, seconds in (("adamw#2", 30.0), ("adamw#3", 20.0)):
+        display.trial("q.gpt.adamw", label, Summary("completed", 0.5, 150, seconds), {}, "val/loss")
+    assert [line.split(" ", 1)[0] for line in lines] == ["[3/8]", "[4/8]"]
+    assert display.remaining() == 4 * 20.0  # 4 cnn trials at the gpt's typical time (cnn not seen yet)
+    display.trial("q.cnn.adamw", "adamw#0", Summary("completed", 0.1, 200, 2.0), {}, "val/error")
+    display.trial("q.cnn.adamw", "adamw#1", Summary("completed", 0.1, 200, 1.0), {}, "val/error")
+    assert display.remaining() == 2 * 1.0
 
 
 def test_worker_processes_relay_their_lines_to_the_first_display() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from bench import records
 from bench.records import Provenance, RunFields, StudyRecord, Summary, TrialRecord
-from bench.track import MetricsWriter, Tracker
+from bench.track import MetricsWriter, Tracker, ui_links
 
 PROVENANCE = Provenance(git_commit="abc123", versions={"torch": "2.4.0", "bench": "0.1.0"}, hardware="x86_64")
 
@@ -66,7 +66,9 @@ def test_encode_writes_the_documented_layout() -> None:
     assert all(name.startswith("bench.") for name in fields.tags)
     assert fields.params["hp.lr"] == "0.001" and fields.params["opt.betas"] == "[0.9, 0.999]"
     assert fields.params["global_batch_size"] == "64" and fields.params["schedule"] == "cosine"
-    assert fields.metrics["final/val/loss"] == 0.21 and math.isnan(fields.metrics["tokens_to_target"])
+    assert math.isnan(fields.metrics["tokens_to_target"])
+    assert all("/" not in name for name in fields.metrics)  # listed after the curves in MLflow's charts
+    assert fields.tags[records.FINAL] == '{"val/error": 0.0417, "val/loss": 0.21}'
     running = records.encode(trial_record())
     assert running.tags[records.OUTCOME] == records.RUNNING and running.metrics == {}
 
@@ -133,7 +135,7 @@ def test_metrics_writer_batches_until_flushed(tmp_path: Path) -> None:
         for step in range(0, 30, 10):
             log_metrics({"train/loss": 2.0 - step / 100, "epoch": 0, "bad name!": 1.0, "note": "text"}, step)
         assert calls == []  # nothing written while the trial trains
-    assert calls == [9]  # one batch at the end: 3 steps x 3 numeric metrics
+    assert calls == [6]  # one batch at the end: 3 steps x 2 numeric metrics (`epoch` is not recorded)
     history = tracker.client.get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 2.0), (10, 1.9), (20, 1.8)]
     assert tracker.client.get_metric_history(run_id, "bad name")  # cleaned as MLflow requires
@@ -154,3 +156,74 @@ def test_metrics_writer_flushes_large_buffers_early(tmp_path: Path) -> None:
 def test_suite_and_study_runs_are_not_trials(kind: str) -> None:
     assert not records.is_trial({records.KIND: kind})
     assert all(records.is_trial({records.KIND: k}) for k in records.KINDS)
+
+
+def test_lightning_throughput_is_recorded_as_system_metrics_and_the_curves_keep_their_names() -> None:
+    assert records.curve_name("train/loss") == "train/loss" and records.curve_name("val/error") == "val/error"
+    assert records.curve_name("val_ema/loss") == "val_ema/loss"
+    assert records.curve_name("train/samples_per_sec") == "system/samples_per_sec"
+    assert records.curve_name("train/device/mfu") == "system/device_mfu"
+    assert records.curve_name("epoch") is None
+
+
+def test_a_study_records_its_tuning_curve_first_its_budget_after_and_its_outcomes_in_words() -> None:
+    fields = records.study_progress(3, 60, 1.5, {"completed": 2, "diverged": 1, "oom": 0}, "val/error", 0.04)
+    assert fields.metrics == {"best/val/error": 0.04, "trials": 3, "steps": 60, "time_s": 1.5}
+    assert fields.tags == {records.OUTCOMES_TAG: "2 completed, 1 diverged"}
+    nothing = records.study_progress(1, 5, 0.1, {"completed": 0, "error": 1}, "val/error", None)
+    assert "best/val/error" not in nothing.metrics and nothing.tags[records.OUTCOMES_TAG] == "1 error"
+
+
+def test_runs_describe_themselves_in_words() -> None:
+    started = records.note(trial_record())
+    assert started.startswith("Tuning trial (slot 1) of study `tiny.digits_cnn.adamw`: adamw on digits_cnn")
+    assert "lr=0.001" in started and "target 0.05" in started and "Outcome" not in started
+    ended = records.note(trial_record(summary=SUMMARY))
+    assert ended.endswith("**Outcome: completed**, val/error = 0.0417 after 20 steps (1.5 s).")
+    seed = records.note(trial_record(kind=records.SEED, seed=2))
+    assert seed.startswith("Rerun of the best configuration on seed 2 of study")
+    study = StudyRecord(suite="tiny", task="digits_cnn", optimizer="adamw", study="tiny.digits_cnn.adamw",
+                        fingerprint="f00d", metric="val/error", protocol="random", search_space={"lr": "1e-4..1e-1 log"},
+                        fixed={}, trials=4, seeds=3, steps=20)  # fmt: skip
+    assert records.note(study).startswith("Study **digits_cnn x adamw** of suite `tiny`: 4 `random` trial(s)")
+    assert "`best/val/error` is the best value so far" in records.note(study)
+    assert "rerun on 2 more seed(s)" in records.note(study)
+
+
+def test_the_experiment_is_a_described_training_experiment_with_artifacts_beside_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # MLflow's default would put artifacts in ./mlruns of this directory
+    store = tmp_path / "store"
+    tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "tiny", description="Two optimizers.")
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"].startswith("Two optimizers.\n\nA bench suite:")
+    assert experiment.artifact_location == (store / "mlruns" / "tiny").resolve().as_uri()
+    run_id = tracker.suite_run("tiny")
+    tracker.log_dict(run_id, {"a": 1}, records.RESOLVED_ARTIFACT)
+    assert (store / "mlruns" / "tiny" / run_id / "artifacts" / records.RESOLVED_ARTIFACT).is_file()
+    assert not (elsewhere / "mlruns").exists()
+    tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", "edited in the UI")
+    again = Tracker(f"sqlite:///{store / 'mlflow.db'}", "tiny", description="Two optimizers.")
+    assert again.client.get_experiment(again.experiment_id).tags["mlflow.note.content"] == "edited in the UI"
+
+
+def test_ui_links_open_the_training_view_of_each_suite(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert ui_links(uri, "http://127.0.0.1:5000") == {}  # no store yet: nothing is created
+    assert not (tmp_path / "mlflow.db").exists()
+    tracker = Tracker(uri, "tiny")
+    study = StudyRecord(suite="tiny", task="t", optimizer="o", study="tiny.t.o", fingerprint="f", metric="m",
+                        protocol="random", search_space={}, fixed={}, trials=1, seeds=1, steps=1)  # fmt: skip
+    tracker.open_study(study, "t/o")
+    Tracker(uri, "not_a_suite")  # an experiment without bench runs is not listed
+    links = ui_links(uri, "http://127.0.0.1:5000")
+    experiment = f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}"
+    assert links == {"tiny": {"runs": f"{experiment}/runs?workflowType=machine_learning"}}
+    suite_run = tracker.suite_run("tiny")
+    assert ui_links(uri, "http://127.0.0.1:5000")["tiny"]["leaderboard"] == (
+        f"{experiment}/runs/{suite_run}/artifacts/leaderboard/tiny.html?workflowType=machine_learning"
+    )

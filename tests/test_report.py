@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -99,7 +101,7 @@ CURVES = {
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> tuple[score.Leaderboard, list[Path], Path]:
     df = trials_table()
-    board = score.leaderboard(df, LeaderboardSpec(ks=(1, 2, 8), reference="adamw"))
+    board = score.leaderboard(df, LeaderboardSpec(ks=(1, 2, 8), reference="adamw", wall_clock=True))
     out = tmp_path_factory.mktemp("leaderboards")
     return board, report.write_leaderboard(board, df, CURVES, out, "quick"), out
 
@@ -107,7 +109,7 @@ def written(tmp_path_factory) -> tuple[score.Leaderboard, list[Path], Path]:
 def test_files_are_written_and_non_empty(written):
     _, paths, out = written
     names = {p.relative_to(out).as_posix() for p in paths}
-    assert {"quick.md", "quick.csv", "quick.json"} <= names
+    assert {"quick.md", "quick.html", "quick.csv", "quick.json"} <= names
     expected_plots = {
         "quick/lr_sensitivity_lm_tiny.png",
         "quick/expected_best_lm_tiny.png",
@@ -214,6 +216,8 @@ def recorded_suite(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     suite = SimpleNamespace(
         name="quick",
+        path=Path("suites/quick.yaml"),
+        description="two optimizers",
         settings=SimpleNamespace(tracking_uri=uri, leaderboard_dir=str(tmp_path / "boards")),
         leaderboard=LeaderboardSpec(ks=(1, 2)),
         resolved={"name": "quick", "tasks": ["digits_cnn"]},
@@ -247,7 +251,10 @@ def test_build_leaderboard_with_nothing_recorded_writes_nothing(tmp_path: Path) 
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     suite = SimpleNamespace(
-        name="none", settings=SimpleNamespace(tracking_uri=uri, leaderboard_dir=str(tmp_path))
+        name="none",
+        path=Path("none.yaml"),
+        description="",
+        settings=SimpleNamespace(tracking_uri=uri, leaderboard_dir=str(tmp_path)),
     )
     said: list[str] = []
     assert report.build_leaderboard(suite, out=said.append) == []
@@ -261,20 +268,85 @@ def test_build_leaderboard_reads_scores_writes_and_logs_on_the_suite_run(tmp_pat
     said: list[str] = []
     paths = report.build_leaderboard(suite, out=said.append)
     md = tmp_path / "boards" / "quick.md"
-    assert paths[:3] == [md, md.with_suffix(".csv"), md.with_suffix(".json")]
-    assert said == [f"bench: leaderboard written to {md}"]
+    assert paths[:4] == [md, md.with_suffix(".html"), md.with_suffix(".csv"), md.with_suffix(".json")]
+    run_id = tracker.find_run(records.suite_key("quick"))
+    experiment = f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}"
+    ui = f"bench ui --tracking-uri '{suite.settings.tracking_uri}'"
+    assert said == [
+        "bench: leaderboard written from 4 trial runs",
+        f"bench: leaderboard {md} (tables and plots in one page: {md.with_suffix('.html')})",
+        f"bench: MLflow UI (start it with `{ui}`): the leaderboard at",
+        f"    {experiment}/runs/{run_id}/artifacts/leaderboard/quick.html?workflowType=machine_learning",
+        "  studies and trials, with their curves, at",
+        f"    {experiment}/runs?workflowType=machine_learning",
+    ]
     board = json.loads(md.with_suffix(".json").read_text())["tasks"]["digits_cnn"]["optimizers"]
     assert {k: (v["rank"], v["best"], v["n_trials"]) for k, v in board.items()} == {
         "adamw": (1, 0.1, 2), "sgd": (2, 0.3, 2)}  # fmt: skip
     assert (tmp_path / "boards" / "quick" / "curves_digits_cnn.png").read_bytes().startswith(PNG)
 
-    run_id = tracker.find_run(records.suite_key("quick"))
+    # on the suite run as on disk: the Markdown's image links resolve inside the artifact tree
     artifacts = {a.path for a in tracker.client.list_artifacts(run_id)}
-    assert artifacts == {"leaderboard", "plots", "suite.resolved.json"}
+    assert artifacts == {"leaderboard", "suite.resolved.json"}
     logged = {a.path for a in tracker.client.list_artifacts(run_id, "leaderboard")}
-    assert logged == {"leaderboard/quick.md", "leaderboard/quick.csv", "leaderboard/quick.json"}
+    files = {f"leaderboard/quick{ext}" for ext in (".md", ".html", ".csv", ".json")}
+    assert logged == files | {"leaderboard/quick"}
+    plots = {a.path for a in tracker.client.list_artifacts(run_id, "leaderboard/quick")}
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text())
+    assert links and {f"leaderboard/{link}" for link in links} <= plots
     run = tracker.client.get_run(run_id)
     assert run.data.metrics["trials"] == 4 and run.info.status == "FINISHED"
+    assert "leaderboard/quick.html" in run.data.tags["mlflow.note.content"]
 
+    said.clear()
+    again = report.build_leaderboard(suite, tracker=tracker, out=said.append, rebuild=False)  # a rerun
+    assert again == paths[:4] and said[0].startswith("bench: leaderboard up to date (no new trials)")
     report.build_leaderboard(suite, tracker=tracker, out=said.append)  # rebuilt: the same suite run
     assert [r.info.run_id for r in tracker.runs(f"tags.`{records.KIND}` = 'suite'")] == [run_id]
+    md.unlink()
+    said.clear()
+    report.build_leaderboard(suite, tracker=tracker, out=said.append, rebuild=False)  # a file is missing
+    assert said[0] == "bench: leaderboard written from 4 trial runs" and md.is_file()
+
+
+def test_the_html_page_holds_the_tables_and_its_plots(written):
+    _, _, out = written
+    page = (out / "quick.html").read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page and "<h2>lm/tiny</h2>" in page
+    assert page.count('src="data:image/png;base64,') == (out / "quick.md").read_text().count("![")
+    assert 'src="quick/' not in page  # every plot embedded: the page is one self-contained file
+
+
+def test_wall_clock_columns_are_left_out_and_said_so_unless_the_suite_declares_a_dedicated_machine():
+    shared = score.leaderboard(trials_table(), LeaderboardSpec(ks=(1,), reference="adamw"))
+    md = report.render_markdown(shared, "quick")
+    assert " seconds to target |" not in md and report.WALL_CLOCK_NOTE in md
+    assert report.leaderboard_dict(shared, "quick")["spec"]["wall_clock"] is False
+    dedicated = score.leaderboard(
+        trials_table(), LeaderboardSpec(ks=(1,), reference="adamw", wall_clock=True)
+    )
+    assert " seconds to target |" in report.render_markdown(dedicated, "quick")
+
+
+def test_expected_best_axis_labels_every_k_when_few_and_decades_when_many():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    report._k_axis(ax, 4)
+    assert [t for t in ax.get_xticks() if 0.8 <= t <= 4.2] == [1, 2, 3, 4]
+    ax = Figure().add_subplot()
+    report._k_axis(ax, 100)
+    assert ax.get_xscale() == "log" and list(ax.get_xticks()) == [1, 2, 5, 10, 20, 50, 100]
+
+
+def test_lr_sensitivity_range_holds_every_completed_trial_and_the_target():
+    lo, hi, log = report._y_range(np.array([0.31, 0.35, 2.4, 0.25]))  # a bad trial and the target
+    assert lo < 0.25 and hi > 2.4 and log is False
+    lo, hi, log = report._y_range(np.array([0.02, 0.03, 5.5]))  # 275x: a log axis keeps the good end readable
+    assert lo < 0.02 and hi > 5.5 and log is True
+
+
+def test_identical_performance_profiles_are_drawn_apart():
+    lines = report._shifted([np.array([0.0, 0.5, 1.0])] * 3)
+    assert len({tuple(line) for line in lines}) == 3
+    assert max(abs(a - b).max() for a in lines for b in lines) <= 0.03

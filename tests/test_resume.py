@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import trial_runs, write_suite
+from helpers import run_statuses, trial_runs, write_suite
 from optuna.trial import TrialState
 
 STUDY = "resume.digits_cnn.adamw"
@@ -129,3 +129,4 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     assert retired.info.lifecycle_stage == "deleted" and retired.info.status == "KILLED"
     assert "process died" in retired.data.tags["bench.retired"]
     assert len(trial_runs(tmp_path, active_only=False)) == BUDGET + 1
+    assert set(run_statuses(tmp_path, "study").values()) == {"FINISHED"}  # the killed run left it RUNNING

@@ -102,7 +102,7 @@ def hand_table() -> pd.DataFrame:
     return table(rows)
 
 
-SPEC = LeaderboardSpec(ks=(1, 2, 3, 4), basin_eps=0.01, reference="a", r_max=4.0)
+SPEC = LeaderboardSpec(ks=(1, 2, 3, 4), basin_eps=0.01, reference="a", r_max=4.0, wall_clock=True)
 
 
 # --- expected best of k ----------------------------------------------------------------------------
@@ -415,3 +415,18 @@ def test_ten_thousand_trials_score_fast():
 
 
 OUTCOMES_WEIGHTED = ["completed"] * 16 + ["pruned", "diverged", "diverged", "oom", "timeout", "error"]
+
+
+def test_wall_clock_time_is_not_measured_unless_the_suite_declares_a_dedicated_machine():
+    df = table(
+        [
+            trial("t", "a", 0.2, target=0.5, steps=300, time_s=3.0),
+            trial("t", "b", 0.3, target=0.5, steps=300, time_s=1.0),
+        ]
+    )
+    shared = score.leaderboard(df, LeaderboardSpec(ks=(1,), reference="a"))
+    assert shared.rows["seconds_to_target"].isna().all() and not shared.wall_clock
+    assert {p.time for p in shared.profiles} == {"steps"}
+    dedicated = score.leaderboard(df, LeaderboardSpec(ks=(1,), reference="a", wall_clock=True))
+    assert dedicated.row("t", "b")["seconds_to_target"] == 1.0 and dedicated.wall_clock
+    assert {p.time for p in dedicated.profiles} == {"steps", "seconds"}

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import optuna_states, trial_runs, write_suite
+from helpers import optuna_states, run_statuses, trial_runs, write_suite
 from optuna.trial import TrialState
 
 from bench import search
@@ -180,6 +180,34 @@ def test_open_study_repairs_a_study_whose_creator_died_half_way(tmp_path: Path) 
     assert slot_of(study.get_trials()) == [0, 1, 2]  # the missing slots, each once
 
 
+def test_a_larger_budget_extends_a_study_once_keeping_its_slots(tmp_path: Path) -> None:
+    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
+    slots = [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}, {"lr": 0.9}]
+    open_tiny(storage, slots[:2])
+    extended: list[tuple[int, int]] = []
+    study, created = open_tiny(storage, slots, on_extend=lambda st, had, now: extended.append((had, now)))
+    assert not created and extended == [(2, 4)] and search.slot_count(study) == 4
+    fixed = {t.user_attrs["slot"]: t.system_attrs["fixed_params"]["lr"] for t in study.get_trials()}
+    assert fixed == {0: 0.01, 1: 0.1, 2: 0.5, 3: 0.9}  # the first two as they were, the new ones after
+    open_tiny(storage, slots, on_extend=lambda st, had, now: extended.append((had, now)))
+    assert extended == [(2, 4)] and len(study.get_trials()) == 4  # extended once
+    assert "s.extend-to-4" not in optuna.get_all_study_names(storage)  # its marker is gone
+    smaller, _ = open_tiny(storage, slots[:3])
+    assert search.slot_count(smaller) == 4  # never shrunk: the caller refuses a smaller budget
+
+
+def test_workers_extending_at_once_enqueue_each_new_slot_once(tmp_path: Path) -> None:
+    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
+    slots = [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}]
+    open_tiny(storage, slots[:1])
+    optuna.create_study(storage=storage, study_name="s.extend-to-3")  # another worker holds the extension
+    hooks: list[int] = []
+    # ... and died before enqueuing: this worker waits, then finishes its work
+    study, _ = open_tiny(storage, slots, on_extend=lambda st, had, now: hooks.append(now), wait_s=0.2)
+    assert hooks == [3] and slot_of(study.get_trials()) == [0, 1, 2]
+    assert search.finished_slots(storage, "s") == 0 and search.finished_slots(storage, "nothing") == 0
+
+
 def test_a_worker_that_finds_no_slot_left_runs_nothing(tmp_path: Path) -> None:
     storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
     study, _ = open_tiny(storage, [{"lr": 0.1}])
@@ -317,6 +345,20 @@ def study_trials(directory: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
+def parent_tags(directory: Path, study: str) -> dict[str, str]:
+    """Tags of a study's MLflow parent run."""
+    con = sqlite3.connect(directory / "mlflow.db")
+    try:
+        (run,) = con.execute(
+            "SELECT a.run_uuid FROM tags a JOIN tags b ON a.run_uuid = b.run_uuid WHERE a.key = 'bench.study' "
+            "AND a.value = ? AND b.key = 'bench.kind' AND b.value = 'study'",
+            (study,),
+        ).fetchone()
+        return dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run,)).fetchall())
+    finally:
+        con.close()
+
+
 def parent_metrics(directory: Path, study: str) -> dict[str, float]:
     """Latest metrics of a study's MLflow parent run."""
     con = sqlite3.connect(directory / "mlflow.db")
@@ -415,9 +457,9 @@ def test_errors_and_out_of_memory_are_outcomes_with_their_message(
     assert by_outcome["oom"].value == math.inf and by_outcome["error"].value == math.inf  # the worst
     assert math.isfinite(by_outcome["completed"].value)
     counted = parent_metrics(workdir, "fails.digits_cnn.adamw")
-    assert {k: counted[f"outcomes/{k}"] for k in ("completed", "oom", "error", "diverged")} == {
-        "completed": 1, "oom": 1, "error": 1, "diverged": 0}  # fmt: skip
-    assert counted["budget/trials"] == 3 and counted["budget/steps"] == 4
+    assert counted["trials"] == 3 and counted["steps"] == 4
+    assert counted["best/val/error"] == by_outcome["completed"].value  # the only completed trial
+    assert parent_tags(workdir, "fails.digits_cnn.adamw")["bench.outcomes"] == "1 completed, 1 oom, 1 error"
     board = json.loads((workdir / "leaderboards" / "fails.json").read_text())
     assert '"oom": 1' in json.dumps(board) and '"error": 1' in json.dumps(board)
 
@@ -459,14 +501,15 @@ def test_study_time_budget_stops_every_study_alike_and_a_larger_cap_resumes(work
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
         assert attrs["bench.time_budget_spent_s"] == pytest.approx(done.user_attrs["time_s"])
         spent = parent_metrics(workdir, name)
-        assert spent["budget/trials"] == 1 and spent["budget/time_s"] == pytest.approx(
-            done.user_attrs["time_s"]
-        )
+        assert spent["trials"] == 1 and spent["time_s"] == pytest.approx(done.user_attrs["time_s"])
     assert len(trial_runs(workdir)) == 2
 
     run(suite)  # the same cap: nothing more to run
     assert len(trial_runs(workdir)) == 2
+    assert set(run_statuses(workdir, "study").values()) == {"FINISHED"}  # stopped by the cap: ended
     run(suite, "--set", "tuning.study_time_budget_s=null")  # lifted: the waiting slots run
     assert sorted(optuna_states(workdir, "capped.digits_cnn.adamw")) == ["COMPLETE"] * 3
+    assert parent_metrics(workdir, "capped.digits_cnn.adamw")["trials"] == 3  # reopened, counted, ended
+    assert set(run_statuses(workdir, "study").values()) == {"FINISHED"}
     runs = trial_runs(workdir)
     assert len(runs) == 6 and len({r["bench.trial_id"] for r in runs}) == 6

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 import pytest
-from helpers import trial_runs, write_suite
+from helpers import run_statuses, seeds_study, trial_runs, write_suite
 from optuna.trial import TrialState
 
 TRIALS, SEEDS, LABELS = 3, 2, ("sgd", "adamw")
@@ -59,7 +59,7 @@ def all_complete(storage: str, suite: str) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for label in LABELS
-        for study in (f"{suite}.digits_cnn.{label}", f"{suite}.digits_cnn.{label}.seeds")
+        for study in (f"{suite}.digits_cnn.{label}", seeds_study(storage, f"{suite}.digits_cnn.{label}"))
         for t in optuna.load_study(study_name=study, storage=storage).get_trials()
         if t.state == TrialState.COMPLETE
     ]
@@ -70,7 +70,7 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
     for label in LABELS:
         for study, budget in (
             (f"{suite}.digits_cnn.{label}", TRIALS),
-            (f"{suite}.digits_cnn.{label}.seeds", SEEDS - 1),
+            (seeds_study(storage, f"{suite}.digits_cnn.{label}"), SEEDS - 1),
         ):
             trials = optuna.load_study(study_name=study, storage=storage).get_trials()
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -101,6 +101,8 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
     finally:
         con.close()
     assert parents == len(LABELS)
+    # every study's run ended, whichever worker ran its last trial
+    assert run_statuses(directory, "study") == {f"digits_cnn/{label}": "FINISHED" for label in LABELS}
     # Each trial was reported by exactly one worker's progress line.
     lines = [line for log in logs for line in log.read_text().splitlines() if re.match(r"\[\d+/\d+\] ", line)]
     assert len(lines) == TOTAL, "\n".join(lines)

@@ -26,6 +26,15 @@ Notation: `g` gradient, `m`/`v` first/second moments, `t` the step, `lr`, `wd` w
 - `diffgrad` (pytorch_optimizer.DiffGrad): Adam with the first moment damped by the friction
   `xi = sigmoid(|g_{t-1} - g_t|)`. Dubey et al. 2019, diffGrad: An Optimization Method for CNNs.
 - `adalayer` (bench.optimizers.adalayer.Adalayer): Adam with one second-moment scalar per tensor.
+- `laprop` (pytorch_optimizer.LaProp): momentum of the *normalised* gradient,
+  `v = b2 v + (1 - b2) g^2; m = b1 m + (1 - b1) g / (sqrt(v^) + eps); p = p (1 - lr wd) - lr m^`.
+  Ziyin et al. 2020, LaProp: Separating Momentum and Adaptivity in Adam.
+- `cautious_adamw` (heavyball.AdamW, caution=True): AdamW's update `u` masked where it disagrees in
+  sign with the gradient, `u = u * 1[u g > 0] / mean(1[u g > 0])`. Liang et al. 2024, Cautious
+  Optimizers: Improving Training with One Line of Code.
+- `stableadamw` (pytorch_optimizer.StableAdamW): AdamW whose per-tensor step is cut when the second
+  moment lags the gradient, `lr_t = lr / max(1, sqrt(mean(g^2 / v)))` (AdaFactor's update clipping).
+  Wortsman et al. 2023, Stable and low-precision training for large-scale vision-language models.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.optimizers.base import OptimizerEntry, grouped, lazy
+from bench.optimizers.matrix import heavyball_class
 from bench.space import Float, Param
 
 ADAM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.1}
@@ -147,6 +157,31 @@ ENTRIES: tuple[OptimizerEntry, ...] = (
         paper="Zhao et al. 2024, Deconstructing What Makes a Good Optimizer for Language Models",
         build_fn=grouped(lazy("bench.optimizers.adalayer:Adalayer")),
         defaults={**ADAM_DEFAULTS},
+        search_space=adam_space(),
+    ),
+    OptimizerEntry(
+        name="laprop",
+        source="pytorch_optimizer.LaProp",
+        paper="Ziyin et al. 2020, LaProp: Separating Momentum and Adaptivity in Adam",
+        build_fn=grouped(lazy("pytorch_optimizer:LaProp"), weight_decouple=True),
+        defaults={**ADAM_DEFAULTS, "eps": 1e-15},
+        search_space=adam_space(),
+        flags=frozenset({"fsdp"}),
+    ),
+    OptimizerEntry(
+        name="cautious_adamw",
+        source="heavyball.AdamW(caution=True)",
+        paper="Liang et al. 2024, Cautious Optimizers: Improving Training with One Line of Code",
+        build_fn=heavyball_class("AdamW", caution=True),
+        defaults={**ADAM_DEFAULTS},
+        search_space=adam_space(),
+    ),
+    OptimizerEntry(
+        name="stableadamw",
+        source="pytorch_optimizer.StableAdamW",
+        paper="Wortsman et al. 2023, Stable and low-precision training for large-scale vision-language models",
+        build_fn=grouped(lazy("pytorch_optimizer:StableAdamW"), weight_decouple=True),
+        defaults={**ADAM_DEFAULTS, "beta2": 0.99},
         search_space=adam_space(),
     ),
 )

@@ -13,6 +13,10 @@ hyperparameters (search names, see `bench.space.to_kwargs`) and reads `entry.fla
   parameters are on a GPU and the suite set neither `fused` nor `foreach`; on a CPU nothing changes.
   The fused kernel computes the same update with other rounding, so GPU results differ from the
   multi-tensor (`foreach`) kernel's in the last bits.
+- `closure`: `step(closure)` needs the batch's gradient computed *before* the call and a `closure`
+  that zeroes the gradients, recomputes the loss and its gradient on the same batch, and returns the
+  loss (the SAM family: a second forward-backward at perturbed weights). The runner trains such an
+  optimizer with Lightning's manual optimization; gradient accumulation is refused for it.
 
 Most entries are a library class called with the shared parameter groups (`grouped(cls)`): the
 decayed matrices and the undecayed vectors/embeddings of `bench.optimizers.param_groups`. Declaring an
@@ -34,8 +38,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp", "fused"]
-FLAGS: frozenset[str] = frozenset(get_args(Flag))
+Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp", "closure", "fused"]
+FLAGS: frozenset[str] = frozenset(get_args(Flag))  # every flag an entry may carry
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ roles and keeps the shapes recorded first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,3 +119,24 @@ def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]
             r = facts[id(p)]
             (hidden if len(r.shape) >= 2 and not (r.head or r.embedding) else rest).append(p)
     return hidden, rest
+
+
+def split_groups(
+    model: nn.Module,
+    weight_decay: float,
+    decay_filter: bool = True,
+    *,
+    hidden: Mapping[str, Any] | None = None,
+    rest: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The groups of an optimizer that treats hidden matrices apart (Muon, Scion, GaLore, APOLLO...):
+    the hidden matrices of `muon_split` with the keys of `hidden`, then the rest, decayed and not (by
+    the filter), with the keys of `rest`. Hidden matrices always decay. Empty groups are left out."""
+    hidden_params, others = muon_split(model)
+    decay = decays(model) if decay_filter else {id(p): True for p in others}
+    groups = [
+        {"params": hidden_params, "weight_decay": weight_decay, **(hidden or {})},
+        {"params": [p for p in others if decay[id(p)]], "weight_decay": weight_decay, **(rest or {})},
+        {"params": [p for p in others if not decay[id(p)]], "weight_decay": 0.0, **(rest or {})},
+    ]
+    return [g for g in groups if g["params"]]

@@ -4,6 +4,7 @@ written out here from the paper -- and assert the same weights."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,9 @@ def test_nadamw_is_torch_nadam_decoupled():
     assert same_training("nadamw", ref) == 0.0
 
 
+@pytest.mark.skipif(
+    not hasattr(torch.optim, "Muon"), reason="the reference, torch.optim.Muon, needs torch>=2.9"
+)
 def test_muon_is_torch_muon_on_hidden_matrices_plus_adamw():
     def ref(m: nn.Module) -> torch.optim.Optimizer:
         hidden, rest = muon_split(m)
@@ -223,3 +227,121 @@ def test_sophia_needs_create_graph():
     with pytest.raises(RuntimeError):
         opt.step()
     assert "create_graph" in OPTIMIZERS.get("sophia").flags
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotational variants (Kosson, Messmer & Jaggi 2024, Algorithm 1), written out neuron by neuron.
+# --------------------------------------------------------------------------------------------------
+
+
+def adamw_direction(g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+    (b1, b2), t = group["betas"], state["t"]
+    state["m"] = b1 * state.get("m", 0.0) + (1 - b1) * g
+    state["v"] = b2 * state.get("v", 0.0) + (1 - b2) * g * g
+    return (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + group["eps"])
+
+
+def sgdm_direction(g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+    state["m"] = group["momentum"] * state.get("m", 0.0) + g
+    return state["m"]
+
+
+def lion_direction(g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+    b1, b2 = group["betas"]
+    m = state.get("m", torch.zeros_like(g))
+    u = torch.sign(b1 * m + (1 - b1) * g)
+    state["m"] = b2 * m + (1 - b2) * g
+    return u
+
+
+# The paper's Table 1: the expected angular update per step at equilibrium.
+ETA_R = {
+    "rotational_adamw": lambda lr, wd, g: math.sqrt(2 * lr * wd * (1 - g["betas"][0]) / (1 + g["betas"][0])),
+    "rotational_sgd": lambda lr, wd, g: math.sqrt(2 * lr * wd / (1 + g["momentum"])),
+    "rotational_lion": lambda lr, wd, g: (
+        math.sqrt(math.pi / 2 * 2 * lr * wd)
+        * math.sqrt((1 - g["betas"][0]) ** 2 + g["betas"][0] ** 2 * (1 - g["betas"][1]) / (1 + g["betas"][1]))
+    ),
+}
+DIRECTION = {
+    "rotational_adamw": adamw_direction,
+    "rotational_sgd": sgdm_direction,
+    "rotational_lion": lion_direction,
+}
+
+
+def rotational_rule(name: str) -> Update:
+    """Algorithm 1 for one tensor: each row (neuron) w keeps its initial (centred) norm n and moves by
+    eta_r n u / rms(u), u the base direction with its radial part removed; b = 0.9 averages ||u||^2.
+    Tensors without weight decay, and vectors, take the base optimizer's plain decoupled step."""
+
+    def update(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
+        lr, wd, t, b = group["lr"], group["weight_decay"], state["t"], 0.9
+        u = DIRECTION[name](g, state, group)
+        if p.ndim < 2 or wd == 0:
+            p.mul_(1 - lr * wd).sub_(lr * u)
+            return
+        eta_r = ETA_R[name](lr, wd, group)
+        for i in range(p.shape[0]):  # neuron by neuron
+            w, ui = p[i].flatten(), u[i].flatten()
+            n = state.setdefault(f"n{i}", float(w.norm()))
+            ui = ui - (ui @ w) / n**2 * w
+            state[f"nu{i}"] = b * state.get(f"nu{i}", 0.0) + (1 - b) * float(ui @ ui)
+            w = w - eta_r * n * ui / (math.sqrt(state[f"nu{i}"] / (1 - b**t)) + 1e-8)
+            w = w - w.mean()
+            p[i] = (n * w / w.norm()).view_as(p[i])
+
+    return update
+
+
+def centred(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Algorithm 1's initialisation: every rotational neuron's weights centred to mean 0."""
+    with torch.no_grad():
+        for group in groups:
+            for p in group["params"]:
+                if p.ndim >= 2 and group["weight_decay"] != 0:
+                    p.sub_(p.reshape(p.shape[0], -1).mean(dim=1).view(-1, *[1] * (p.ndim - 1)))
+    return groups
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper"),
+    [
+        ("rotational_adamw", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1}),
+        ("rotational_sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
+        ("rotational_lion", {"lr": 3e-4, "betas": (0.9, 0.99), "weight_decay": 0.1}),
+    ],
+)
+def test_rotational_variants_follow_the_paper_rule(name: str, hyper: dict[str, Any]) -> None:
+    wd = hyper.pop("weight_decay")
+
+    def ref(m: nn.Module) -> torch.optim.Optimizer:
+        return Rule(centred(param_groups(m, wd)), rotational_rule(name), **hyper)
+
+    assert same_training(name, ref, steps=12) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["rotational_adamw", "rotational_sgd", "rotational_lion"])
+def test_rotational_variants_keep_norms_and_rotate_at_eta_r(name: str) -> None:
+    """What the rule is for: every neuron of a decayed matrix keeps its (centred) norm, and turns by
+    about eta_r per step once the update-norm average has settled."""
+    model = make_model()
+    entry = OPTIMIZERS.get(name)
+    opt = entry.build(model, {})
+    w0 = model.fc2.weight.detach().clone()
+    assert torch.allclose(w0.mean(dim=1), torch.zeros(32), atol=1e-6)  # centred at construction
+    angles = []
+
+    def record(_: int) -> None:
+        w = model.fc2.weight.detach()
+        cos = (w * prev[0]).sum(1) / (w.norm(dim=1) * prev[0].norm(dim=1))
+        angles.append(float(torch.arccos(cos.clamp(-1, 1)).mean()))
+        prev[0] = w.clone()
+
+    prev = [w0]
+    train(model, opt, 20, on_step=record)
+    assert torch.allclose(model.fc2.weight.norm(dim=1), w0.norm(dim=1), rtol=1e-5)
+    group = next(g for g in opt.param_groups if g["weight_decay"] > 0)
+    eta_r = opt.eta_r(group)
+    assert eta_r == pytest.approx(ETA_R[name](group["lr"], group["weight_decay"], group))
+    assert sum(angles[5:]) / len(angles[5:]) == pytest.approx(eta_r, rel=0.2)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.catalog import TASKS
-from bench.tasks.base import Task
+from bench.testing.tasks import build_task
 
 
 def build(
@@ -16,9 +16,4 @@ def build(
     """`TASKS.get(name)` built with `options` (the suite's `options:`, plus an optional `batch_size`):
     validated by the task's schema and completed with its defaults, then passed to `build` as a plain
     dict with the per-process `batch_size` (the entry's when not given), as the runner does."""
-    entry = TASKS.get(name)
-    given = dict(options or {})
-    batch_size = given.pop("batch_size", entry.batch_size)
-    validated = entry.options.model_validate(given).model_dump()
-    task: Task = entry.build({**validated, "batch_size": batch_size}, seed, data_root or Path("unused"))
-    return task
+    return build_task(TASKS.get(name), options, seed, data_root or Path("unused"))

@@ -1,10 +1,10 @@
-"""Every registered task, through its declaration: the declarations import no torch, the options schema
-takes its own defaults back, `build` is named by import path, and the built task's `param_roles` name
-real parameters (for the built-in tasks: the head and embeddings the optimizers treat specially)."""
+"""Every registered task, through its declaration: the declarations import no torch, and
+`bench.testing.TaskContract` over the registry (the options schema takes its own defaults back, `build`
+is named by import path, the built task's `param_roles` name real parameters: for the built-in tasks,
+the head and embeddings the optimizers treat specially; a training batch and validation work)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import torch
-from task_helpers import build
 
 from bench.catalog import TASKS
-from bench.registry import BUILTIN, Lazy
+from bench.registry import BUILTIN
 from bench.tasks.base import ParamRoles, TaskEntry
+from bench.testing import TaskContract
+from bench.testing.tasks import build_task
 
 HEAVY = ("torch", "timm", "datasets", "tiktoken", "tokenizers", "numpy", "sklearn", "PIL", "pandas")
 
@@ -65,24 +66,6 @@ def test_every_built_in_task_has_expected_roles() -> None:
     assert {name for name, _ in ENTRIES if TASKS.origin(name) == BUILTIN} == set(EXPECTED_ROLES)
 
 
-@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
-def test_options_schema_takes_its_defaults_back(name: str, entry: TaskEntry) -> None:
-    defaults = entry.default_options
-    assert entry.options.model_validate(defaults).model_dump() == defaults
-    assert "batch_size" not in entry.options.model_fields  # the runner's, passed next to the options
-    schema = entry.options.model_json_schema()  # the editor schema of `options:`
-    assert schema["additionalProperties"] is False and set(schema["properties"]) == set(defaults)
-    json.dumps(defaults)  # plain data: a suite can write every default back
-
-
-@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
-def test_build_is_named_by_import_path(name: str, entry: TaskEntry) -> None:
-    assert isinstance(entry.build, Lazy)
-    if TASKS.origin(name) == BUILTIN:
-        assert entry.build.target.startswith("bench.workloads.")
-    assert callable(entry.build.resolve())
-
-
 def cheap_options(entry: TaskEntry, write_c4: Callable[..., Path], docs: list[str]) -> dict[str, Any]:
     """Options that build the task offline and quickly; the model keeps its declared shape."""
     fields = entry.options.model_fields
@@ -94,16 +77,35 @@ def cheap_options(entry: TaskEntry, write_c4: Callable[..., Path], docs: list[st
     return options
 
 
-@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
-def test_param_roles_name_real_parameters(
-    name: str, entry: TaskEntry, tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
-) -> None:
-    task = build(name, cheap_options(entry, write_c4, english_docs), 0, tmp_path)
-    with torch.device("meta"):  # full-size models too, without allocating them
-        model = task.build_model()
-    roles = task.param_roles(model)
-    names = {n for n, _ in model.named_parameters()}
-    assert isinstance(roles, ParamRoles) and roles.head, f"{name}: no output layer declared"
-    assert roles.head <= names and roles.embedding <= names, (roles, sorted(names))
-    if name in EXPECTED_ROLES:
-        assert roles == EXPECTED_ROLES[name]
+class TestEveryTask(TaskContract):
+    """`bench.testing.TaskContract` (what plugin authors run over their tasks) over the whole registry.
+    Training-batch checks build the data of the CPU-sized language and digits tasks only: the vision
+    tasks' data is written by tests/tasks/test_vision.py, and full-size models are built on `meta`."""
+
+    entries = [entry for _, entry in ENTRIES]
+
+    @pytest.fixture(autouse=True)
+    def _documents(self, write_c4: Callable[..., Path], english_docs: list[str]) -> None:
+        self.write_c4, self.docs = write_c4, english_docs
+
+    def options_for(self, entry: TaskEntry, tmp_path: Path) -> dict[str, Any] | None:
+        if entry.family not in ("gpt", "digits"):
+            return None
+        return cheap_options(entry, self.write_c4, self.docs)
+
+    def test_param_roles_name_real_parameters(self, entry: TaskEntry, tmp_path: Path) -> None:
+        """Every task, full-size ones too (on `meta`), declares the roles the built-in tasks always had."""
+        options = cheap_options(entry, self.write_c4, self.docs)
+        task = build_task(entry, options, 0, tmp_path)
+        with torch.device("meta"):
+            model = task.build_model()
+        roles = task.param_roles(model)
+        names = {n for n, _ in model.named_parameters()}
+        assert roles.head and roles.head <= names and roles.embedding <= names
+        if entry.name in EXPECTED_ROLES:
+            assert roles == EXPECTED_ROLES[entry.name]
+
+    def test_one_training_batch_and_validation(self, entry: TaskEntry, tmp_path: Path) -> None:
+        if entry.requires_gpu or entry.size not in ("tiny",):
+            pytest.skip(f"{entry.name}: a full-size model; its data path is the tiny variant's")
+        super().test_one_training_batch_and_validation(entry, tmp_path)
