@@ -52,7 +52,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(path: str, args: argparse.Namespace) -> Any:
-    return load_suite(path, _overrides(args))
+    from bench.faults import stores
+
+    suite = load_suite(path, _overrides(args))
+    args.stores = stores(suite.settings)  # named in the message if one turns out damaged or full
+    return suite
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -82,18 +86,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.engine import run_suite
+    from bench import preflight
 
     suite = _load(args.suite, args)
+    preflight.check(suite, leaderboard=not args.no_leaderboard)  # before the heavy imports: at once
+    from bench.engine import run_suite
+
     progress = False if args.quiet_bars else None
     run_suite(suite, workers=args.workers, progress=progress, leaderboard=not args.no_leaderboard)
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.preflight import check
     from bench.report import build_leaderboard
 
-    paths = build_leaderboard(_load(args.suite, args))
+    suite = _load(args.suite, args)
+    check(suite, stores=False)
+    paths = build_leaderboard(suite)
     return 0 if paths else 1
 
 
@@ -255,12 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        from bench.engine import SuiteConflict
+        from bench.faults import explain
 
-        if isinstance(exc, SuiteConflict):
+        if type(exc).__name__ in ("SuiteConflict", "LockTimeout"):  # engine's and locks' (not imported here)
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        raise
+        message = explain(exc, getattr(args, "stores", {}))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

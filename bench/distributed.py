@@ -24,8 +24,8 @@ summation order). Pruning is off in multi-process trials (the engine hands the p
 What needs no launch (FSDP with an optimizer whose entry lacks the `fsdp` flag, a batch that does not
 split over `trainer.devices * trainer.num_nodes`) is checked when the suite is resolved
 (`bench.resolve`). `check(suite, workers)` checks the launch, on every rank before any process group
-exists (so no rank hangs): a multi-device trainer without an external launcher, a process count that
-does not match `devices * num_nodes`, a batch that does not split over the processes started,
+exists (so no rank hangs): GPUs this machine does not have (`present`), a multi-device trainer without
+an external launcher, a process count that does not match `devices * num_nodes`, a batch that does not split over the processes started,
 `--workers` under a launcher. Every problem is reported at once.
 """
 
@@ -289,6 +289,7 @@ def check(suite: Suite, workers: int = 1) -> None:
         f"{suite.path.name}` on each node, or `srun` under SLURM (see examples/slurm.sbatch)",
     )
     gpus = torch.cuda.device_count() if t.accelerator in ("auto", "gpu", "cuda") else 0
+    present(t, torch.cuda.device_count(), problems)
     problems.require(  # `devices: auto` / -1: Lightning would use every GPU
         not (wanted is None and n == 1 and gpus > 1),
         ("trainer", "devices"),
@@ -311,3 +312,35 @@ def check(suite: Suite, workers: int = 1) -> None:
     if n > 1:
         check_batches(suite.tasks, n, problems)
     problems.raise_if_any()
+
+
+def present(t: Any, gpus: int, problems: Problems) -> None:
+    """The devices a trainer asks for exist on this machine (each process of a node uses one of its
+    `devices`): a GPU accelerator needs GPUs, as many as `devices` per node, with the indices named."""
+    if t.accelerator in ("gpu", "cuda"):
+        if not problems.require(
+            gpus > 0,
+            ("trainer", "accelerator"),
+            f"{t.accelerator} asks for CUDA GPUs, but this machine has none (torch sees 0); "
+            "use `accelerator: cpu` (or auto)",
+        ):
+            return
+        per_node = processes(t.devices, 1)
+        problems.require(
+            per_node is None or per_node <= gpus,
+            ("trainer", "devices"),
+            f"{t.devices} GPUs per node, but this machine has {gpus}",
+        )
+        if isinstance(t.devices, str) and "," in t.devices:
+            missing = [int(d) for d in t.devices.split(",") if d and int(d) >= gpus]
+            problems.require(
+                not missing,
+                ("trainer", "devices"),
+                f"'{t.devices}' names GPU {', '.join(map(str, missing))}, but this machine has GPUs 0-{gpus - 1}",
+            )
+    if t.accelerator == "mps":
+        problems.require(
+            torch.backends.mps.is_available(),
+            ("trainer", "accelerator"),
+            "mps asks for Apple's Metal GPU, which this machine does not have; use `accelerator: cpu`",
+        )

@@ -12,10 +12,18 @@ record the outcome. When a study's tuning slots are all finished, its best confi
 the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
+
+Nothing is lost whatever happens (docs/reliability.md): a worker repairs what earlier runs left
+half-done when it starts and before each trial (`bench.repair`, `bench.search.repair_slots`), a study's
+tuning is over only when every slot holds a finished trial, and a failure that is not the trial's (a
+full disk, a store that cannot be written) puts the trial back in the queue and stops the run instead
+of recording it. Outputs are checked before any training (`bench.preflight`). Fail points
+(`bench.faults.failpoint`) mark where tests kill the process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -28,13 +36,14 @@ from typing import Any
 
 import torch
 
-from bench import distributed, provenance, records, report, search
+from bench import distributed, preflight, provenance, records, repair, report, search
+from bench.faults import RecordError, explain, failpoint, stores
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
 from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, seeds_study, tokens_per_step, trial_id
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
-from bench.run import TrialResult, TrialSpec, train_trial
+from bench.run import LogMetrics, TrialResult, TrialSpec, train_trial
 from bench.space import to_kwargs
 from bench.spec import Suite
 from bench.track import Tracker
@@ -131,6 +140,7 @@ class Worker:
             if run_id is None:
                 name = f"{sp.task.name}/{sp.optimizer.label}"
                 run_id = self.tracker.open_study(self.study_record(sp), name)
+                failpoint("study.parent")
             study.set_user_attr("mlflow_parent", run_id)
 
         return on_create
@@ -251,12 +261,17 @@ class Worker:
         done = {}
         for sp in self.plan.studies:
             done[sp.name] = min(sp.trials, search.finished_slots(self.storage, sp.name))
-            tuning = search.load(self.storage, sp.name) if sp.seeds > 1 else None
-            best = search.best_trial(tuning) if tuning is not None else None
-            if best is not None:
-                name = seeds_study(sp.name, int(best.user_attrs["slot"]))
+            name = self.current_seeds(sp.name) if sp.seeds > 1 else None
+            if name is not None:
                 done[sp.name] += min(sp.seeds - 1, search.finished_slots(self.storage, name))
         return done
+
+    def current_seeds(self, study: str) -> str | None:
+        """The name of the study of the reruns of `study`'s current best configuration (None while the
+        tuning study has no completed trial or does not exist), read without creating anything."""
+        tuning = search.load(self.storage, study)
+        best = search.best_trial(tuning) if tuning is not None else None
+        return None if best is None else seeds_study(study, int(best.user_attrs["slot"]))
 
     # -- one trial ------------------------------------------------------------------------------
     def record_of(
@@ -316,6 +331,7 @@ class Worker:
             run_id = tracker.open_trial(
                 record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
             )
+            failpoint("trial.run")
             trial.set_user_attr("mlflow_run", run_id)
             tracker.log_dict(run_id, suite.resolved, records.RESOLVED_ARTIFACT)
             on_eval = None
@@ -324,15 +340,20 @@ class Worker:
                 on_eval = search.pruning_callable(trial)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
             self.display.begin(f"{sp.name} {label}", sp.task.steps)
-            with tracker.metrics_writer(run_id) as log_metrics:
-                result = train_trial(
-                    trial_spec(suite, sp, hparams, seed),
-                    log_metrics=log_metrics,
-                    on_eval=on_eval,
-                    on_step=self.display.step,
-                )
-            summary = summary_of(result)
-            tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+            try:
+                with tracker.metrics_writer(run_id) as log_metrics:
+                    result = train_trial(
+                        trial_spec(suite, sp, hparams, seed),
+                        log_metrics=recording(log_metrics),
+                        on_eval=on_eval,
+                        on_step=self.display.step,
+                    )
+                summary = summary_of(result)
+                tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+            except BaseException:  # not the trial's failure: this attempt is void, its slot goes back
+                self.void(run_id, trial.number)
+                raise
+            failpoint("trial.recorded")
             for key, value in (("outcome", summary.outcome), ("value", summary.value),
                                ("steps", summary.steps), ("time_s", summary.time_s)):  # fmt: skip
                 finite = not isinstance(value, float) or math.isfinite(value)
@@ -346,6 +367,12 @@ class Worker:
             return summary.value if ok else worst
 
         return run
+
+    def void(self, run_id: str, number: int) -> None:
+        """Retire the run of an attempt that did not finish. Best effort: when the store itself is what
+        failed (a full disk), the next run's repair retires it (`bench.repair`)."""
+        with contextlib.suppress(Exception):
+            self.tracker.retire(run_id, f"attempt interrupted (optuna trial {number}); slot re-enqueued")
 
     # -- the loop -------------------------------------------------------------------------------
     def spent(self, study: Any, *, log: bool = False, metric: str = "value") -> float:
@@ -375,9 +402,9 @@ class Worker:
         normally; the slots left stay waiting, so a larger cap resumes them). True when capped."""
         cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
-        search.fail_stale(study)
         ran = False
         while True:
+            search.repair_slots(study)  # dead workers' trials failed, lost slots back in the queue
             spent = self.spent(study, log=ran, metric=sp.task.metric) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
@@ -393,27 +420,59 @@ class Worker:
             ran = True
 
     def work(self, poll_s: float = 2.0) -> None:
-        """Run slots until every study of the plan (and its seed reruns) is finished."""
+        """Run slots until every study of the plan (and its seed reruns) is finished: every slot holds a
+        finished trial (a capped study: none is running). Starts and ends by retiring the MLflow runs
+        earlier attempts left behind (`bench.repair`)."""
+        self.retire_orphans()
         while True:
             busy = False
             for sp in self.plan.studies:
                 tuning = self.open_tuning(sp)
                 capped = self.drain(sp, tuning, tuning=True)
-                waiting, running = search.pending(tuning)
-                waiting = 0 if capped else waiting
-                if waiting or running:
+                if search.running_slots(tuning) or (not capped and search.unfinished_slots(tuning)):
                     busy = True
                     continue
                 reruns = self.open_seeds(sp, tuning) if sp.seeds > 1 else None
                 if reruns is not None:
                     self.drain(sp, reruns)
-                    if any(search.pending(reruns)):
+                    if search.running_slots(reruns) or search.unfinished_slots(reruns):
                         busy = True
                         continue
                 self.close_study(sp, tuning)
             if not busy:
-                return
+                break
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
+        self.retire_orphans()
+
+    def retire_orphans(self) -> None:
+        """Retire the trial runs no finished or running Optuna trial stands behind (see bench.repair)."""
+
+        seeds: dict[str, str | None] = {}
+
+        def study_of(record: TrialRecord) -> str | None:
+            if record.kind != SEED:
+                return record.study
+            # reruns of a superseded best are retired as such (`retire_superseded_seeds`)
+            if record.study not in seeds:
+                seeds[record.study] = self.current_seeds(record.study)
+            return seeds[record.study]
+
+        retired = repair.retire_orphans(self.tracker, self.storage, study_of)
+        if retired:
+            self.display.say(f"bench: retired {len(retired)} MLflow run(s) of attempts that did not finish")
+
+
+def recording(log_metrics: LogMetrics) -> LogMetrics:
+    """`log_metrics` whose failures say they are the recording's, not the trial's (`RecordError`): the
+    runner raises them instead of ending the trial as `error`, and the slot goes back to the queue."""
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        try:
+            log_metrics(metrics, step)
+        except Exception as exc:
+            raise RecordError(f"writing the trial's curves failed: {exc}") from exc
+
+    return log
 
 
 def say_recorded(recorded: Mapping[str, int], total: int, display: Display) -> None:
@@ -433,13 +492,16 @@ def spawned_worker(path: Path, overrides: dict[str, Any], queue: Any, threads: i
     overrides, then work on the shared studies, sending its lines to the first process's display."""
     torch.set_num_threads(threads)
     relay = Relay(queue)
+    named: dict[str, str] = {}
     try:
         suite = load_suite(path, overrides)
+        named = stores(suite.settings)
         Worker(suite, make_plan(suite), relay).work()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except BaseException:
-        relay.say(f"bench: worker process {os.getpid()} failed:\n{traceback.format_exc().rstrip()}")
+    except BaseException as exc:
+        why = explain(exc, named) or traceback.format_exc().rstrip()
+        relay.say(f"bench: worker process {os.getpid()} failed:\n{why}")
         raise SystemExit(1) from None
 
 
@@ -477,6 +539,8 @@ def run_suite(
     instead (then never live)."""
     plan = make_plan(suite)
     distributed.check(suite, workers)
+    if distributed.is_leader():
+        preflight.check(suite, leaderboard=leaderboard)  # before any store is touched or trial trained
     distributed.setup(suite.trainer.accelerator)
     if not distributed.is_leader():
         follow_leader(suite, plan)
@@ -491,11 +555,6 @@ def run_suite(
     with display:
         if suite.settings.standins:
             write_standins(suite.settings.data_root, display.say)
-        procs, queue, pump = [], None, None
-        if workers > 1:
-            queue = multiprocessing.get_context("spawn").Queue()
-            pump = display.serve(queue)
-            procs = spawn_workers(suite, workers - 1, queue)
         display.say(
             f"bench: suite '{suite.name}': {len(plan.studies)} studies, {total} trials, {workers} worker(s)"
         )
@@ -507,10 +566,16 @@ def run_suite(
             display.say(
                 f"bench: each trial runs on {distributed.world_size()} processes ({distributed.launcher()}){off}"
             )
+        procs, queue, pump = [], None, None
         worker: Worker | None = None
         try:
-            worker = Worker(suite, plan, display)
+            worker = Worker(suite, plan, display)  # opens (or creates) the stores
+            preflight.check_artifacts(suite, worker.tracker.artifact_location)  # before any training
             say_recorded(worker.recorded(), total, display)
+            if workers > 1:
+                queue = multiprocessing.get_context("spawn").Queue()
+                pump = display.serve(queue)
+                procs = spawn_workers(suite, workers - 1, queue)
             worker.work()
         except BaseException:
             for p in procs:  # the first process failed or was interrupted: so is the run

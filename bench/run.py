@@ -10,6 +10,8 @@ returns a `TrialResult`. Every way a trial can end is an outcome, never an excep
   first value (noticed two steps late on a GPU, whose loss is read back without waiting: `bench.monitor`),
   or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
   pruned: the caller's `on_eval` said stop;  error: anything else, with the traceback in `error`.
+  Not outcomes, raised instead: Ctrl-C/SIGTERM, and failures that are not the trial's (a full disk, or
+  a `bench.faults.RecordError` from a callable that records; see `bench.faults.not_the_trials`).
 
 What crosses into the runner is plain callables, so neither the tuner nor the tracker is imported here:
 
@@ -50,6 +52,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.distributed import on_device, per_device_batch, shard_loader
+from bench.faults import failpoint, not_the_trials
 from bench.monitor import LossReadback, StepThroughput, readback_lag
 from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
@@ -253,6 +256,7 @@ class BenchModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and outputs is not None:
             self.ema.update_parameters(self.model)
+        failpoint("trial.step")
         if self.on_step is not None:
             self.on_step(self.global_step)
 
@@ -466,7 +470,8 @@ def train_trial(
                 elif module.pruned_at is not None:  # `on_eval` hears the final evaluation too
                     outcome = "pruned"
         except BaseException as exc:  # every ending is an outcome; Ctrl-C and SIGTERM stop the suite
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
+            # ... and so does a failure that is not the trial's: a full disk, a callable that records
+            if isinstance(exc, KeyboardInterrupt | SystemExit) or not_the_trials(exc):
                 raise
             if _is_oom(exc):
                 outcome, error = "oom", f"{type(exc).__name__}: {exc}"

@@ -10,21 +10,24 @@ adaptive protocols (tpe, cmaes) get empty slots that the sampler fills at sugges
 ever pop slots, so N workers on one study (one process, several processes, several machines sharing
 a PostgreSQL storage) run exactly the budget between them.
 
+**Resume, and nothing lost.** A slot ends finished (a COMPLETE or PRUNED trial) or back in the queue,
+whatever happens. `repair_slots(study)`, which every worker runs before each trial it pops, under the
+store's lock (`bench.locks`), fails the running trials whose process is dead and re-enqueues every slot
+none of whose trials is finished, running or waiting, with the same parameters and user attrs (including
+the MLflow run id of the dead attempt, which the engine then retires). A trial is dead when its heartbeat
+is stale (RDB storages: Optuna's heartbeat, 3 beats of grace), when the process recorded on it
+(`bench.worker`: this machine, pid) is gone, or when it was popped but never got as far as recording its
+process. Because the re-enqueue is done by the repair and not by a callback right after failing the
+trial, a worker killed between the two leaves a slot the next repair finds; because the repair holds the
+lock, two workers never re-enqueue one slot twice. A journal-file storage has no heartbeat: a trial whose
+machine died is recovered only on an RDB storage. `finished(study, n)` says whether every slot is done.
+
 **Extending.** A study opened with more slots than it holds (the suite's `tuning.trials` was raised) gets
 the missing ones enqueued, once, by whichever worker takes the extension's lock (the creation of a small
 marker study, atomic in every storage; see `_extend`). Non-adaptive protocols draw their configurations
 from a seeded sequence whose first N draws do not depend on how many are drawn, so the recorded slots
 keep exactly their configurations and the new ones get the next draws; adaptive protocols' new slots are
 proposed from the recorded trials, as they would have been in one longer run.
-
-**Resume.** RDB storages run with a heartbeat: a trial whose process died (kill -9, a lost node)
-stops beating, is failed after the grace period by `fail_stale_trials`, and Optuna's
-`RetryHeartbeatStaleTrialCallback` re-enqueues it with the same parameters and user attrs (including the
-MLflow run id of the dead attempt, which the engine then retires). A rerun of the suite therefore
-finishes every slot exactly once. Journal-file storage has no heartbeat in Optuna: each trial records
-the process running it (`bench.worker`, host:pid), and a worker on the same machine that finds that
-process gone fails and re-enqueues the trial the same way; a trial whose machine died can only be
-recovered on an RDB storage.
 
 Adaptive samplers are made afresh for every trial, seeded with (sampler seed, trial number), so
 workers and resumed runs never repeat each other's random draws (see `TrialSeeded`).
@@ -37,12 +40,14 @@ Optuna, and this module nothing of Lightning.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +58,26 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from bench.retry import schema_race, sqlite_wal
+from bench.faults import failpoint
+from bench.locks import create_once, sqlite_wal, store_lock
 from bench.schema import PROTOCOLS, PRUNERS
 from bench.space import Float, Int, Param, grid, grid_size
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class _NoFailedTrialWarnings(logging.Filter):
+    """Optuna logs every failed trial with its traceback. bench's trials fail in Optuna only when they did
+    not run (a worker that lost the race for the last slot) or were interrupted (Ctrl-C, a full disk),
+    and bench says so itself: the traceback would only bury that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.getMessage().startswith("Trial ") and " failed with parameters" in record.getMessage()
+        )
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoFailedTrialWarnings())
 # Heartbeats, stale-trial retry and QMC are marked experimental by Optuna; we rely on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -73,27 +93,53 @@ class ExcessTrial(Exception):
 
 
 def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL: `sqlite:///path.db`, `postgresql://...` (RDB, with heartbeat and
-    retry of dead trials), or a path ending in `.log` / `journal:path` (journal file)."""
+    """An Optuna storage for a URL: `sqlite:///path.db`, `postgresql://...` (RDB, with heartbeat), or a
+    path ending in `.log` / `journal:path` (journal file). First use is serialized by the store's lock
+    (`bench.locks`): however many workers start at once, one creates the tables, the others find them."""
     if url.endswith(".log") or url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        sqlite_wal(url)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return schema_race(  # workers started together on a fresh database race to create its tables
-        lambda: RDBStorage(
-            url,
+
+    def make(at: str) -> RDBStorage:
+        # No stale-trial callback: failed trials are re-enqueued by `repair_slots`, under the lock.
+        return RDBStorage(
+            at,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=max(1, int(heartbeat_s)),
             grace_period=max(2, int(3 * heartbeat_s)),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
-    )
+
+    create_once(url, lambda at: make(at).engine.dispose())
+    with store_lock(url):
+        sqlite_wal(url)
+        return make(url)
+
+
+def _unwrapped(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The RDB or journal storage under Optuna's cache (a study's `_storage` is the cache)."""
+    while not isinstance(storage, RDBStorage | JournalStorage) and hasattr(storage, "_backend"):
+        storage = storage._backend  # private: Optuna's _CachedStorage keeps the RDB storage there
+    return storage
+
+
+def storage_url(storage: optuna.storages.BaseStorage) -> str:
+    """The URL a storage was opened with: what `bench.locks` locks ("" for an in-memory storage, which
+    one process owns). A study's storage is Optuna's cache around the RDB storage: unwrapped here, since
+    a lock taken on the wrong name would silently lock nothing."""
+    inner = _unwrapped(storage)
+    if isinstance(inner, JournalStorage):
+        return "journal:" + str(inner._backend._file_path)  # private: Optuna keeps no public path
+    if isinstance(inner, RDBStorage):
+        return str(inner.url)
+    if isinstance(inner, optuna.storages.InMemoryStorage):
+        return ""
+    raise TypeError(f"bench does not know how to lock a {type(storage).__name__}")
 
 
 def distribution(param: Param) -> BaseDistribution:
@@ -157,7 +203,9 @@ class TrialSeeded(optuna.samplers.BaseSampler):
 
 
 def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
-    if protocol == "random" or protocol == "defaults":
+    # An empty space has nothing to sample: its one slot runs the defaults, whatever the protocol (Optuna's
+    # grid sampler cannot even finish a trial over an empty grid: KeyError 'grid_id').
+    if protocol == "random" or protocol == "defaults" or not space:
         return optuna.samplers.RandomSampler(seed=seed)
     if protocol == "qmc":
         return optuna.samplers.QMCSampler(
@@ -234,41 +282,36 @@ def open_study(
     on_extend: Callable[[optuna.Study, int, int], None] | None = None,  # (study, had, now); idempotent
     wait_s: float = 30.0,
 ) -> tuple[optuna.Study, bool]:
-    """Open (or atomically create) a study whose budget is `slots`. Returns (study, created).
+    """Open (or create) a study whose budget is `slots`. Returns (study, created).
 
-    The creator enqueues every slot and then marks the study ready; other workers wait for that mark.
-    A creator that died before marking is repaired by the next worker (missing slots enqueued). A study
-    holding fewer slots than `slots` is extended (`_extend`); one holding more is left as it is (the
-    caller decides whether a smaller budget is acceptable: `slot_count`).
+    Under the store's lock: the creator sets the study's attrs, calls `on_create`, enqueues every slot
+    and marks the study ready. A study found without the mark (its creator died half-way) is finished
+    the same way by whoever opens it next: `on_create` again (idempotent by contract), missing slots only.
+    A study holding fewer slots than `slots` is extended (`_extend`); one holding more is left as it is
+    (the caller decides whether a smaller budget is acceptable: `slot_count`).
     """
     sampler = make_sampler(protocol, seed, space)
-    try:
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner
-        )
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
-        created = False
-    if created:
-        for key, value in (study_attrs or {}).items():
-            study.set_user_attr(key, value)
-        if on_create is not None:
-            on_create(study)
-        _enqueue_missing(study, slots, slot_attrs)
-        study.set_user_attr("bench.ready", True)
-        return study, True
-    deadline = time.monotonic() + wait_s
-    while not study.user_attrs.get("bench.ready"):
-        if time.monotonic() > deadline:  # the creator died mid-way: finish its work
-            if on_create is not None:  # idempotent by contract
+    with store_lock(storage_url(storage)):
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner
+            )
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+            created = False
+        if not study.user_attrs.get("bench.ready"):
+            failpoint("study.created")
+            for key, value in (study_attrs or {}).items():
+                if key not in study.user_attrs:  # a dead creator may have set some
+                    study.set_user_attr(key, value)
+            if on_create is not None:
                 on_create(study)
             _enqueue_missing(study, slots, slot_attrs)
             study.set_user_attr("bench.ready", True)
-            break
-        time.sleep(0.5)
-    _extend(storage, study, slots, slot_attrs, on_extend, wait_s)
-    return study, False
+    if not created:
+        _extend(storage, study, slots, slot_attrs, on_extend, wait_s)
+    return study, created
 
 
 def slot_count(study: optuna.Study) -> int:
@@ -340,25 +383,60 @@ def _enqueue_missing(
             continue
         attrs = {"slot": i, **(slot_attrs[i] if slot_attrs else {})}
         study.enqueue_trial(dict(params), user_attrs=attrs, skip_if_exists=False)
+        failpoint("study.slot")
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail and re-enqueue the running trials whose process died: by heartbeat on RDB storages; on a
-    journal file (no heartbeat in Optuna) those whose recorded worker is a dead process of this machine."""
-    optuna.storages.fail_stale_trials(study)
+NEVER_STARTED_S = 60.0  # + grace: a popped trial that never recorded its process is dead (clock skew margin)
+
+
+def worker_id() -> str:
+    """This process, as recorded on the trial it runs (`bench.worker`): host/boot id:pid."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}:{os.getpid()}"
+
+
+def _dead(trial: FrozenTrial, here: str, grace_s: float) -> bool:
+    """Whether a RUNNING trial's process is certainly gone: it ran on this machine (same host and boot)
+    and its pid is dead, or it was popped long ago and never recorded which process took it (killed
+    between Optuna's pop and the objective's first line: no heartbeat either)."""
+    worker = trial.user_attrs.get("bench.worker")
+    if worker is None:
+        started = trial.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() > grace_s + NEVER_STARTED_S
+    where, _, pid = str(worker).rpartition(":")
+    return where == here and pid.isdigit() and not _alive(int(pid))
+
+
+def fail_stale(study: optuna.Study) -> list[int]:
+    """Mark FAIL the running trials whose process died: a stale heartbeat (RDB storages), a dead process
+    of this machine, a trial popped but never started (see `_dead`). Returns their numbers. Re-enqueuing
+    their slots is `requeue_lost_slots`'s job (see `repair_slots`)."""
     storage = study._storage  # private, as in Optuna's own fail_stale_trials
-    if not isinstance(storage, JournalStorage):
-        return
-    host = socket.gethostname()
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)  # heartbeats; the storage has no callback to re-enqueue
+    grace = float(getattr(_unwrapped(storage), "grace_period", None) or 0.0)
+    here = worker_id().rpartition(":")[0]
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        where, _, pid = str(t.user_attrs.get("bench.worker", "")).rpartition(":")
-        if where != host or not pid.isdigit() or _alive(int(pid)):
-            continue  # another machine's trials need a heartbeat (an RDB storage) to be recovered
+        if not _dead(t, here, grace):
+            continue
         try:
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker failed it first, and retries it
-        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, storage.get_trial(t._trial_id))
+            continue  # it ended meanwhile, or another worker failed it first
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    return sorted(after - before)
+
+
+def repair_slots(study: optuna.Study) -> list[int]:
+    """Under the store's lock: fail the trials of dead processes, then put back in the queue every slot
+    left without a live trial. Returns the slots re-enqueued. Every worker runs it before each trial."""
+    with store_lock(storage_url(study._storage)):
+        if fail_stale(study):
+            failpoint("stale.failed")
+        return requeue_lost_slots(study)
 
 
 def _alive(pid: int) -> bool:
@@ -390,29 +468,31 @@ def pending(study: optuna.Study) -> tuple[int, int]:
     return c.get("WAITING", 0), c.get("RUNNING", 0)
 
 
-def run_one(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    *,
-    catch: tuple[type[Exception], ...] = (),
-) -> None:
-    """Pop one slot and run `objective` on it (with heartbeat and stale-trial recovery). The trial records
-    which process runs it (`bench.worker`: host:pid), for recovery without a heartbeat."""
+def run_one(study: optuna.Study, objective: Callable[[optuna.Trial], float]) -> None:
+    """Pop one slot and run `objective` on it (with a heartbeat). The trial records which process runs it
+    (`bench.worker`). When `objective` raises (Ctrl-C, SIGTERM, a full disk, a bug), Optuna fails the
+    trial and its slot is put back in the queue before the exception goes on."""
 
     def run(trial: optuna.Trial) -> float:
-        trial.set_user_attr("bench.worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("bench.worker", worker_id())
         return objective(trial)
 
     try:
-        study.optimize(run, n_trials=1, catch=(ExcessTrial, *catch), gc_after_trial=False)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: Optuna failed the trial; give its slot back
-        requeue_lost_slots(study)
+        study.optimize(run, n_trials=1, catch=(ExcessTrial,), gc_after_trial=False)
+    except BaseException:
+        failpoint("trial.failed")
+        try:
+            with store_lock(storage_url(study._storage)):
+                requeue_lost_slots(study)
+        except Exception:  # the store itself is failing (a full disk): the next run's repair does it
+            pass
         raise
 
 
 def requeue_lost_slots(study: optuna.Study) -> list[int]:
     """Re-enqueue every slot none of whose trials is finished, running or waiting (its last attempt
-    failed: an interrupted run), with the failed attempt's parameters and user attrs."""
+    failed), with the failed attempt's parameters and user attrs. Call it under the store's lock (see
+    `repair_slots`), so that no two workers re-enqueue the same slot."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     trials = study.get_trials(deepcopy=False)
     alive = {t.user_attrs.get("slot") for t in trials if t.state in live}
@@ -424,6 +504,32 @@ def requeue_lost_slots(study: optuna.Study) -> list[int]:
     for t in lost.values():
         RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
     return sorted(lost)
+
+
+def unfinished_slots(study: optuna.Study) -> list[int]:
+    """The slots of a (ready) study that no finished (COMPLETE or PRUNED) trial fills yet: waiting,
+    running, or lost until the next `repair_slots`."""
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("slot") for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    return sorted({t.user_attrs["slot"] for t in trials if "slot" in t.user_attrs} - done)
+
+
+def running_slots(study: optuna.Study) -> list[int]:
+    """The slots a worker is running now (or that died without being failed yet)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sorted({t.user_attrs["slot"] for t in running if "slot" in t.user_attrs})
+
+
+def trial_states(storage: optuna.storages.BaseStorage, name: str) -> dict[int, tuple[str, Any]] | None:
+    """Trial number -> (state name, the MLflow run it recorded) of study `name`; None when the storage
+    has no such study."""
+    try:
+        study = optuna.load_study(storage=storage, study_name=name, sampler=optuna.samplers.RandomSampler())
+    except KeyError:
+        return None
+    return {
+        t.number: (t.state.name, t.user_attrs.get("mlflow_run")) for t in study.get_trials(deepcopy=False)
+    }
 
 
 def is_slot(trial: optuna.Trial) -> bool:

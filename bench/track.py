@@ -15,7 +15,8 @@ writes with `MlflowClient.log_batch` (every 30 s, every 1,000 values, and when t
 synchronous call per batch, instead of Lightning's MLFlowLogger whose asynchronous queue costs about a
 second per trial to shut down.
 
-Creating the experiment retries while other workers create the same database (`bench.retry`).
+First use of a database store (creating or migrating its tables, creating the experiment) runs under
+the store's lock (`bench.locks`), so workers started together on a fresh store never race.
 
 **What the MLflow UI shows.** The experiment is tagged as a model-training experiment
 (`mlflow.experimentKind`, which MLflow 3's UI reads to open it on its runs table instead of the GenAI
@@ -33,6 +34,7 @@ a run against `sqlite:////tmp/x/mlflow.db` keeps everything under /tmp/x.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -54,11 +56,24 @@ from mlflow.utils.mlflow_tags import (
 )
 
 from bench import records
+from bench.faults import failpoint
+from bench.locks import create_once, sqlite_wal, store_lock
+from bench.outcomes import OUTCOMES
 from bench.records import RunFields, StudyRecord, TrialRecord
-from bench.retry import schema_race, sqlite_wal
 from bench.spec import Suite
 
 BATCH = 1000  # MLflow's limit on metrics per log_batch request; params and tags: 100
+
+
+class _NoCaughtDatabaseErrors(logging.Filter):
+    """MLflow logs every database error with its traceback before raising it again as an MlflowException;
+    bench reports what it raises (a full disk, a damaged store: `bench.faults.explain`), once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SQLAlchemy database error")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoCaughtDatabaseErrors())
 PARAM_CHARS, TAG_CHARS = 6000, 5000  # value lengths every MLflow backend accepts
 # MLflow 3's experiment kinds (its UI's `ExperimentKind`): this one opens on the runs table, not GenAI.
 EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -88,6 +103,8 @@ class MetricsWriter:
     def flush(self) -> None:
         buffer, self._buffer = self._buffer, []
         self._since = time.monotonic()
+        if buffer:
+            failpoint("trial.metrics")
         for i in range(0, len(buffer), self.size):
             self.client.log_batch(self.run_id, metrics=buffer[i : i + self.size])
 
@@ -147,12 +164,14 @@ class Tracker:
     def __init__(
         self, tracking_uri: str, experiment: str, *, description: str | None = None, source: str | None = None
     ):
-        sqlite_wal(tracking_uri)  # creates the file's folder too
         self.uri, self.name, self.source = tracking_uri, experiment, source
         # Creating the client creates (or migrates) the store's tables: the first thing workers race on.
-        self.client = schema_race(lambda: MlflowClient(tracking_uri=tracking_uri))
-        self.experiment_id = schema_race(lambda: self._experiment(experiment))
-        self._describe(records.experiment_note(experiment, description))
+        create_once(tracking_uri, lambda at: MlflowClient(tracking_uri=at))
+        with store_lock(tracking_uri):
+            sqlite_wal(tracking_uri)
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self.experiment_id = self._experiment(experiment)
+            self._describe(records.experiment_note(experiment, description))
 
     @classmethod
     def for_suite(cls, suite: Suite) -> Tracker:
@@ -171,7 +190,7 @@ class Tracker:
         location = (root / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).as_uri() if root else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created concurrently by another worker
+        except MlflowException:  # created meanwhile by a worker through an MLflow server (no lock there)
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 raise
@@ -223,6 +242,11 @@ class Tracker:
         """The suite's own run (found, or made), which holds the leaderboard files."""
         key = records.suite_key(suite)
         return self.find_run(key) or self.create_run(suite, key, note=records.suite_note(suite))
+
+    @property
+    def artifact_location(self) -> str:
+        """Where the experiment's artifacts go (a local directory, or a server's or object store's URI)."""
+        return str(self.client.get_experiment(self.experiment_id).artifact_location)
 
     def metrics_writer(self, run_id: str) -> MetricsWriter:
         return MetricsWriter(self.client, run_id)
@@ -286,6 +310,7 @@ class Tracker:
         so each trial appears exactly once among the experiment's active runs."""
         try:
             self.client.set_tag(run_id, records.RETIRED, reason)
+            failpoint("retire.tagged")
             self.client.set_terminated(run_id, "KILLED")
             self.client.delete_run(run_id)
         except MlflowException:
@@ -340,9 +365,11 @@ class Tracker:
         return out
 
     def trials_table(self) -> pd.DataFrame:
-        """Every ended trial of the experiment as the table `bench.score` documents."""
-        rows = [records.table_row(r) for r in self.read_trials() if r.summary is not None]
-        return pd.DataFrame(rows, columns=list(records.COLUMNS))
+        """Every ended trial of the experiment as the table `bench.score` documents. A run whose record
+        was left half-written (no outcome, or one bench does not know) is no trial's result: left out
+        (`bench run` retires it, see `bench.repair`)."""
+        done = [r for r in self.read_trials() if r.summary is not None and r.summary.outcome in OUTCOMES]
+        return pd.DataFrame([records.table_row(r) for r in done], columns=list(records.COLUMNS))
 
     def curves(
         self, run_ids: Mapping[str, str], metric: str

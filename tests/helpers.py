@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,26 @@ def runner_spec(
     )
     (study,) = make_plan(suite).studies
     return trial_spec(suite, study, {"lr": lr}, seed=0)
+
+
+def bench_run(suite: Path, log: Path, *args: str, failpoints: str | None = None) -> subprocess.Popen:
+    """`bench run SUITE --quiet-bars ARGS` as a real process in its own process group (a kill reaches
+    every process it starts), its output appended to `log`; `failpoints` arms `BENCH_FAILPOINTS`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env.pop("BENCH_FAILPOINTS", None)
+    if failpoints:
+        env["BENCH_FAILPOINTS"] = failpoints
+    with log.open("a") as out:
+        out.write(f"\n=== bench run {' '.join(args)} failpoints={failpoints}\n")
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(suite), "--quiet-bars", *args],
+        cwd=suite.parent,
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def trial_runs(directory: Path, *, active_only: bool = True) -> list[dict[str, str]]:

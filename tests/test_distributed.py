@@ -102,6 +102,27 @@ def test_multi_device_trainer_without_a_launcher_names_the_torchrun_command(
         distributed.check(every_gpu)
 
 
+def test_gpus_this_machine_does_not_have_are_refused_before_anything_runs(
+    tmp_path, plain_process, monkeypatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    no_gpu = load_suite(write_suite(tmp_path, trainer={"accelerator": "gpu", "devices": 1}))
+    with pytest.raises(SpecError, match=r"tiny.yaml: trainer.accelerator: gpu asks for CUDA GPUs, but this machine has none"):  # fmt: skip
+        distributed.check(no_gpu)
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    launched(monkeypatch, 4)  # torchrun --nproc_per_node 4 on a 2-GPU machine
+    four = load_suite(write_suite(tmp_path, trainer={"accelerator": "gpu", "devices": 4, "strategy": "ddp"}))
+    with pytest.raises(SpecError, match=r"trainer.devices: 4 GPUs per node, but this machine has 2"):
+        distributed.check(four)
+    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var)
+    named = load_suite(write_suite(tmp_path, trainer={"accelerator": "cuda", "devices": "0,3"}))
+    with pytest.raises(SpecError, match=r"'0,3' names GPU 3, but this machine has GPUs 0-1"):
+        distributed.check(named)
+    distributed.check(load_suite(write_suite(tmp_path, trainer={"accelerator": "gpu", "devices": 1})))
+
+
 def test_launch_must_match_devices_batch_must_split_and_workers_are_refused(
     tmp_path, plain_process, monkeypatch
 ) -> None:

@@ -159,3 +159,52 @@ def test_two_workers_fill_one_study_on_postgres_exactly_once(postgres: str, tmp_
     assert "sgd" in (tmp_path / "leaderboards" / "shared.md").read_text()
     studies = client.search_runs([exp.experiment_id], "tags.`bench.kind` = 'study'")
     assert {r.info.status for r in studies} == {"FINISHED"} and len(studies) == len(OPTIMIZERS)
+
+
+OPEN_BOTH = """
+import sys, time
+from pathlib import Path
+from bench import search
+from bench.track import Tracker
+gate, storage, tracking = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+gate.with_name(f"ready-{sys.argv[4]}").touch()
+while not gate.exists():
+    time.sleep(0.005)
+search.open_storage(storage)
+Tracker(tracking, "race")
+"""
+
+
+def test_four_processes_opening_fresh_postgres_stores_at_once_all_succeed(
+    postgres: str, tmp_path: Path
+) -> None:
+    # Fresh databases: the tables are created under an advisory lock, by one process; the rest find them.
+    import psycopg2
+
+    con = psycopg2.connect(postgres.replace("postgresql+psycopg2://", "postgresql://") + "/postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("CREATE DATABASE optuna_race")
+        cur.execute("CREATE DATABASE mlflow_race")
+    con.close()
+    storage, tracking = f"{postgres}/optuna_race", f"{postgres}/mlflow_race"
+    gate = tmp_path / "gate"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_BOTH, str(gate), storage, tracking, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    deadline = time.monotonic() + 300
+    while len(list(tmp_path.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gate.touch()
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n-----\n".join(o[-3000:] for o in outs)
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient(tracking_uri=tracking).get_experiment_by_name("race") is not None

@@ -1,78 +1,19 @@
-"""Resume after a hard kill: `bench run` is SIGKILLed mid-trial, the same command is run again, and every
-slot ends up finished exactly once, in Optuna and in MLflow."""
+"""Resume after a hard kill: `bench run` is SIGKILLed mid-trial (at the `trial.step` fail point), the same
+command is run again, and every slot ends up finished exactly once, in Optuna and in MLflow."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import run_statuses, trial_runs, write_suite
+from helpers import bench_run, run_statuses, trial_runs, write_suite
 from optuna.trial import TrialState
 
 STUDY = "resume.digits_cnn.adamw"
 BUDGET = 3
-
-
-def bench_run(suite: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(suite), "--no-leaderboard"],
-        cwd=suite.parent,
-        env=env,
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the kill reaches everything it started
-    )
-
-
-def trial_states(db: Path) -> list[tuple[int, str, bool]]:
-    """(id, state, has an MLflow run yet) of every trial, read straight from Optuna's SQLite tables."""
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return con.execute(
-            "SELECT t.trial_id, t.state, EXISTS (SELECT 1 FROM trial_user_attributes a "
-            "WHERE a.trial_id = t.trial_id AND a.key = 'mlflow_run') FROM trials t"
-        ).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
-
-
-def training(db: Path) -> set[int]:
-    """Trials running with their MLflow run created, once at least one trial has completed."""
-    states = trial_states(db)
-    if not any(state == "COMPLETE" for _, state, _ in states):
-        return set()
-    return {trial for trial, state, has_run in states if state == "RUNNING" and has_run}
-
-
-def kill_mid_trial(proc: subprocess.Popen, db: Path, log: Path, timeout_s: float = 300.0) -> None:
-    """SIGKILL the run while its second (or later) trial is training."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"bench run ended before it could be killed:\n{log.read_text()}"
-        running = training(db)
-        if running:
-            time.sleep(1.0)  # past creating its run: into Trainer.fit
-            if running & training(db):  # still the same trial: kill now
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"no trial was running after {timeout_s}s:\n{log.read_text()}")
 
 
 @pytest.mark.slow
@@ -80,7 +21,7 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     suite = write_suite(
         tmp_path,
         name="resume",
-        tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 100}],  # seconds per trial: killable
+        tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 100}],  # the kill lands at step 100 of 200
         optimizers=["adamw"],
         # tpe: an adaptive protocol, whose slots get their parameters only when a trial starts
         tuning={"protocol": "tpe", "trials": BUDGET, "seeds": 1},
@@ -93,7 +34,10 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     )
     log = tmp_path / "run.log"
     db = tmp_path / ".bench" / "optuna.db"
-    kill_mid_trial(bench_run(suite, log), db, log)
+    # SIGKILLed by its own fail point half-way through its second trial (its 300th step): deterministic,
+    # however fast the machine trains (polling the store and killing from outside lost that race).
+    killed_run = bench_run(suite, log, "--no-leaderboard", failpoints="trial.step@300")
+    assert killed_run.wait(timeout=400) == -signal.SIGKILL, log.read_text()
 
     storage = f"sqlite:///{db}"
     killed = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
@@ -101,7 +45,7 @@ def test_a_killed_run_resumes_and_finishes_every_slot_exactly_once(tmp_path: Pat
     assert sum(t.state == TrialState.COMPLETE for t in killed) >= 1
     dead_run = dead.user_attrs["mlflow_run"]
 
-    resumed = bench_run(suite, log)  # the same command again
+    resumed = bench_run(suite, log, "--no-leaderboard")  # the same command again
     assert resumed.wait(timeout=400) == 0, log.read_text()
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()

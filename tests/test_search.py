@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +172,6 @@ def test_open_study_repairs_a_study_whose_creator_died_half_way(tmp_path: Path) 
         storage,
         [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}],
         on_create=lambda st: (hooks.append("parent"), st.set_user_attr("mlflow_parent", "run-1")),
-        wait_s=0.2,
     )
     assert not created and hooks == ["parent"]
     assert study.user_attrs["bench.ready"] is True and study.user_attrs["mlflow_parent"] == "run-1"
@@ -231,13 +229,13 @@ def test_journal_storage_retries_the_trials_of_dead_processes_of_this_machine(tm
     url = str(tmp_path / "journal.log")
     study, _ = open_tiny(search.open_storage(url), [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}])
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    host = socket.gethostname()
-    for worker in (f"{host}:{int(gone.stdout)}", f"{host}:{os.getpid()}", "another-machine:1"):
+    here = search.worker_id().rpartition(":")[0]  # this machine: host and boot id
+    for worker in (f"{here}:{int(gone.stdout)}", search.worker_id(), "another-machine/0:1"):
         study.ask().set_user_attr("bench.worker", worker)  # slots 0, 1, 2 popped by these workers
 
     # A second worker process opens the same journal and finds the dead process's trial.
     other = search.open_storage(url)
-    search.fail_stale(optuna.load_study(storage=other, study_name="s"))
+    assert search.repair_slots(optuna.load_study(storage=other, study_name="s")) == [0]
     dead, live, elsewhere, *retries = study.get_trials()
     assert dead.state == TrialState.FAIL
     assert live.state == elsewhere.state == TrialState.RUNNING  # alive, or not ours to judge
@@ -245,11 +243,90 @@ def test_journal_storage_retries_the_trials_of_dead_processes_of_this_machine(tm
     assert retry.state == TrialState.WAITING and retry.user_attrs["slot"] == 0
     assert retry.system_attrs["fixed_params"] == {"lr": 0.01} and retry.system_attrs["failed_trial"] == 0
 
-    search.fail_stale(study)  # the first worker looks too: nothing left to do
+    assert search.repair_slots(study) == []  # the first worker looks too: nothing left to do
     assert len(study.get_trials()) == 4
     # Two workers failing the same trial at once: the journal rejects the second, which enqueues nothing.
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         other.set_trial_state_values(dead._trial_id, TrialState.FAIL)
+
+
+def test_a_slot_whose_trial_failed_without_a_retry_goes_back_to_the_queue(tmp_path: Path) -> None:
+    # The issue's lost slot: a worker failed a dead trial and was killed before re-enqueuing it.
+    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
+    study, _ = open_tiny(storage, [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}])
+    popped = study.ask()
+    study.tell(popped, state=TrialState.FAIL)  # FAIL, and nothing else
+    assert search.pending(study) == (2, 0) and search.unfinished_slots(study) == [0, 1, 2]
+    assert search.repair_slots(study) == [popped.user_attrs["slot"]]
+    assert search.repair_slots(study) == []  # once
+    ran: list[float] = []
+    while search.pending(study)[0]:
+        search.run_one(study, lambda t: ran.append(t.suggest_float("lr", 1e-3, 1.0, log=True)) or 0.0)
+    assert sorted(ran) == [0.01, 0.1, 0.5] and search.unfinished_slots(study) == []
+
+
+REPAIR = """
+import sys, time
+from pathlib import Path
+import optuna
+from bench import search
+gate, url = Path(sys.argv[1]), sys.argv[2]
+study = optuna.load_study(storage=search.open_storage(url, 1), study_name="s")
+while not gate.exists():
+    time.sleep(0.005)
+print(search.repair_slots(study))
+"""
+
+
+def test_a_study_is_locked_under_its_storage_url(tmp_path: Path) -> None:
+    # Optuna wraps an RDB storage in its cache: a lock named after the wrapper would lock nothing.
+    for url in (f"sqlite:///{tmp_path}/optuna.db", str(tmp_path / "journal.log")):
+        study, _ = open_tiny(search.open_storage(url, 1), [{"lr": 0.1}])
+        assert search.storage_url(study._storage).removeprefix("journal:") == url
+    assert search.storage_url(optuna.create_study()._storage) == ""  # in memory: one process owns it
+
+
+def test_workers_repairing_at_once_re_enqueue_a_lost_slot_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study, _ = open_tiny(search.open_storage(url, 1), [{"lr": 0.01}, {"lr": 0.1}])
+    study.tell(study.ask(), state=TrialState.FAIL)
+    gate = tmp_path / "gate"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", REPAIR, str(gate), url], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    time.sleep(4)  # each has imported Optuna and opened the study
+    gate.touch()
+    outs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert outs == ["[0]", "[]", "[]", "[]"]
+    assert search.counts(study) == {"FAIL": 1, "WAITING": 2}
+
+
+def test_trials_of_dead_processes_are_failed_and_their_slots_requeued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
+    study, _ = open_tiny(storage, [{"lr": 0.01}, {"lr": 0.1}, {"lr": 0.5}])
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    here = search.worker_id().rpartition(":")[0]
+    study.ask().set_user_attr("bench.worker", f"{here}:{int(gone.stdout)}")  # slot 0: its process is gone
+    study.ask()  # slot 1: popped, killed before it recorded its process (and before any heartbeat)
+    study.ask().set_user_attr("bench.worker", search.worker_id())  # slot 2: alive (this process)
+    assert search.repair_slots(study) == [0]  # at once: no heartbeat grace for a pid known dead
+    monkeypatch.setattr(search, "NEVER_STARTED_S", -60.0)  # as if slot 1 had been popped a minute ago
+    assert search.repair_slots(study) == [1]
+    assert search.running_slots(study) == [2]
+
+
+def test_a_grid_over_an_empty_space_runs_its_one_slot(tmp_path: Path) -> None:
+    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_s=1)
+    slots = search.draw_configurations("grid", 0, {}, 1)  # the plan gives an empty space one trial
+    study, _ = search.open_study(
+        storage, "g", direction="minimize", protocol="grid", seed=0, space={},
+        pruner=search.make_pruner("none", 1, 1), slots=slots,
+    )  # fmt: skip
+    search.run_one(study, lambda trial: 1.0)  # Optuna's grid sampler: KeyError 'grid_id' after the trial
+    assert search.counts(study) == {"COMPLETE": 1} and search.unfinished_slots(study) == []
 
 
 def test_best_trial_is_the_best_completed_outcome_only() -> None:

@@ -43,10 +43,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def expectations(path: Path) -> list[str]:
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a fixture may hold bytes that are not UTF-8
     return [
-        line.removeprefix("# expect:").strip()
-        for line in path.read_text().splitlines()
-        if line.startswith("# expect:")
+        line.removeprefix("# expect:").strip() for line in text.splitlines() if line.startswith("# expect:")
     ]
 
 
@@ -536,6 +535,36 @@ def test_hostile_files_get_a_clear_error_fast(tmp_path: Path, text: str, message
         load_suite(path)
     assert time.monotonic() - started < 5
     assert message in str(info.value)
+
+
+BOUNDED = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB of address space at most
+from bench.cli import main
+for path in sys.argv[1:]:
+    started = time.monotonic()
+    code = main(["run", path])
+    print(f"{path}\t{code}\t{time.monotonic() - started:.2f}", flush=True)
+"""
+
+
+def test_every_bad_suite_stops_bench_run_with_a_clear_error_fast_in_bounded_memory(tmp_path: Path) -> None:
+    import subprocess
+
+    before = {p: p.stat().st_mtime_ns for p in (FIXTURES / "bad").rglob("*")}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", BOUNDED, *map(str, BAD)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [r[0] for r in rows] == list(map(str, BAD))
+    assert all(code == "2" and float(seconds) < 5 for _, code, seconds in rows), rows
+    errors = done.stderr.splitlines()
+    assert "Traceback" not in done.stderr and all(e.startswith(("error: ", "bench: ")) for e in errors)
+    assert list(tmp_path.iterdir()) == []  # no store, no directory: nothing written
+    assert {p: p.stat().st_mtime_ns for p in (FIXTURES / "bad").rglob("*")} == before
 
 
 def test_bytes_that_are_not_utf8(tmp_path: Path) -> None:

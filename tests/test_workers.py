@@ -4,40 +4,30 @@ run twice, one MLflow parent run per study."""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from helpers import run_statuses, seeds_study, trial_runs, write_suite
+from helpers import bench_run, run_statuses, seeds_study, trial_runs, write_suite
 from optuna.trial import TrialState
 
 TRIALS, SEEDS, LABELS = 3, 2, ("sgd", "adamw")
 TOTAL = len(LABELS) * (TRIALS + SEEDS - 1)
 
 
-def bench_run(suite: Path, log: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(suite), "--quiet-bars", *args],
-        cwd=suite.parent,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+def both_train(directory: Path) -> str:
+    """Fail points holding each process after its first trial until two processes got there: both train,
+    however fast the first one runs through the budget while the other is still starting."""
+    return f"trial.recorded=wait:2:{directory / 'barrier'}"
 
 
 def make_suite(directory: Path, name: str) -> Path:
     return write_suite(
         directory,
         name=name,
-        # trials of a second or more: a worker process needs seconds to start, and must find work left
         tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 100}],
         optimizers=list(LABELS),
         tuning={"protocol": "tpe", "trials": TRIALS, "seeds": SEEDS},
@@ -112,7 +102,7 @@ def check_every_trial_ran_once(directory: Path, suite: str, logs: list[Path]) ->
 def test_workers_flag_shares_the_suite_between_processes(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, "pair")
     log = tmp_path / "run.log"
-    proc = bench_run(suite, log, "--workers", "2")
+    proc = bench_run(suite, log, "--workers", "2", failpoints=both_train(tmp_path))
     assert proc.wait(timeout=600) == 0, log.read_text()
     text = log.read_text()
     assert "2 worker(s)" in text and "leaderboard written" in text
@@ -123,16 +113,10 @@ def test_workers_flag_shares_the_suite_between_processes(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_two_runs_started_at_once_split_the_budget(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, "twin")
-    # The stores' tables exist already: two processes creating one SQLite database at once race in the
-    # schema setup (Optuna: "UNIQUE constraint failed: alembic_version"; MLflow: alembic "expected to
-    # match one row"). The studies themselves, their slots and parent runs are left to the race.
-    from bench import search
-    from bench.track import Tracker
-
-    search.open_storage(f"sqlite:///{tmp_path / '.bench' / 'optuna.db'}")
-    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "twin")
+    # Fresh stores: both processes race to create the databases (serialized by the stores' locks), the
+    # studies, their slots and parent runs.
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    procs = [bench_run(suite, log, "--no-leaderboard") for log in logs]  # both race to create the studies
+    procs = [bench_run(suite, log, "--no-leaderboard", failpoints=both_train(tmp_path)) for log in logs]
     for proc, log in zip(procs, logs, strict=True):
         assert proc.wait(timeout=600) == 0, log.read_text()
     check_every_trial_ran_once(tmp_path, "twin", logs)

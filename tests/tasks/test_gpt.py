@@ -342,6 +342,7 @@ def test_c4_with_a_tokenizer_json(
     tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
 ) -> None:
     import tokenizers  # a dependency of bench: never skipped
+
     tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
