@@ -5,7 +5,7 @@
     bench plan suites/lm.yaml                   the expanded studies and a cost estimate
     bench ls [tasks|optimizers|schedules]       what the registries hold
     bench leaderboard suites/quickstart.yaml    rebuild results/<suite>.* from MLflow
-    bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard
+    bench check suite.yaml --baseline F.json    gate CI on regressions against a pinned leaderboard (exit 0/1/2/3)
     bench ui                                    the MLflow UI on this suite's store, on 127.0.0.1
     bench standins [DIR]                        offline stand-ins for C4, CIFAR-10, ImageNet (no hub)
     bench schema [-o FILE]                      the JSON Schema of suite files (editor completion)
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         plan = make_plan(found.suite)
         print(
-            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, {plan.estimate.runs} trials"
+            f"ok: {path}: suite '{found.suite.name}', {len(plan.studies)} studies, "
+            f"{'up to ' if plan.estimate.extension else ''}{plan.estimate.runs} trials"
         )
     return 2 if failed else 0
 
@@ -108,10 +110,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bench.check import run_check
+    """Exit 0 passed, 1 a gate failed, 2 the check could not be made as asked, 3 bench failed."""
+    from bench.check import EXIT_CRASH, run_check
+    from bench.engine import SuiteConflict
 
     suite = _load(args.suite, args)
-    return run_check(suite, Path(args.baseline), rerun=args.rerun, summary=args.summary)
+    baseline = Path(args.baseline) if args.baseline else None
+    try:
+        return run_check(suite, baseline, rerun=args.rerun, summary=args.summary, junit=args.junit)
+    except (SpecError, UnknownNameError, SuiteConflict, KeyboardInterrupt):
+        raise  # usage errors and interruptions: `main` words them and exits 2 or 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"bench check: bench itself failed (exit {EXIT_CRASH}); this is not a verdict on the results",
+            file=sys.stderr,
+        )
+        return EXIT_CRASH
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -174,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
             "--set", action="append", metavar="KEY=VALUE", help="override a suite key, e.g. tuning.trials=2"
         )
         sp.add_argument("--trials", type=int, help="trials per study (tuning.trials)")
-        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, defaults")
+        sp.add_argument("--protocol", help="tuning protocol: random, qmc, tpe, cmaes, grid, sweep, defaults")
         sp.add_argument("--tracking-uri", help="MLflow tracking URI (settings.tracking_uri)")
         sp.add_argument("--storage", help="Optuna storage URL (settings.storage)")
 
@@ -207,11 +222,16 @@ def parser() -> argparse.ArgumentParser:
     common(lb)
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = command("check", "fail (exit 1) when results regress against a baseline leaderboard")
+    c = command(
+        "check",
+        "gate CI: compare a run with a baseline leaderboard (quality, speed, memory) and/or require beating "
+        "a reference optimizer (check.beat); exit 0 passed, 1 a gate failed, 2 usage error, 3 bench failed",
+    )
     c.add_argument("suite")
-    c.add_argument("--baseline", required=True, help="a leaderboard JSON, e.g. leaderboards/smoke.json")
+    c.add_argument("--baseline", help="a leaderboard JSON, e.g. leaderboards/smoke.json")
     c.add_argument("--rerun", action="store_true", help="run the suite first (else read recorded trials)")
-    c.add_argument("--summary", help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    c.add_argument("--summary", help="also append the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    c.add_argument("--junit", help="also write a JUnit XML report here, for CI test reports")
     common(c)
     c.set_defaults(func=cmd_check)
 

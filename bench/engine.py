@@ -8,8 +8,10 @@ leaderboard at the end `bench.report`.
 For each study of the plan (task x optimizer) a worker opens the Optuna study (creating it with its
 whole budget enqueued as slots, see `bench.search`) and its MLflow parent run, then pops slots until
 none is left. Each slot is one trial: sample (or read) the hyperparameters, open a child run, train,
-record the outcome. When a study's tuning slots are all finished, its best configuration is rerun on
-the suite's extra seeds (a second study `<study>.seeds`, same slot mechanism). Any number of workers,
+record the outcome. A `sweep` study runs in stages (`bench.sweep`): when its lr grid is finished, each
+next stage (an lr extension, then the 1-D sweeps at the best lr) is a study of its own, created once
+with its points as slots, the same mechanism. When a study's tuning slots are all finished, its best
+configuration is rerun on the suite's extra seeds (a second study `<study>.seeds`). Any number of workers,
 in this process, in the processes `--workers N` spawns (each reloads the suite from its file and
 overrides) or in other `bench run`s, may do this at once; each trial runs exactly once.
 
@@ -36,11 +38,20 @@ from typing import Any
 
 import torch
 
-from bench import distributed, preflight, provenance, records, repair, report, search
+from bench import distributed, preflight, provenance, records, repair, report, search, sweep
 from bench.faults import RecordError, explain, failpoint, stores
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
-from bench.plan import Plan, StudyPlan, make_plan, seed_run_id, seeds_study, tokens_per_step, trial_id
+from bench.plan import (
+    Plan,
+    StudyPlan,
+    make_plan,
+    seed_run_id,
+    seeds_study,
+    sweep_warmup,
+    tokens_per_step,
+    trial_id,
+)
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
 from bench.run import LogMetrics, TrialResult, TrialSpec, train_trial
@@ -54,10 +65,18 @@ class SuiteConflict(RuntimeError):
     """The stores already hold a study of this name with a different configuration."""
 
 
-def trial_spec(suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: int) -> TrialSpec:
+def trial_spec(
+    suite: Suite, sp: StudyPlan, hparams: Mapping[str, Any], seed: int, warmup: float | None = None
+) -> TrialSpec:
+    """What one trial runs; `warmup` replaces the schedule's (a sweep's warmup points)."""
+    optimizer = sp.optimizer
+    if warmup is not None:
+        optimizer = dataclasses.replace(
+            optimizer, schedule=dataclasses.replace(optimizer.schedule, warmup=warmup)
+        )
     return TrialSpec(
         task=sp.task,
-        optimizer=sp.optimizer,
+        optimizer=optimizer,
         hparams=hparams,
         seed=seed,
         trainer=suite.trainer,
@@ -78,6 +97,7 @@ def summary_of(result: TrialResult) -> Summary:
         tokens_to_target=result.tokens_to_target,
         final=dict(result.metrics),
         error=result.error,
+        **{name: getattr(result, name) for name in records.COST_METRICS},
     )
 
 
@@ -96,7 +116,7 @@ def follow_leader(suite: Suite, plan: Plan) -> None:
 
     def run(payload: dict[str, Any]) -> None:
         sp = studies[payload["study"]]
-        train_trial(trial_spec(suite, sp, payload["hparams"], payload["seed"]))
+        train_trial(trial_spec(suite, sp, payload["hparams"], payload["seed"], payload.get("warmup")))
 
     distributed.follow(run)
 
@@ -163,7 +183,13 @@ class Worker:
     def open_tuning(self, sp: StudyPlan) -> Any:
         t = self.suite.tuning
         space = sp.optimizer.search_space if t.protocol != "defaults" else {}
-        slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials)
+        if t.protocol == "sweep":  # the first stage: the lr grid
+            slots, attrs = _point_slots(
+                sweep.first_stage(space, _kwargs(sp), t.sweep), start=0, seed=sp.first_seed
+            )
+        else:
+            slots = search.draw_configurations(t.protocol, t.sampler_seed, space, sp.trials, t.grid_points)
+            attrs = [{"kind": TUNE, "seed": sp.first_seed}] * len(slots)
         study, created = search.open_study(
             self.storage,
             sp.name,
@@ -173,7 +199,7 @@ class Worker:
             space=space,
             pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
             slots=slots,
-            slot_attrs=[{"kind": TUNE, "seed": 0}] * len(slots),
+            slot_attrs=attrs,
             study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name},
             on_create=self._parent_run(sp),
             on_extend=self._extended(sp, lambda st: st.user_attrs.get("mlflow_parent"), "tuning trials"),
@@ -197,16 +223,76 @@ class Worker:
             )
         return study
 
-    def open_seeds(self, sp: StudyPlan, tuning: Any) -> Any | None:
-        """The study of the reruns of the tuning study's best configuration (None before one completed).
-        It is named after the best trial's slot, so when an extended tuning study finds a new best, the
-        reruns of the old one are retired and the new best gets its own."""
-        best = search.best_trial(tuning)
+    def open_stage(self, sp: StudyPlan, tuning: Any, name: str, points: list[sweep.Point], start: int) -> Any:
+        """A later stage of a sweep: a study of its own, created once with `points` as its slots (numbered
+        from `start`), sharing the tuning study's MLflow parent run."""
+        t = self.suite.tuning
+        slots, attrs = _point_slots(points, start, seed=sp.first_seed)
+        study, _ = search.open_study(
+            self.storage,
+            name,
+            direction="minimize" if sp.task.mode == "min" else "maximize",
+            protocol="sweep",
+            seed=t.sampler_seed,
+            space=sp.optimizer.search_space,
+            pruner=search.make_pruner(t.pruner, sp.task.steps, sp.task.eval_every or sp.task.steps),
+            slots=slots,
+            slot_attrs=attrs,
+            study_attrs={"fingerprint": sp.fingerprint, "suite": self.suite.name, "stage": name},
+            on_create=lambda st: st.set_user_attr("mlflow_parent", tuning.user_attrs.get("mlflow_parent")),
+        )
+        return study
+
+    def sweep_stages(self, sp: StudyPlan, tuning: Any) -> tuple[list[Any], str]:
+        """Open, in order, and drain the stages after a sweep's lr grid (`tuning`, finished): its lr
+        extensions while the best lr sits at an edge, then the 1-D sweeps at the best lr. Each stage is
+        decided from the finished ones only, so every worker and every resume decides alike and each
+        stage is created once. Returns the stages opened (the first included) and why it stopped early:
+        "pending" (a stage has trials waiting or running elsewhere), "capped" (the study's time budget
+        is spent: no later stage), or "" (every stage finished)."""
+        spec, stages = self.suite.tuning.sweep, [tuning]
+        kwargs, sign = _kwargs(sp), 1.0 if sp.task.mode == "min" else -1.0
+        space, n = sp.optimizer.search_space, spec.lr_points
+        for k in range(1, spec.extend + 1):
+            lr = sweep.extension(_lr_rows(stages, sign), spec.per_decade)
+            if lr is None:
+                break
+            point = sweep.lr_point(space, kwargs, lr)
+            stages.append(self.open_stage(sp, tuning, sweep.lr_stage(sp.name, k), [point], start=n + k - 1))
+            if status := self.drain_stage(sp, stages):
+                return stages, status
+        best = sweep.best_lr(_lr_rows(stages, sign))
+        points = (
+            [] if best is None else sweep.second_stage(space, kwargs, spec, best, sweep_warmup(sp.optimizer))
+        )
+        if not points:  # nothing completed (no optimum to sweep around), or nothing else to sweep
+            return stages, ""
+        stages.append(
+            self.open_stage(sp, tuning, sweep.sweep_stage(sp.name), points, start=n + len(stages) - 1)
+        )
+        return stages, self.drain_stage(sp, stages)
+
+    def drain_stage(self, sp: StudyPlan, stages: list[Any]) -> str:
+        """Drain the last of a sweep's `stages`, the study time budget counting the earlier ones too:
+        "capped", "pending" or "" as in `sweep_stages`."""
+        if self.drain(sp, stages[-1], tuning=True, earlier=stages[:-1]):
+            return "capped"
+        return "pending" if search.unfinished_slots(stages[-1]) else ""  # waiting, running or lost
+
+    def open_seeds(self, sp: StudyPlan, stages: list[Any]) -> Any | None:
+        """The study of the reruns of the best configuration of the tuning study (with a sweep's later
+        `stages`; None before one completed). It is named after the best trial's number, so when an
+        extended tuning study finds a new best, the reruns of the old one are retired and the new best
+        gets its own."""
+        best = search.best_of(stages)
         if best is None:
             return None
-        name = seeds_study(sp.name, int(best.user_attrs["slot"]))
+        tuning = stages[0]
+        number = _number(best)
+        name = seeds_study(sp.name, number)
         self.retire_superseded_seeds(sp, keep=name)
-        seeds = list(range(1, sp.seeds))
+        warmup = {"warmup": best.user_attrs["warmup"]} if "warmup" in best.user_attrs else {}
+        seeds = list(sp.reruns)
         parent = tuning.user_attrs.get("mlflow_parent")
         study, _ = search.open_study(
             self.storage,
@@ -217,8 +303,8 @@ class Worker:
             space={},
             pruner=search.make_pruner("none", 1, 1),
             slots=[dict(best.params)] * len(seeds),
-            slot_attrs=[{"kind": SEED, "seed": s, "best_number": best.number} for s in seeds],
-            study_attrs={"fingerprint": sp.fingerprint, "best_number": best.number},
+            slot_attrs=[{"kind": SEED, "seed": s, "best_number": number, **warmup} for s in seeds],
+            study_attrs={"fingerprint": sp.fingerprint, "best_number": number},
             on_create=lambda st: st.set_user_attr("mlflow_parent", parent),
             on_extend=self._extended(sp, lambda st: parent, "seed reruns"),
         )
@@ -245,40 +331,70 @@ class Worker:
             self.tracker.reopen(run_id)
             self.closed.discard(run_id)
 
-    def close_study(self, sp: StudyPlan, tuning: Any) -> None:
-        """A study whose trials (and seed reruns) are all done: end its MLflow run, whichever worker ran
-        its last trial (and on a resume that finds it so)."""
-        run_id = tuning.user_attrs.get("mlflow_parent")
+    def close_study(self, sp: StudyPlan, stages: list[Any]) -> None:
+        """A study whose trials (all its sweep `stages`, and seed reruns) are all done: end its MLflow run,
+        whichever worker ran its last trial (and on a resume that finds it so)."""
+        run_id = stages[0].user_attrs.get("mlflow_parent")
         if run_id and run_id not in self.closed:
-            if self.tracker.run_status(run_id) == "RUNNING":
-                self.spent(tuning, log=True, metric=sp.task.metric)  # final counts, whoever ran the last
+            if self.tracker.run_status(run_id) == "RUNNING":  # final counts, whoever ran the last
+                self.spent(stages[-1], log=True, metric=sp.task.metric, earlier=stages[:-1])
                 self.tracker.finish(run_id)
             self.closed.add(run_id)
 
     def recorded(self) -> dict[str, int]:
-        """Trials of each study of the plan already recorded as finished (tuning slots, and reruns of the
-        current best configuration), read from the study storage without creating anything."""
+        """Trials of each study of the plan already recorded as finished (tuning slots, a sweep's later
+        stages, and reruns of the current best configuration), read from the study storage without
+        creating anything."""
         done = {}
         for sp in self.plan.studies:
-            done[sp.name] = min(sp.trials, search.finished_slots(self.storage, sp.name))
+            names = self.stage_names(sp.name)
+            finished = sum(search.finished_slots(self.storage, name) for name in names)
+            stages = [st for name in names if (st := search.load(self.storage, name)) is not None]
+            finished += self.extensions_forgone(sp, stages)
+            done[sp.name] = min(sp.trials + sp.extension, finished)
             name = self.current_seeds(sp.name) if sp.seeds > 1 else None
             if name is not None:
                 done[sp.name] += min(sp.seeds - 1, search.finished_slots(self.storage, name))
         return done
 
+    def stage_names(self, study: str) -> list[str]:
+        """The studies a tuning study's trials live in: itself, and for a sweep its later stages."""
+        if self.suite.tuning.protocol != "sweep":
+            return [study]
+        extend = self.suite.tuning.sweep.extend
+        return [study, *(sweep.lr_stage(study, k) for k in range(1, extend + 1)), sweep.sweep_stage(study)]
+
     def current_seeds(self, study: str) -> str | None:
-        """The name of the study of the reruns of `study`'s current best configuration (None while the
-        tuning study has no completed trial or does not exist), read without creating anything."""
-        tuning = search.load(self.storage, study)
-        best = search.best_trial(tuning) if tuning is not None else None
-        return None if best is None else seeds_study(study, int(best.user_attrs["slot"]))
+        """The name of the study of the reruns of `study`'s current best configuration over all its stages
+        (None while none has a completed trial or none exists), read without creating anything."""
+        stages = [
+            st for name in self.stage_names(study) if (st := search.load(self.storage, name)) is not None
+        ]
+        best = search.best_of(stages) if stages else None
+        return None if best is None else seeds_study(study, _number(best))
+
+    def extensions_forgone(self, sp: StudyPlan, stages: list[Any]) -> int:
+        """A sweep's lr extensions that will never run (its lr points are all finished and the best is not
+        at an edge, or the limit is reached): the plan counts them as an upper bound, a resume as done."""
+        lr_stages = [st for st in stages if st.study_name != sweep.sweep_stage(sp.name)]
+        if not sp.extension or not lr_stages or any(search.unfinished_slots(st) for st in lr_stages):
+            return 0
+        sign = 1.0 if sp.task.mode == "min" else -1.0
+        opened = len(lr_stages) - 1
+        per_decade = self.suite.tuning.sweep.per_decade
+        if opened < sp.extension and sweep.extension(_lr_rows(lr_stages, sign), per_decade) is not None:
+            return 0  # one more extension is due
+        return sp.extension - opened
 
     # -- one trial ------------------------------------------------------------------------------
     def record_of(
         self, sp: StudyPlan, trial: Any, slot: int, kind: str, seed: int, hparams: dict
     ) -> TrialRecord:
-        """The trial's record as it starts (see bench.records)."""
+        """The trial's record as it starts (see bench.records); `slot` is its number in the study (a
+        sweep numbers its points over all stages)."""
         suite = self.suite
+        attrs = trial.user_attrs
+        warmup = attrs.get("warmup", sweep_warmup(sp.optimizer))
         kwargs = to_kwargs(sp.optimizer.entry.defaults, {**sp.optimizer.fixed, **hparams})
         accumulate = suite.trainer.accumulate_grad_batches
         return TrialRecord(
@@ -308,11 +424,19 @@ class Worker:
             optimizer_source=sp.optimizer.entry.source,
             fingerprint=sp.fingerprint,
             provenance=self.meta,
+            protocol=suite.tuning.protocol,
+            failure_value=sp.task.failure_value,
+            axis=str(attrs.get("axis", "")),
+            axis_value=attrs.get("axis_value"),
+            axis_scale=str(attrs.get("axis_scale", "")),
+            warmup=warmup,
         )
 
     def objective(self, sp: StudyPlan, study: Any) -> Callable[[Any], float]:
         suite, tracker = self.suite, self.tracker
         space = sp.optimizer.search_space if suite.tuning.protocol != "defaults" else {}
+        if suite.tuning.protocol == "sweep":  # its points may lie past the declared ranges
+            space = sweep.trial_space(space, _kwargs(sp), suite.tuning.sweep)
 
         def run(trial: Any) -> float:
             if not search.is_slot(trial):
@@ -325,9 +449,10 @@ class Worker:
                 tracker.retire(stale, f"process died; retried as optuna trial {trial.number}")
             kind, seed = trial.user_attrs.get("kind", TUNE), int(trial.user_attrs.get("seed", 0))
             hparams = search.suggest(trial, space)
-            slot = int(trial.user_attrs["slot"])
+            slot = _number(trial)
             label = sp.optimizer.label + (f"#{slot}" if kind == TUNE else f"@seed{seed}")
             record = self.record_of(sp, trial, slot, kind, seed, hparams)
+            warmup = trial.user_attrs.get("warmup")
             run_id = tracker.open_trial(
                 record, f"{sp.task.name}/{label}", study.user_attrs.get("mlflow_parent")
             )
@@ -338,12 +463,12 @@ class Worker:
             # the pruner decides on rank 0 alone: no pruning in multi-process trials
             if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 on_eval = search.pruning_callable(trial)
-            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed})
+            distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed, "warmup": warmup})
             self.display.begin(f"{sp.name} {label}", sp.task.steps)
             try:
                 with tracker.metrics_writer(run_id) as log_metrics:
                     result = train_trial(
-                        trial_spec(suite, sp, hparams, seed),
+                        trial_spec(suite, sp, hparams, seed, warmup),
                         log_metrics=recording(log_metrics),
                         on_eval=on_eval,
                         on_step=self.display.step,
@@ -358,7 +483,8 @@ class Worker:
                                ("steps", summary.steps), ("time_s", summary.time_s)):  # fmt: skip
                 finite = not isinstance(value, float) or math.isfinite(value)
                 trial.set_user_attr(key, value if finite else None)
-            self.display.trial(sp.name, label, summary, hparams, sp.task.metric)
+            shown = {**hparams, **({"warmup": warmup} if warmup is not None else {})}
+            self.display.trial(sp.name, label, summary, shown, sp.task.metric)
             self.ran += 1
             if summary.outcome == "pruned":
                 raise search.TrialPruned(f"pruned at step {summary.steps}")
@@ -375,15 +501,19 @@ class Worker:
             self.tracker.retire(run_id, f"attempt interrupted (optuna trial {number}); slot re-enqueued")
 
     # -- the loop -------------------------------------------------------------------------------
-    def spent(self, study: Any, *, log: bool = False, metric: str = "value") -> float:
-        """Training seconds of a tuning study's finished trials (all workers'); with `log`, logged to its
-        MLflow parent run with the steps, the best `metric` so far and the outcome counts
-        (`records.study_progress`). Every optimizer's budget is counted so."""
-        done = search.finished_trials(study)
+    def spent(
+        self, study: Any, *, log: bool = False, metric: str = "value", earlier: list[Any] | None = None
+    ) -> float:
+        """Training seconds of a tuning study's finished trials (all workers'), with those of `earlier`
+        (a sweep's earlier stages); with `log`, logged to its MLflow parent run with the steps, the best
+        `metric` so far and the outcome counts (`records.study_progress`). Every optimizer's budget is
+        counted so."""
+        stages = [*(earlier or []), study]
+        done = [t for s in stages for t in search.finished_trials(s)]
         seconds = sum(float(t.user_attrs.get("time_s") or 0.0) for t in done)
         if log and study.user_attrs.get("mlflow_parent"):
             outcomes = [t.user_attrs.get("outcome") for t in done]
-            best = search.best_trial(study)
+            best = search.best_of(stages)
             fields = records.study_progress(
                 trials=len(done),
                 steps=sum(int(t.user_attrs.get("steps") or 0) for t in done),
@@ -396,16 +526,19 @@ class Worker:
             self.tracker.log(parent, metrics=fields.metrics, tags=fields.tags, step=len(done))
         return seconds
 
-    def drain(self, sp: StudyPlan, study: Any, *, tuning: bool = False) -> bool:
+    def drain(
+        self, sp: StudyPlan, study: Any, *, tuning: bool = False, earlier: list[Any] | None = None
+    ) -> bool:
         """Run waiting slots until none is left or, for a tuning study with `study_time_budget_s`,
-        until its finished trials' training time reaches the cap (the trial that crosses it ends
-        normally; the slots left stay waiting, so a larger cap resumes them). True when capped."""
+        until its finished trials' training time (with that of `earlier`, a sweep's earlier stages)
+        reaches the cap (the trial that crosses it ends normally; the slots left stay waiting, so a
+        larger cap resumes them). True when capped."""
         cap = self.suite.tuning.study_time_budget_s if tuning else None
         objective = self.objective(sp, study)
         ran = False
         while True:
             search.repair_slots(study)  # dead workers' trials failed, lost slots back in the queue
-            spent = self.spent(study, log=ran, metric=sp.task.metric) if tuning else 0.0
+            spent = self.spent(study, log=ran, metric=sp.task.metric, earlier=earlier) if tuning else 0.0
             if cap is not None and spent >= cap:
                 if study.user_attrs.get("bench.time_budget_spent_s") != spent:  # say it once per change
                     study.set_user_attr("bench.time_budget_spent_s", spent)
@@ -432,13 +565,19 @@ class Worker:
                 if search.running_slots(tuning) or (not capped and search.unfinished_slots(tuning)):
                     busy = True
                     continue
-                reruns = self.open_seeds(sp, tuning) if sp.seeds > 1 else None
+                stages = [tuning]
+                if self.suite.tuning.protocol == "sweep" and not capped:
+                    stages, status = self.sweep_stages(sp, tuning)
+                    if status == "pending":
+                        busy = True
+                        continue
+                reruns = self.open_seeds(sp, stages) if sp.seeds > 1 else None
                 if reruns is not None:
                     self.drain(sp, reruns)
                     if search.running_slots(reruns) or search.unfinished_slots(reruns):
                         busy = True
                         continue
-                self.close_study(sp, tuning)
+                self.close_study(sp, stages)
             if not busy:
                 break
             time.sleep(poll_s)  # other workers are finishing their trials (or dead ones go stale)
@@ -473,6 +612,38 @@ def recording(log_metrics: LogMetrics) -> LogMetrics:
             raise RecordError(f"writing the trial's curves failed: {exc}") from exc
 
     return log
+
+
+def _kwargs(sp: StudyPlan) -> dict[str, Any]:
+    """The optimizer's keyword arguments at its defaults and the suite's fixed values."""
+    return to_kwargs(sp.optimizer.entry.defaults, sp.optimizer.fixed)
+
+
+def _number(trial: Any) -> int:
+    """A tuning trial's number in its study: its slot, or for a sweep its point's number over all stages."""
+    return int(trial.user_attrs.get("number", trial.user_attrs["slot"]))
+
+
+def _point_slots(points: list[sweep.Point], start: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Slots and their attributes for sweep points numbered from `start`, trained on `seed`."""
+    attrs = [
+        {"kind": TUNE, "seed": seed, "number": start + i, "axis": p.axis, "axis_value": p.value,
+         "axis_scale": p.scale, **({"warmup": p.warmup} if p.warmup is not None else {})}
+        for i, p in enumerate(points)
+    ]  # fmt: skip
+    return [dict(p.params) for p in points], attrs
+
+
+def _lr_rows(stages: list[Any], sign: float) -> list[tuple[float, float | None]]:
+    """(lr, oriented value or None) of every finished lr point of a sweep's stages (`bench.sweep`)."""
+    rows = []
+    for study in stages:
+        for t in search.finished_trials(study):
+            if t.user_attrs.get("axis") != sweep.LR:
+                continue
+            ok = t.user_attrs.get("outcome") == "completed" and t.value is not None and math.isfinite(t.value)
+            rows.append((float(t.params[sweep.LR]), sign * t.value if ok else None))
+    return rows
 
 
 def say_recorded(recorded: Mapping[str, int], total: int, display: Display) -> None:

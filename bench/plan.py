@@ -2,7 +2,10 @@
 
 A study is one (task, optimizer) pair: `trials` tuning trials, each a training run of `steps` steps with
 hyperparameters from the optimizer's search space, then `seeds - 1` reruns of the best configuration
-(the tuning trials run on seed 0; reruns use seeds 1 .. seeds-1, so `seeds: 1` means no reruns).
+(the tuning trials run on seed `first_seed`, 0 by default; reruns use the next `seeds - 1` seeds, so
+`seeds: 1` means no reruns). The `sweep` protocol's trials are its points (`bench.sweep`): `trials`
+counts those every sweep runs exactly, `extension` the most that its conditional lr extensions may add
+(an upper bound, shown so).
 
     plan = make_plan(load_suite("suites/quickstart.yaml"))   # bench.loader.load_suite
     print(format_plan(plan))
@@ -25,7 +28,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.space import grid_size
+from bench import sweep
+from bench.optimizers.schedules import needs_schedule
+from bench.schema import thaw
+from bench.space import GRID_POINTS, grid_size, to_kwargs
 from bench.spec import OptimizerSpec, Suite, TaskSpec, optimizer_dict, task_dict
 
 
@@ -61,12 +67,14 @@ class StudyPlan:
     seeds: int  # seeds the best configuration runs on, counting the tuning run (1: no reruns)
     steps: int  # optimizer steps per run
     fingerprint: str  # short hash of everything that changes this study's results
-    cost: Cost
+    cost: Cost  # counting every conditional trial (an upper bound when `extension` > 0)
+    extension: int = 0  # sweep: the most trials its lr extensions may add to `trials`
+    first_seed: int = 0  # the tuning trials' seed (tuning.first_seed)
 
     @property
     def reruns(self) -> tuple[int, ...]:
         """Seeds of the reruns of the best configuration."""
-        return tuple(range(1, self.seeds))
+        return tuple(range(self.first_seed + 1, self.first_seed + self.seeds))
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,9 @@ class Estimate(Cost):
     """Totals over the plan. `partial` names the totals (flops, tokens, seconds) that leave out studies
     whose task does not declare the per-step figure."""
 
-    trials: int = 0  # tuning trials over all studies (`runs` adds the seed reruns)
+    trials: int = 0  # tuning trials over all studies (`runs` adds the seed reruns and `extension`)
     partial: frozenset[str] = frozenset()
+    extension: int = 0  # sweep: the most trials lr extensions may add over all studies
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ def seeds_study(study_name: str, best_slot: int | None = None) -> str:
 def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
     tuning = suite.tuning
     t = task_dict(task)
-    del t["target"], t["metric"]  # what counts as success, not what the runs do
+    del t["target"], t["metric"], t["failure_value"]  # what counts as success, not what the runs do
     if tuning.pruner == "none":
         del t["eval_every"]  # without a pruner, evaluation only records curves
     o = optimizer_dict(optimizer)
@@ -124,6 +133,9 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
             "sampler_seed": tuning.sampler_seed,
             "pruner": tuning.pruner,
             "divergence_factor": tuning.divergence_factor,
+            **_protocol_options(suite),
+            # other seeds, other runs; left out at 0 so that fingerprints from before the key stay valid
+            **({"first_seed": tuning.first_seed} if tuning.first_seed else {}),
         },
         "trainer": {  # what changes the numbers, not where they are computed
             "precision": suite.trainer.precision,
@@ -134,6 +146,37 @@ def _fingerprint(suite: Suite, task: TaskSpec, optimizer: OptimizerSpec) -> str:
     }
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _protocol_options(suite: Suite) -> dict[str, Any]:
+    """The options of the suite's protocol that change its trials (none for the others, so that their
+    stored studies keep their fingerprints; the grid's only when not the former fixed 4 points)."""
+    tuning = suite.tuning
+    if tuning.protocol == "sweep":
+        return {"sweep": thaw(tuning.sweep)}
+    if tuning.protocol == "grid" and tuning.grid_points != GRID_POINTS:
+        return {"grid_points": tuning.grid_points}
+    return {}
+
+
+def sweep_warmup(optimizer: OptimizerSpec) -> float | None:
+    """The warmup a sweep's warmup points replace: the schedule's, None for an optimizer without one."""
+    return optimizer.schedule.warmup if needs_schedule(optimizer.entry) else None
+
+
+def _trials(suite: Suite, opt: OptimizerSpec) -> tuple[int, int]:
+    """(trials, conditional extension trials) of one study."""
+    tuning = suite.tuning
+    searched = tuning.protocol != "defaults" and bool(opt.search_space)
+    budget = tuning.trials if searched else 1
+    if tuning.protocol == "sweep":
+        kwargs = to_kwargs(opt.entry.defaults, opt.fixed)
+        fixed, extension = sweep.counts(opt.search_space, kwargs, tuning.sweep, sweep_warmup(opt))
+        return fixed, extension
+    # Grid runs each of its points once at most (bench.search.draw_configurations).
+    if tuning.protocol == "grid":
+        return min(budget, grid_size(opt.search_space, tuning.grid_points)), 0
+    return budget, 0
 
 
 def step_scale(task: TaskSpec, accumulate_grad_batches: int = 1) -> float:
@@ -176,10 +219,7 @@ def make_plan(suite: Suite) -> Plan:
     studies = []
     for task in suite.tasks:
         for opt in suite.optimizers:
-            searched = suite.tuning.protocol != "defaults" and bool(opt.search_space)
-            budget = suite.tuning.trials if searched else 1
-            # Grid runs each of its points once at most (bench.search.draw_configurations).
-            trials = min(budget, grid_size(opt.search_space)) if suite.tuning.protocol == "grid" else budget
+            trials, extension = _trials(suite, opt)
             seeds = suite.tuning.seeds
             studies.append(
                 StudyPlan(
@@ -190,13 +230,16 @@ def make_plan(suite: Suite) -> Plan:
                     seeds=seeds,
                     steps=task.steps,
                     fingerprint=_fingerprint(suite, task, opt),
-                    cost=_cost(suite, task, trials + seeds - 1),
+                    cost=_cost(suite, task, trials + extension + seeds - 1),
+                    extension=extension,
+                    first_seed=suite.tuning.first_seed,
                 )
             )
     total = sum((s.cost for s in studies), Cost(0, 0))
     estimate = Estimate(
         **dataclasses.asdict(total),
         trials=sum(s.trials for s in studies),
+        extension=sum(s.extension for s in studies),
         partial=frozenset(
             k
             for k in ("flops", "tokens", "seconds")
@@ -229,6 +272,11 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _trial_count(trials: int, extension: int) -> str:
+    """`7+<=2`: 7 trials, and at most 2 more if the sweep's best lr sits at an edge."""
+    return f"{trials}+<={extension}" if extension else str(trials)
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as a text table: one row per study, then totals. Columns a plan has no figures for
     (tokens for vision tasks, time without a per-step hint) are left out."""
@@ -244,7 +292,11 @@ def format_plan(plan: Plan) -> str:
             [s.name for s in plan.studies],
             f"total ({len(plan.studies)} {'study' if len(plan.studies) == 1 else 'studies'})",
         ),
-        ("trials", [str(s.trials) for s in plan.studies], str(est.trials)),
+        (
+            "trials",
+            [_trial_count(s.trials, s.extension) for s in plan.studies],
+            _trial_count(est.trials, est.extension),
+        ),
         ("seeds", [str(s.seeds) for s in plan.studies], ""),
         ("steps", [str(s.steps) for s in plan.studies], str(est.steps)),
         ("runs", [str(s.cost.runs) for s in plan.studies], str(est.runs)),
@@ -283,4 +335,23 @@ def format_plan(plan: Plan) -> str:
         f"suite {suite.name}: {_count(len(suite.tasks), 'task')} x {_count(len(suite.optimizers), 'optimizer')}, "
         f"protocol {t.protocol} (sampler seed {t.sampler_seed}), pruner {t.pruner}"
     )
-    return "\n".join([title, "", line(rows[0]), rule, *(line(r) for r in rows[1:-1]), rule, line(rows[-1])])
+    table = [title, "", line(rows[0]), rule, *(line(r) for r in rows[1:-1]), rule, line(rows[-1])]
+    if t.protocol == "sweep":
+        table += ["", _sweep_note(suite)]
+    return "\n".join(table)
+
+
+def _sweep_note(suite: Suite) -> str:
+    sw = suite.tuning.sweep
+    swept = sorted({n for o in suite.optimizers for n in sweep.swept_params(sw, o.search_space)})
+    warmups = sw.warmup if any(sweep_warmup(o) is not None for o in suite.optimizers) else ()
+    if swept or warmups:
+        axes = ", ".join([*swept, *(["warmup " + str(list(warmups))] if warmups else [])])
+        second = f"then at the best lr 1-D sweeps of {axes} ({sw.points} values per hyperparameter)"
+    else:
+        second = "no 1-D sweeps (no other hyperparameter is searched)"
+    return (
+        f"sweep: {sw.lr_points} learning rates at {sw.per_decade} per decade, {second}. `+<=N`: at most N "
+        "more learning rates, run only while the best sits at an edge; runs, steps and compute count "
+        "them (upper bounds)."
+    )

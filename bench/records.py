@@ -16,14 +16,19 @@ A trial run holds, besides the curves the runner logs during training (`train/lo
 Lightning's throughput figures, recorded as `system/...`, see `curve_name`):
 
 - tags `bench.*`: identity (suite, task, optimizer, study, trial_id, number = the slot, optuna_trial,
-  kind, seed), what is measured (metric, mode, target, lr, params as JSON, tokens_per_step), where the
-  numbers come from (task_version, optimizer_source, fingerprint, git_commit, hardware, versions), and
-  the outcome (`running` until the trial ends);
+  kind, seed), what is measured (metric, mode, target, lr, params as JSON, tokens_per_step,
+  failure_value = what a failed trial costs), how it was chosen (protocol; for a sweep point the axis
+  it lies on, `lr`, a hyperparameter or `warmup`, its value there and the axis' scale), where the
+  numbers come from
+  (task_version, optimizer_source, fingerprint, git_commit, hardware, versions), and the outcome
+  (`running` until the trial ends);
 - params: the searched values `hp.<name>`, the optimizer's keyword arguments `opt.<name>`, seed,
-  steps, schedule, batch_size (global), world_size, batch_size_per_device, global_batch_size;
+  steps, schedule, warmup, batch_size (global), world_size, batch_size_per_device, global_batch_size;
 - summary metrics at the end: value, steps, time_s, steps/seconds/tokens_to_target (names without a
-  `/`, so MLflow's chart view lists them after the curves), and every final validation metric in the tag
-  `bench.final` (the curves' last points, as JSON);
+  `/`, so MLflow's chart view lists them after the curves), the cost of a step (`COST_METRICS`, measured
+  by `bench.run.StepClock`): step_time_s and update_time_s (means after the first steps) and state_bytes
+  (the optimizer state's tensors), and every final validation metric in the tag `bench.final` (the
+  curves' last points, as JSON);
 - artifacts: the resolved suite (`RESOLVED_ARTIFACT`), and the traceback of a failed trial
   (`ERROR_ARTIFACT`). Its status is FINISHED, or FAILED when the outcome is `error`.
 
@@ -72,6 +77,10 @@ VERSIONS = "bench.versions"
 FINGERPRINT = "bench.fingerprint"
 PROTOCOL = "bench.protocol"
 RETIRED = "bench.retired"  # on a dead attempt's run: why it was retired
+FAILURE_VALUE = "bench.failure_value"
+AXIS = "bench.axis"
+AXIS_VALUE = "bench.axis_value"
+AXIS_SCALE = "bench.axis_scale"
 OUTCOMES_TAG = "bench.outcomes"  # on a study's run: how its trials ended, in words
 FINAL = "bench.final"  # a trial's final validation metrics, JSON
 SLOTS = "bench.trials"  # a study run's budget of tuning slots (a tag: extending a study raises it)
@@ -85,12 +94,15 @@ LEADERBOARD_DIR = "leaderboard"  # the suite run's artifact folder: the leaderbo
 # Summary metric names (no `/`: MLflow's chart view shows sections by prefix in alphabetical order and
 # the unprefixed "Model metrics" last, so the curves `train/...` and `val/...` come first).
 SUMMARY_METRICS = ("value", "steps", "time_s", "steps_to_target", "seconds_to_target", "tokens_to_target")
+# The cost of one optimizer step, logged as summary metrics too: `bench check` gates them (as ratios).
+COST_METRICS = ("step_time_s", "update_time_s", "state_bytes")
 
 # The columns of `table_row`, the trials table `bench.score` documents and consumes.
 COLUMNS = (
     "suite", "task", "optimizer", "study", "trial_id", "run_id", "number", "kind", "seed", "outcome",
     "metric", "value", "mode", "target", "lr", "params", "steps", "time_s", "steps_to_target",
-    "seconds_to_target", "tokens_to_target", "tokens_per_step",
+    "seconds_to_target", "tokens_to_target", "tokens_per_step", "protocol", "failure_value", "axis",
+    "axis_value", "axis_scale", "warmup", *COST_METRICS,
 )  # fmt: skip
 
 
@@ -126,6 +138,9 @@ class Summary:
     tokens_to_target: float = math.nan
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    step_time_s: float = math.nan  # mean seconds per optimizer step (after the first steps)
+    update_time_s: float = math.nan  # of which the optimizer's update (clipping, step, scheduler)
+    state_bytes: float = math.nan  # bytes of the optimizer state's tensors after training, per process
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,12 @@ class TrialRecord:
     summary: Summary | None = None
     run_id: str = ""
     status: str = ""
+    protocol: str = ""  # the suite's tuning protocol
+    failure_value: float | None = None  # what a failed trial costs in `metric` (None: not declared)
+    axis: str = ""  # a sweep point's axis: "lr", a searched name or "warmup" ("" for other protocols)
+    axis_value: Any = None  # its value on that axis
+    axis_scale: str = ""  # how the axis is spaced: "log", "linear" or "choice"
+    warmup: float | None = None  # the schedule's warmup (fraction of steps if < 1, else steps)
 
     @property
     def outcome(self) -> str:
@@ -235,6 +256,8 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         PARAMS: json.dumps(dict(r.hparams), default=str), TOKENS_PER_STEP: _or_nan(r.tokens_per_step),
         TASK_VERSION: r.task_version, OPTIMIZER_SOURCE: r.optimizer_source, GIT_COMMIT: p.git_commit,
         HARDWARE: p.hardware, VERSIONS: json.dumps(dict(p.versions)), FINGERPRINT: r.fingerprint,
+        PROTOCOL: r.protocol, FAILURE_VALUE: _or_nan(r.failure_value), AXIS: r.axis,
+        AXIS_VALUE: "" if r.axis_value is None else r.axis_value, AXIS_SCALE: r.axis_scale,
     }  # fmt: skip
     if r.summary is not None:
         tags[FINAL] = json.dumps(dict(r.summary.final))
@@ -242,6 +265,7 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         **{f"hp.{k}": v for k, v in r.hparams.items()},
         **{f"opt.{k}": v for k, v in r.kwargs.items()},
         "seed": r.seed, "steps": r.steps, "batch_size": r.batch_size, "schedule": r.schedule,
+        **({"warmup": r.warmup} if r.warmup is not None else {}),
         "world_size": r.world_size, "batch_size_per_device": r.batch_size_per_device,
         "global_batch_size": r.global_batch_size,
     }  # fmt: skip
@@ -251,6 +275,7 @@ def encode(record: TrialRecord | StudyRecord) -> RunFields:
         metrics = {
             "value": s.value, "steps": s.steps, "time_s": s.time_s, "steps_to_target": s.steps_to_target,
             "seconds_to_target": s.seconds_to_target, "tokens_to_target": s.tokens_to_target,
+            **{name: getattr(s, name) for name in COST_METRICS},
         }  # fmt: skip
     return RunFields(
         tags={k: text(v) for k, v in tags.items()},
@@ -389,6 +414,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
         return None
     target = float(t.get(TARGET, "nan"))
     tokens = float(t.get(TOKENS_PER_STEP, "nan"))
+    failure = float(t.get(FAILURE_VALUE, "nan"))
     outcome = t.get(OUTCOME, RUNNING)
     summary = None
     if outcome != RUNNING:
@@ -401,6 +427,7 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
             seconds_to_target=m.get("seconds_to_target", math.nan),
             tokens_to_target=m.get("tokens_to_target", math.nan),
             final=json.loads(t.get(FINAL, "{}")),
+            **{name: m.get(name, math.nan) for name in COST_METRICS},
         )
 
     def param(name: str, default: Any = None) -> Any:
@@ -440,6 +467,12 @@ def decode(fields: RunFields, run_id: str = "", status: str = "") -> TrialRecord
         summary=summary,
         run_id=run_id,
         status=status,
+        protocol=t.get(PROTOCOL, ""),
+        failure_value=None if math.isnan(failure) else failure,
+        axis=t.get(AXIS, ""),
+        axis_value=_value(t[AXIS_VALUE]) if t.get(AXIS_VALUE) else None,
+        axis_scale=t.get(AXIS_SCALE, ""),
+        warmup=param("warmup"),
     )
 
 
@@ -471,4 +504,11 @@ def table_row(record: TrialRecord) -> dict[str, Any]:
         "seconds_to_target": s.seconds_to_target,
         "tokens_to_target": s.tokens_to_target,
         "tokens_per_step": _number(record.tokens_per_step),
+        "protocol": record.protocol,
+        "failure_value": _number(record.failure_value),
+        "axis": record.axis,
+        "axis_value": record.axis_value,
+        "axis_scale": record.axis_scale,
+        "warmup": _number(record.warmup),
+        **{name: getattr(s, name) for name in COST_METRICS},
     }

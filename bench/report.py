@@ -15,9 +15,11 @@ or, from a trials table in hand:
 - `<suite>.json`: `leaderboard_dict(board, suite)`, machine-readable; `bench check` compares two of
   them (see bench/check.py). NaN and inf are written as null (JSON has neither); `reached_target`
   says whether a null time-to-target means "never reached" or "no target".
-- plots: lr_sensitivity_<task>.png (value vs learning rate, every trial plus the binned best),
-  expected_best_<task>.png (E_k vs k), curves_<task>.png (train loss and validation metric of each
-  optimizer's best trial), performance_profile_<unit>.png (rho(tau), vs the fastest and vs the
+- plots: sensitivity_<task>.png (Zhao et al.'s panels: the metric against each swept hyperparameter,
+  for sweeps and lr-only studies), lr_sensitivity_<task>.png (value vs learning rate, every trial plus
+  the binned best, when there is no lr curve), expected_best_<task>.png (E_k vs k with bootstrap bands),
+  importance_<task>.png (hyperparameter importance), curves_<task>.png (train loss and validation metric
+  of each optimizer's best trial), performance_profile_<unit>.png (rho(tau), vs the fastest and vs the
   reference optimizer).
 
 Plotting uses matplotlib's object API (`Figure`, Agg canvas): no pyplot global state, no display needed.
@@ -50,7 +52,7 @@ from bench.score import FAILED, OUTCOMES, TTT, Leaderboard, prepare
 from bench.spec import Suite
 from bench.track import UI_HOST, UI_PORT, Tracker
 
-JSON_FORMAT = "bench-leaderboard/1"
+JSON_FORMAT = "bench-leaderboard/2"  # /2: robustness fields, failure cost L0 (bench check reads both)
 
 WALL_CLOCK_NOTE = (
     "Wall-clock columns (seconds to target, the seconds performance profile) are left out: on a shared "
@@ -68,12 +70,11 @@ Columns (values in the task metric's units; lower/higher is better as the metric
   marks a tie: within the combined seed std sqrt(std_a^2 + std_b^2) of the first of its group.
 - **best**: best final value over the completed tune trials.
 - **seeds mean ± std (n)**: the best configuration rerun on n seeds (the tuning trial itself excluded).
-- **median**: median over the tune trials, failed ones counted as the task's worst value.
+- **median**: median over the tune trials, failed ones counted as what a failure costs.
 - **E[best of k]**: expected best value of k configurations drawn at random from the tune trials
   (Dodge et al. 2019); E[best of 1] is the expected result of a single random configuration. Failed
-  trials count as the task's worst value, pruned trials are left out; `n/a` when k > trials.
-- **lr basin**: decades of learning rate between the smallest and largest lr of the trials within
-  eps of the best (eps relative unless stated); 0: a single good lr. Wider is more forgiving.
+  trials count as what a failure costs, pruned trials are left out; `n/a` when k > trials. Median and
+  E[best of k] need a random sample (protocol random or qmc, two trials or more): not shown otherwise.
 - **success**: share of (not pruned) tune trials that reached the target at some evaluation.
 - **diverged**: share of (not pruned) tune trials that diverged.
 - **steps / tokens / seconds to target**: first evaluation reaching the target, for the best
@@ -85,6 +86,36 @@ Columns (values in the task metric's units; lower/higher is better as the metric
   on time-to-target (AlgoPerf): 1 = fastest to the target on every task, 0 = never within r_max of the
   fastest. `vs <ref>` divides by the reference optimizer's time instead of the fastest, so the score
   does not move when another optimizer is added.
+- **mean rank (tuned)** (summary): mean over tasks of the rank by the best tuned result;
+  **mean rank (robust)**: of the rank by the robustness score of the task's robustness table (lr
+  sensitivity where every optimizer has one, else CPE), lower is more robust.
+"""
+
+ROBUST_LEGEND = """\
+Robustness columns (docs/robustness.md has the formulas; a column the protocol cannot support is left
+out, and a cell it cannot support for one optimizer says `n/a`, with the reason under the table):
+
+- **best lr**: the learning rate of the best point of the lr curve (a sweep's lr points, or the trials
+  of a study that searched the lr alone). `low edge`/`high edge`: the best lr is the smallest/largest
+  swept, so the optimum may lie beyond (the sweep extends its grid while this holds, up to its limit).
+- **lr basin (decades)**: width of the interval of learning rates where the interpolated curve stays
+  within eps of the best (eps relative unless stated); a continuous number. `>=`: the basin reaches an
+  end of the sweep, so it may be wider. Wider is more forgiving.
+- **lr sensitivity**: Wortsman et al. 2023: the mean of min(L, L0) - L* over a window of the same
+  width (in decades) centred on each optimizer's own best lr, with L* the best value and L0 what a
+  failure costs. 0: nothing lost within the window; lower is more robust.
+- **headroom**: the largest learning rate whose trial completed, over the best lr. `>=`: nothing
+  larger failed, so it may be larger. Larger leaves more room before training breaks.
+- **<hyperparameter> sensitivity**: the same as lr sensitivity, on the 1-D sweep of that
+  hyperparameter at the best lr (windowed on log axes; over the whole sweep on linear axes such as the
+  warmup, and on categorical ones).
+- **CPE**: Sivaprasad et al. 2020's cumulative performance early: the expected best-of-k curve averaged
+  over budgets k = 1..n with weights n - k + 1 (a good result after few trials counts most).
+- **alpha-tunability**: Sivaprasad et al. 2020: the fraction of the budget after which expected
+  best-of-k gets within a relative 1 - alpha of the best E[best of n] of the task; `never` if it does
+  not. Smaller needs less tuning.
+- **most important**: the hyperparameter with the largest share of importance (Optuna's fANOVA or
+  PED-ANOVA over the study's trials; the importance chart has every share).
 """
 
 
@@ -114,11 +145,16 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             "mode": str(info["mode"]),
             "target": _clean(info["target"]),
             "worst": _clean(info["worst"]),
+            "failure": {
+                "value": _clean(info["worst"]),
+                "declared": bool(info["declared"]),
+                "why": board.failure_why.get(str(task)),
+            },  # fmt: skip
             "n_trials": int(info["n_trials"]),
             "n_seeds": int(info["n_seeds"]),
             "basin_tolerance": {
                 "eps": board.basin_abs.get(str(task), board.basin_eps),
-                "absolute": str(task) in board.basin_abs,
+                "absolute": str(task) in board.basin_abs or board.spec.basin_absolute,
             },
             "optimizers": {},
         }
@@ -140,13 +176,13 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             "outcomes": {o: int(r[f"n_{o}"]) for o in OUTCOMES},
             "median": _clean(r["median"]),
             "expected_best": {str(k): _clean(r[f"E_{k}"]) for k in board.ks},
-            "basin_decades": _clean(r["basin_decades"]),
-            "n_basin": int(r["n_basin"]),
             "success_rate": _clean(r["success_rate"]),
             "divergence_rate": _clean(r["divergence_rate"]),
             **ttt,
             "ttt_n": int(r["ttt_n"]),
             "reached_target": reached,
+            "robustness": robustness_dict(board, r["task"], r),
+            **_gate_fields(board, r["task"], r["optimizer"]),
         }
     optimizers: dict[str, Any] = {}
     for opt, s in board.optimizers.iterrows():
@@ -156,6 +192,8 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
             "wins": int(s["wins"]),
             "n_trials": int(s["n_trials"]),
             "n_seeds": int(s["n_seeds"]),
+            "mean_robust_rank": _clean(s["mean_robust_rank"]),
+            "robust_by": s["robust_by"] or None,
             "profile_scores": {p.name: _clean(p.scores.get(opt, np.nan)) for p in board.profiles},
         }
     return {
@@ -164,6 +202,11 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
         "spec": {
             "ks": list(board.ks),
             "basin_eps": board.basin_eps,
+            "basin_absolute": board.spec.basin_absolute,
+            "sensitivity_decades": board.spec.sensitivity_decades,
+            "alpha": board.spec.alpha,
+            "bootstrap": board.spec.bootstrap,
+            "importance": board.spec.importance,
             "reference": board.reference,
             "r_max": board.r_max,
             "wall_clock": board.wall_clock,  # false: seconds_to_target is null (not measured)
@@ -171,6 +214,24 @@ def leaderboard_dict(board: Leaderboard, suite_name: str) -> dict[str, Any]:
         "tasks": tasks,
         "optimizers": optimizers,
     }
+
+
+def _gate_fields(board: Leaderboard, task: str, optimizer: str) -> dict[str, Any]:
+    """What `bench check` compares besides the scores: the value of each seed rerun (seed -> value, to
+    pair seeds) and the cost of a step (per trial a mean after its first steps, the median over trials,
+    and ratios to the reference measured in the same run)."""
+    values = board.seed_values.get((task, optimizer), {})
+    out: dict[str, Any] = {"seed_values": {str(seed): _clean(v) for seed, v in values.items()}}
+    costs = board.costs
+    if costs is not None and (task, optimizer) in costs.index:
+        row = costs.loc[(task, optimizer)]
+        out["cost"] = {
+            "reference": board.reference,
+            "n_timed": int(row["n_timed"]),
+            **{name: _clean(row[name]) for name in records.COST_METRICS},
+            **{f"{name}_ratio": _clean(row[f"{name}_ratio"]) for name in records.COST_METRICS},
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -224,7 +285,8 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         "Tune-trial outcomes: " + ", ".join(f"{v} {o}" for o, v in totals.items()) + ".  ",
         "Failed trials ("
         + "/".join(FAILED)
-        + ") count as the task's worst completed value; pruned trials are "
+        + ") count as what a failure costs (each task's metric at chance or at initialization, "
+        "L0), and every value is clipped at L0 (Wortsman et al.'s min(L, L0)); pruned trials are "
         "counted but left out of every statistic. Expected best-of-k assumes an unbiased (random or QMC) "
         "sampler.",
         "",
@@ -238,16 +300,19 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
     ]
     prof_cols = [c for c in board.optimizers.columns if c.startswith("profile_")]
     names = {f"profile_{p.time}" + ("_ref" if p.reference else ""): p.name for p in board.profiles}
-    header = ["optimizer", "tasks", "mean rank", "wins"] + [f"profile ({names[c]})" for c in prof_cols]
-    header += ["tune trials", "seed reruns"]
+    robust = bool(np.isfinite(board.optimizers["mean_robust_rank"].astype(float)).any())
+    header = ["optimizer", "tasks", "mean rank (tuned)", "wins"] + (["mean rank (robust)"] if robust else [])
+    header += [f"profile ({names[c]})" for c in prof_cols] + ["tune trials", "seed reruns"]
     body = []
     for opt, s in board.optimizers.iterrows():
         body.append(
             [str(opt), str(int(s["n_tasks"])), _fmt(s["mean_rank"], 3), str(int(s["wins"]))]
+            + ([_fmt(s["mean_robust_rank"], 3)] if robust else [])
             + [_fmt(s[c], 3) for c in prof_cols]
             + [str(int(s["n_trials"])), str(int(s["n_seeds"]))]
         )
     lines += _table(header, body)
+    lines += ["", summary_sentence(board)]
     if board.profiles:
         lines.append("")
         lines.append(
@@ -264,21 +329,23 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         sub = rows[rows["task"] == task]
         better = "lower" if info["mode"] == "min" else "higher"
         target = "no target" if not np.isfinite(info["target"]) else f"target {_fmt(info['target'])}"
-        eps = board.basin_abs.get(task)
-        basin = f"absolute eps {eps:g}" if eps is not None else f"relative eps {board.basin_eps:g}"
         lines += [
             "",
             f"## {task}",
             "",
             f"Metric `{info['metric']}` ({better} is better), {target}. "
             f"{int(info['n_trials'])} tune trials and {int(info['n_seeds'])} seed reruns; "
-            f"failed trials count as {_fmt(info['worst'])}; lr basin with {basin}.",
+            f"{failure_sentence(board, task, info)}",
             "",
         ]
         has_tokens = np.isfinite(sub["tokens_to_target"].astype(float)).any()
-        has_target = bool(np.isfinite(info["target"]))
-        header = ["rank", "optimizer", "best", "seeds mean ± std (n)", "median"]
-        header += [f"E[best of {k}]" for k in ks] + ["lr basin (decades)", "diverged"]
+        # a target nobody reached: one sentence instead of columns of `never` and 0%
+        reached = (sub["success_rate"].fillna(0) > 0) | np.isfinite(sub["steps_to_target"].astype(float))
+        has_target = bool(np.isfinite(info["target"])) and bool(reached.any())
+        has_seeds = bool(sub["n_seeds"].astype(int).any())
+        sampled = bool(np.isfinite(sub["median"].astype(float)).any())
+        header = ["rank", "optimizer", "best"] + (["seeds mean ± std (n)"] if has_seeds else [])
+        header += (["median"] + [f"E[best of {k}]" for k in ks] if sampled else []) + ["diverged"]
         if has_target:
             header += ["success", "steps to target"] + (["tokens to target"] if has_tokens else [])
             header += ["seconds to target"] if board.wall_clock else []
@@ -290,15 +357,12 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
                 if r["n_seeds"]
                 else "— (0)"
             )
-            row = [
-                ("=" if r["tied"] else "") + str(r["rank"]),
-                r["optimizer"],
-                _fmt(r["best"]),
-                seeds,
-                _fmt(r["median"]),
-            ]
-            row += ["n/a" if k > r["n_scored"] else _fmt(r[f"E_{k}"]) for k in ks]
-            row += [_fmt(r["basin_decades"], 2) + f" ({r['n_basin']})", _pct(r["divergence_rate"])]
+            row = [("=" if r["tied"] else "") + str(r["rank"]), r["optimizer"], _fmt(r["best"])]
+            row += [seeds] if has_seeds else []
+            if sampled:
+                row += [_fmt(r["median"]) if not r["why_random"] else "n/a"]
+                row += ["n/a" if r["why_random"] or k > r["n_scored"] else _fmt(r[f"E_{k}"]) for k in ks]
+            row += [_pct(r["divergence_rate"])]
             if has_target:
                 ttt_n = f" ({r['ttt_n']})" if r["n_seeds"] else ""
                 row += [_pct(r["success_rate"]), _ttt(r["steps_to_target"]) + ttt_n]
@@ -307,6 +371,13 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
             row += [str(r["n_trials"]), _outcomes(r)]
             body.append(row)
         lines += _table(header, body)
+        lines += not_shown(sub, sampled, ks)
+        if np.isfinite(info["target"]) and not has_target:
+            lines += [
+                "",
+                f"No optimizer reached the target {_fmt(info['target'])} (success 0%, time to target never).",
+            ]
+        lines += _cost_lines(board, task)
         for key, title in (
             (f"lr_sensitivity_{_safe(task)}", "learning-rate sensitivity"),
             (f"expected_best_{_safe(task)}", "expected best of k"),
@@ -314,8 +385,263 @@ def render_markdown(board: Leaderboard, suite_name: str, plots: Mapping[str, Pat
         ):
             if key in plots:
                 lines += ["", f"![{title}]({plots[key].as_posix()})"]
-    lines += ["", "## Legend", "", LEGEND]
+        lines += robustness_section(board, task, plots)
+    lines += ["", "## Legend", "", LEGEND, ROBUST_LEGEND]
     return "\n".join(lines)
+
+
+def _bytes(x: float) -> str:
+    if not np.isfinite(x):
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def _cost_lines(board: Leaderboard, task: str) -> list[str]:
+    """A small table of what a step costs each optimizer on `task` (empty when nothing was measured)."""
+    costs = board.costs
+    if costs is None or task not in costs.index.get_level_values(0):
+        return []
+    sub = costs.xs(task, level="task")
+    if not np.isfinite(sub[["step_time_s", "state_bytes"]].to_numpy(dtype=float)).any():
+        return []
+
+    def ratio(x: float) -> str:
+        return "—" if not np.isfinite(x) else f"{x:.2f}x"
+
+    timed = board.wall_clock  # seconds are shown only where the suite says its machine is quiet
+    body = [
+        [
+            str(opt),
+            *(
+                [
+                    _fmt(1000 * r["step_time_s"], 3) + f" ({int(r['n_timed'])})",
+                    ratio(r["step_time_s_ratio"]),
+                    _fmt(1000 * r["update_time_s"], 3),
+                    ratio(r["update_time_s_ratio"]),
+                ]
+                if timed
+                else []
+            ),
+            _bytes(r["state_bytes"]),
+            ratio(r["state_bytes_ratio"]),
+        ]
+        for opt, r in sub.iterrows()
+    ]
+    header = ["optimizer"]
+    if timed:
+        header += ["step ms (trials)", f"vs {board.reference}", "update ms", f"vs {board.reference}"]
+    header += ["optimizer state", f"vs {board.reference}"]
+    what = (
+        "per trial the mean step time after its first steps, the median over completed trials; ratios to "
+        f"`{board.reference}` measured in the same run"
+        if timed
+        else f"the optimizer state's bytes, ratio to `{board.reference}`; step times are recorded but not "
+        "shown: they are wall-clock on a possibly shared machine (`leaderboard: {wall_clock: true}` shows them)"
+    )
+    return ["", f"Cost of a step ({what}):", "", *_table(header, body)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Robustness: the leaderboard's robustness section (bench.score.robustness_scores)
+
+
+def summary_sentence(board: Leaderboard) -> str:
+    """What the summary's two rankings rank by."""
+    by = sorted({b for b in board.rows["robust_by"].fillna("") if b})
+    if not by:
+        return (
+            "**mean rank (tuned)** ranks by the best tuned result (the seed mean where the best "
+            "configuration was rerun). No robustness ranking: no task has a robustness score for every "
+            "optimizer (see each task's robustness table)."
+        )
+    meaning = {
+        "lr sensitivity": "lr sensitivity (lower: less lost within a decade of learning rates around the optimum)",
+        "CPE": "CPE (the expected best of k random configurations averaged over budgets k, the small ones "
+        "weighted most: better with a small tuning budget)",
+    }
+    return (
+        "Two rankings: **mean rank (tuned)** ranks by the best tuned result (the seed mean where the best "
+        f"configuration was rerun); **mean rank (robust)** ranks by {' or '.join(meaning.get(b, b) for b in by)}, "
+        "over the tasks that have it (each task's robustness table)."
+    )
+
+
+def failure_sentence(board: Leaderboard, task: str, info: Mapping[str, Any]) -> str:
+    why = board.failure_why.get(task)
+    if bool(info.get("declared", False)):
+        how = f" ({why})" if why else " (declared by the task)"
+        return f"a failed trial costs {_fmt(info['worst'])}{how}, and every value is clipped there."
+    return (
+        f"a failed trial costs {_fmt(info['worst'])}, the worst completed value of the task "
+        f"({why or 'the task declares no failure value'})."
+    )
+
+
+def not_shown(sub: pd.DataFrame, sampled: bool, ks: Sequence[int]) -> list[str]:
+    """A line saying which of the main table's statistics are left out, and why."""
+    reasons = sorted({str(w) for w in sub["why_random"].fillna("") if w})
+    if not reasons:
+        return []
+    what = "median and E[best of k]" if not sampled else "`n/a` median and E[best of k]"
+    return ["", f"Not shown ({what}): " + "; ".join(reasons) + "."]
+
+
+def _flag(value: str, censored: bool) -> str:
+    return (">=" if censored else "") + value
+
+
+def _na_reasons(cells: dict[str, dict[str, str]]) -> list[str]:
+    """`n/a` footnotes: column -> {optimizer: reason}, one line per (column, reason)."""
+    lines = []
+    for col, by_opt in cells.items():
+        grouped: dict[str, list[str]] = {}
+        for opt, why in by_opt.items():
+            grouped.setdefault(why, []).append(opt)
+        lines += [f"- {col} `n/a` for {', '.join(opts)}: {why}" for why, opts in grouped.items()]
+    return lines
+
+
+def _num(x: Any, digits: int = 3, prefix: str = "", censored: bool = False) -> str | None:
+    """A finite number as text (`>=` when it is a lower bound); None when it is not a number."""
+    if x is None or not isinstance(x, (int, float, np.integer, np.floating)) or not np.isfinite(x):
+        return None if not (isinstance(x, float) and math.isinf(x)) else "never"
+    return (">=" if censored else "") + prefix + _fmt(x, digits)
+
+
+Cell = tuple[str | None, str]  # (text, or None for n/a; why it is n/a)
+
+
+def robustness_section(board: Leaderboard, task: str, plots: Mapping[str, Path]) -> list[str]:
+    """The task's robustness table (only the columns some optimizer has, each `n/a` explained), then
+    what is not shown and why, and the robustness plots."""
+    sub = board.rows[board.rows["task"] == task].sort_values(["robust_rank", "rank"], kind="stable")
+    axes = board.axes[board.axes["task"] == task]
+    edge = {"low": " (low edge)", "high": " (high edge)"}
+
+    def lr(col: str, **kw: Any) -> Any:
+        return lambda r: (_num(r[col], **{k: v(r) if callable(v) else v for k, v in kw.items()}), r["why_lr"])
+
+    cols: list[tuple[str, Any]] = []  # (header, row -> Cell)
+    if np.isfinite(sub["robust_rank"].astype(float)).any():
+        cols.append(("robust rank", lambda r: (_num(r["robust_rank"]), f"no {r['robust_by'] or 'score'}")))
+    if np.isfinite(sub["basin_decades"].astype(float)).any():
+        cols += [
+            ("best lr", lambda r: (_num(r["best_lr"]) and _num(r["best_lr"]) + edge.get(str(r["lr_edge"]), ""), r["why_lr"])),
+            ("lr basin (decades)", lr("basin_decades", censored=lambda r: bool(r["basin_open"]))),
+            ("lr sensitivity", lambda r: (_num(r["lr_sensitivity"]), _axis(axes, r, "lr")[1] or r["why_lr"])),
+            ("headroom", lr("headroom", prefix="x", censored=lambda r: bool(r["headroom_censored"]))),
+        ]  # fmt: skip
+    for axis in [a for a in dict.fromkeys(axes["axis"]) if a != "lr"]:
+        cols.append((f"{axis} sensitivity", lambda r, a=axis: _axis(axes, r, a)))
+    if np.isfinite(sub["cpe"].astype(float)).any():
+        alpha = f"alpha-tunability (alpha {board.spec.alpha:g})"
+        cols += [
+            ("CPE", lambda r: (_num(r["cpe"], 4), r["why_tunability"])),
+            (alpha, lambda r: (_num(r["alpha_tunability"]), r["why_tunability"])),
+        ]
+    if sub["top_param"].notna().any():
+        cols.append(("most important", lambda r: (
+            isinstance(r["top_param"], str) and f"{r['top_param']} ({_fmt(r['top_importance'], 2)})" or None,
+            r["why_importance"],
+        )))  # fmt: skip
+    out = ["", f"### Robustness: {task}", ""]
+    reasons = _left_out(sub, {h for h, _ in cols})
+    if not cols:
+        return [
+            *out,
+            "No robustness column applies: " + "; ".join(reasons) + ".",
+            *_robust_plots(task, plots),
+        ]
+    body, na = [], {}
+    for r in sub.to_dict("records"):
+        row = [r["optimizer"]]
+        for header, cell in cols:
+            text, why = cell(r)
+            row.append(text if text else "n/a")
+            if not text:
+                na.setdefault(header, {})[r["optimizer"]] = why or "not computed"
+        body.append(row)
+    eps = board.basin_abs.get(task)
+    absolute = eps is not None or board.spec.basin_absolute
+    basin = f"{'absolute' if absolute else 'relative'} eps {eps if eps is not None else board.basin_eps:g}"
+    out += _table(["optimizer", *(h for h, _ in cols)], body)
+    windows = f"windowed sensitivities over {board.spec.sensitivity_decades:g} decade(s)"
+    if any(h == "lr basin (decades)" for h, _ in cols):
+        out += ["", f"lr basin with {basin}; {windows} around each optimizer's own optimum."]
+    elif any(h.endswith("sensitivity") for h, _ in cols):
+        out += ["", f"{windows.capitalize()} around each optimizer's own optimum."]
+    if na:
+        out += ["", *_na_reasons(na)]
+    if reasons:
+        out += ["", "Not shown: " + "; ".join(reasons) + "."]
+    return out + _robust_plots(task, plots)
+
+
+def _axis(axes: pd.DataFrame, r: Mapping[str, Any], axis: str) -> Cell:
+    """An optimizer's sensitivity on one swept axis, with its edge flag."""
+    sel = axes[(axes["optimizer"] == r["optimizer"]) & (axes["axis"] == axis)]
+    if sel.empty:
+        return None, f"'{axis}' was not swept for it (not in its search space, or no schedule to warm up)"
+    a = sel.iloc[0]
+    text = _num(a["sensitivity"])
+    return (text and text + (f" ({a['edge']} edge)" if a["edge"] else "")), str(a["why"] or "")
+
+
+def _left_out(sub: pd.DataFrame, shown: set[str]) -> list[str]:
+    """Why the robustness columns absent from the table are absent (one reason each, the first)."""
+    out = []
+    for header, why_col in (
+        ("lr basin, sensitivity and headroom", "why_lr"),
+        ("CPE and alpha-tunability", "why_tunability"),
+        ("importance", "why_importance"),
+    ):
+        first = {"lr basin, sensitivity and headroom": "lr basin (decades)", "CPE and alpha-tunability": "CPE",
+                 "importance": "most important"}[header]  # fmt: skip
+        if first in shown:
+            continue
+        whys = [str(w) for w in sub[why_col].fillna("") if w]
+        if whys:
+            out.append(f"{header} ({whys[0]})")
+    return out
+
+
+def _robust_plots(task: str, plots: Mapping[str, Path]) -> list[str]:
+    out = []
+    for key, title in (
+        (f"sensitivity_{_safe(task)}", "sensitivity to each hyperparameter"),
+        (f"importance_{_safe(task)}", "hyperparameter importance"),
+    ):
+        if key in plots:
+            out += ["", f"![{title}]({plots[key].as_posix()})"]
+    return out
+
+
+def robustness_dict(board: Leaderboard, task: str, r: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON form of one (task, optimizer)'s robustness: every column, its axes, its importance, its
+    band at the leaderboard's ks, and why what is null is null."""
+    opt = r["optimizer"]
+    axes = board.axes[(board.axes["task"] == task) & (board.axes["optimizer"] == opt)]
+    imp = board.importances[(board.importances["task"] == task) & (board.importances["optimizer"] == opt)]
+    band = board.bands.get((task, opt))
+    out: dict[str, Any] = {
+        k: _clean(r[k])
+        for k in ("protocol", "lr_points", "lr_edge", "basin_decades", "basin_open", "lr_sensitivity",
+                  "headroom", "headroom_censored", "cpe", "alpha_tunability", "robust_rank", "robust_by")
+    }  # fmt: skip
+    out["axes"] = {
+        str(a["axis"]): {k: _clean(a[k]) for k in ("scale", "n_points", "best_at", "best", "edge", "sensitivity", "why")}
+        for a in axes.to_dict("records")
+    }  # fmt: skip
+    out["importance"] = {str(i["param"]): _clean(i["importance"]) for i in imp.to_dict("records")}
+    if band is not None:
+        ks, lo, hi = band
+        at = {int(k): (float(a), float(b)) for k, a, b in zip(ks, lo, hi, strict=True)}
+        out["expected_best_band"] = {str(k): [_clean(v) for v in at[k]] for k in board.ks if k in at}
+    out["why"] = {k: _clean(r[f"why_{k}"]) or None for k in ("random", "lr", "tunability", "importance")}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -439,7 +765,8 @@ def _plain_format() -> Any:
 
 
 def plot_expected_best(board: Leaderboard, task: str, path: Path) -> Path | None:
-    """E_k vs k for each optimizer on the task."""
+    """Tunability curves (Sivaprasad et al. 2020): E_k vs k for each optimizer on the task, with the
+    bootstrap band of each curve and the alpha-tunability threshold."""
     keys = sorted(k for k in board.curves if k[0] == task and len(board.curves[k]))
     if not keys:
         return None
@@ -458,13 +785,136 @@ def plot_expected_best(board: Leaderboard, task: str, path: Path) -> Path | None
             color=colors[key[1]],
             label=f"{key[1]} (n={curve.size})",
         )
+        if key in board.bands:
+            ks, lo, hi = board.bands[key]
+            ax.fill_between(ks, lo, hi, color=colors[key[1]], alpha=0.15, lw=0)
     for k in board.ks:
         ax.axvline(k, lw=0.5, color="lightgray")
     if np.isfinite(info["target"]):
         ax.axhline(info["target"], ls="--", lw=1, color="gray", label="target")
+    finals = [float(np.asarray(board.curves[k])[-1]) for k in keys]
+    best = min(finals) if info["mode"] == "min" else max(finals)
+    if best > 0:  # alpha-tunability assumes a positive metric
+        a = board.spec.alpha
+        ax.axhline(best * (2 - a) if info["mode"] == "min" else best * a, ls=":", lw=1, color="black",
+                   label=f"within {1 - a:.0%} of the best")  # fmt: skip
     _k_axis(ax, n)
     ax.set(xlabel="k (configurations tried)", ylabel=f"expected best {info['metric']}")
-    ax.set_title(f"{task}: expected best of k random configurations", fontsize=10)
+    ax.set_title(f"{task}: expected best of k random configurations (band: 90% bootstrap)", fontsize=10)
+    _legend(ax)
+    return _save(fig, path)
+
+
+def plot_sensitivity(board: Leaderboard, trials: pd.DataFrame, task: str, path: Path) -> Path | None:
+    """Zhao et al. 2024's figure: one panel per swept hyperparameter (the lr first), the final metric
+    against the swept value, one line per optimizer; x: every trial there failed (drawn at what a
+    failure costs, L0: the dashed line, or at the panel's edge when L0 is far off the curves), star: the
+    curve's optimum, diamond: the seed reruns of the best configuration (mean +- std), on the panel
+    where it lies."""
+    pts = board.points[board.points["task"] == task]
+    if pts.empty:
+        return None
+    info = board.tasks.loc[task]
+    present = set(pts["axis"])
+    order = ["lr", *sorted(present - {"lr", "warmup"}), "warmup"]
+    order = [a for a in order if a in present]
+    colors = _colors(board.rows["optimizer"].unique().tolist())
+    fig, panels = _figure(len(order), width=3.6, legend=0.0)
+    fig.subplots_adjust(bottom=0.25)
+    seeds = _seed_marks(board, trials, task)
+    l0, sign = float(info["worst"]), -1.0 if info["mode"] == "max" else 1.0
+    ok = pts.loc[~pts["failed"].astype(bool), "value"].to_numpy(dtype=float)
+    lo, hi = (ok.min(), ok.max()) if ok.size else (l0, l0)
+    span = max(hi - lo, 1e-3 * max(abs(hi), 1.0))
+    off = np.isfinite(l0) and sign * (l0 - (hi if sign > 0 else lo)) > 2 * span  # L0 far beyond the curves
+    edge_y = (hi + 0.1 * span) if sign > 0 else (lo - 0.1 * span)
+    for ax, axis in zip(panels, order, strict=True):
+        sel = pts[pts["axis"] == axis]
+        scale = str(sel["scale"].iloc[0])
+        for opt, g in sel.groupby("optimizer", sort=True):
+            x = np.arange(len(g)) if scale == "choice" else g["at"].astype(float).to_numpy()
+            y = g["value"].to_numpy(dtype=float)
+            failed = g["failed"].to_numpy(dtype=bool)
+            if off:
+                y = np.where(sign * (y - edge_y) > 0, edge_y, y)  # at the edge: drawn, off the scale
+            c = colors[opt]
+            ax.plot(x, y, "-o", ms=3, lw=1.2, color=c, label=str(opt))
+            if failed.any():
+                ax.scatter(x[failed], y[failed], marker="x", s=40, color=c, zorder=3)
+            best = g["best"].to_numpy(dtype=bool)
+            ax.scatter(x[best], y[best], marker="*", s=120, color=c, edgecolor="black", lw=0.5, zorder=4)
+            if scale == "choice":
+                ax.set_xticks(x, [str(v) for v in g["at"]])
+            if (opt, axis) in seeds:
+                at, mean, std = seeds[(opt, axis)]
+                at = list(g["at"]).index(at) if scale == "choice" else at
+                ax.errorbar([at], [mean], yerr=[std if np.isfinite(std) else 0.0], color=c, marker="D", ms=4,
+                            mfc="white", capsize=3, lw=1, zorder=5)  # fmt: skip
+        if off:
+            ax.set_ylim(*sorted((lo - 0.05 * span * sign, edge_y + 0.05 * span * sign)))
+        elif np.isfinite(l0):
+            ax.axhline(l0, ls="--", lw=1, color="gray", label="failure cost L0")
+        if scale == "log":
+            _log_x(ax)
+        ax.set(xlabel=axis, ylabel=str(info["metric"]) if axis == order[0] else "")
+        ax.set_title(f"{task}: {axis}", fontsize=10)
+    handles, labels = panels[0].get_legend_handles_labels()
+    note = (
+        f"x: failed (cost L0 = {_fmt(l0)}, drawn at the edge)" if off else "x: failed, at the failure cost L0"
+    )
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False,
+               title=f"star: optimum; diamond: seed reruns of the best configuration (mean +- std); {note}", title_fontsize=8)  # fmt: skip
+    return _save(fig, path)
+
+
+def _seed_marks(
+    board: Leaderboard, trials: pd.DataFrame, task: str
+) -> dict[tuple[str, str], tuple[Any, float, float]]:
+    """(optimizer, axis) -> (axis value, seed mean, seed std: NaN for one rerun) for each optimizer whose
+    best configuration was rerun on seeds, on the axis its best trial lies on."""
+    out: dict[tuple[str, str], tuple[Any, float, float]] = {}
+    if "axis" not in trials.columns:
+        return out
+    rows = board.rows[(board.rows["task"] == task) & (board.rows["n_seeds"] > 0)]
+    by_id = trials.set_index("trial_id")
+    for r in rows.to_dict("records"):
+        if r["best_trial_id"] not in by_id.index:
+            continue
+        best = by_id.loc[r["best_trial_id"]]
+        best = best.iloc[0] if isinstance(best, pd.DataFrame) else best
+        if isinstance(best["axis"], str) and best["axis"]:
+            out[(r["optimizer"], best["axis"])] = (
+                best["axis_value"],
+                float(r["seed_mean"]),
+                float(r["seed_std"]),
+            )
+    return out
+
+
+def plot_importance(board: Leaderboard, task: str, path: Path) -> Path | None:
+    """Hyperparameter importance per optimizer on the task: one bar per (hyperparameter, optimizer)."""
+    imp = board.importances[board.importances["task"] == task]
+    if imp.empty:
+        return None
+    colors = _colors(board.rows["optimizer"].unique().tolist())
+    params = sorted(set(imp["param"]))
+    opts = sorted(set(imp["optimizer"]))
+    fig, (ax,) = _figure()
+    fig.subplots_adjust(left=0.1 + 0.012 * max(len(p) for p in params))  # room for the names
+    height = 0.8 / len(opts)
+    for j, opt in enumerate(opts):
+        share = imp[imp["optimizer"] == opt].set_index("param")["importance"].reindex(params).fillna(0.0)
+        ax.barh(
+            np.arange(len(params)) + j * height,
+            share.to_numpy(dtype=float),
+            height,
+            color=colors[opt],
+            label=opt,
+        )
+    ax.set_yticks(np.arange(len(params)) + 0.4 - height / 2, params)
+    ax.set_xlim(0, 1)
+    ax.set(xlabel=f"importance ({board.spec.importance}, share of the study's total)")
+    ax.set_title(f"{task}: hyperparameter importance", fontsize=10)
     _legend(ax)
     return _save(fig, path)
 
@@ -576,9 +1026,15 @@ def write_leaderboard(
     plots: dict[str, Path] = {}
     for task in board.tasks.index.astype(str):
         s = _safe(task)
+        swept = bool((board.points["task"] == task).any())  # the sensitivity panels show its lr curve
         for key, draw in (
-            (f"lr_sensitivity_{s}", lambda p, task=task: plot_lr_sensitivity(board, df, task, p)),
+            (f"sensitivity_{s}", lambda p, task=task: plot_sensitivity(board, df, task, p)),
+            (
+                f"lr_sensitivity_{s}",
+                lambda p, task=task, swept=swept: None if swept else plot_lr_sensitivity(board, df, task, p),
+            ),
             (f"expected_best_{s}", lambda p, task=task: plot_expected_best(board, task, p)),
+            (f"importance_{s}", lambda p, task=task: plot_importance(board, task, p)),
             (f"curves_{s}", lambda p, task=task: plot_best_curves(board, curves or {}, task, p)),
         ):
             if (path := draw(plot_dir / f"{key}.png")) is not None:
@@ -624,6 +1080,25 @@ def where_to_look(suite: Suite, tracker: Tracker, board: Path) -> list[str]:
     return lines
 
 
+def robustness_inputs(suite: Suite) -> dict[str, Any]:
+    """What `score.leaderboard` needs from the suite for its robustness section: the importance
+    evaluator (Optuna's, through `bench.search.importances`), the search spaces, and how each task's
+    failure cost was set."""
+    evaluator = suite.leaderboard.importance
+    importance = None
+    if evaluator != "none":
+        from bench import search  # Optuna: only when a leaderboard is built
+
+        def importance(configs: list[dict[str, Any]], values: list[float], space: Mapping[str, Any]) -> dict:
+            return search.importances(configs, values, space, evaluator)
+
+    return {
+        "importance": importance,
+        "spaces": {o.label: o.search_space for o in getattr(suite, "optimizers", ())},
+        "failure_why": {t.name: t.failure_why for t in getattr(suite, "tasks", ())},
+    }
+
+
 def build_leaderboard(
     suite: Suite,
     *,
@@ -649,7 +1124,7 @@ def build_leaderboard(
         for line in where_to_look(suite, tracker, files[0]):
             out(line)
         return files
-    board = score.leaderboard(table, suite.leaderboard)
+    board = score.leaderboard(table, suite.leaderboard, **robustness_inputs(suite))
     run_of = dict(zip(table["trial_id"], table["run_id"], strict=True))
     curves = {}
     for task, rows in board.rows.groupby("task"):

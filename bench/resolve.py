@@ -17,9 +17,15 @@ Rules, so that downstream code need not know them:
 - An optimizer's `schedule:` is merged over the suite's `schedule:`; optimizers flagged `schedule_free`
   or `no_schedule` get a constant schedule unless their item names one.
 - `leaderboard.reference` defaults to `adamw` when the suite has it, else to the first optimizer.
+- `check:` names optimizer labels (`beat`, `beat_optimizers`) and tasks (`noise_floor`) of this suite.
 - What needs no launch to check is checked here: FSDP needs optimizers flagged `fsdp`, each task's
   global batch must split over `trainer.devices x trainer.num_nodes` processes, and optimizers flagged
   `closure` (SAM) can't accumulate gradients.
+- Protocol `sweep` needs a log-scale `lr` in every optimizer's search space (its first stage sweeps
+  it); each name of `tuning.sweep.params` must be searched by at least one optimizer (each optimizer
+  sweeps the ones it has), and `lr` is not one of them.
+- A task's failure cost (what a failed trial counts as in every score) is the suite's
+  `failure_value`, else what the task declares for its options and metric (`TaskEntry.failure`).
 
 Names written as import paths (`package.module:Name`, a user's task factory or optimizer) are imported
 only with `imports=True` (`bench run`, `bench plan`); `bench validate` only checks that the module
@@ -40,6 +46,7 @@ from bench.registry import UnknownNameError, did_you_mean, entries_of, load_impo
 from bench.schema import (
     LABEL,
     LABEL_RULE,
+    CheckSpec,
     FrozenMap,
     KeyPath,
     LeaderboardSpec,
@@ -56,7 +63,7 @@ from bench.schema import (
     freeze,
     parse,
 )
-from bench.space import Param, SpaceError, parse_param
+from bench.space import Float, Param, SpaceError, parse_param
 from bench.spec import OptimizerSpec, Problems, ScheduleSpec, Suite, TaskSpec
 
 if TYPE_CHECKING:
@@ -183,6 +190,7 @@ class _Resolver:
             return None
         # The entry's target is for its own metric; another metric has none unless the suite gives one.
         target = cfg.target if cfg.target is not None else (entry.target if metric == entry.metric else None)
+        failure_value, failure_why = failure_cost(entry, options, metric, cfg.failure_value)
         return TaskSpec(
             name=entry.name,
             entry=entry,
@@ -193,6 +201,8 @@ class _Resolver:
             mode=metrics[metric],
             target=target,
             eval_every=cfg.eval_every if cfg.eval_every is not None else entry.eval_every,
+            failure_value=failure_value,
+            failure_why=failure_why,
         )
 
     def task_options(self, entry: TaskEntry, given: Mapping[str, Any], where: KeyPath) -> FrozenMap | None:
@@ -263,7 +273,7 @@ class _Resolver:
     ) -> OptimizerSpec | None:
         p: KeyPath = ("optimizers", i)
         entry = self.optimizer_entry(cfg.name, p if bare else (*p, "name"))
-        label = cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
+        label = label_of(cfg)
         label_ok = self.problems.require(
             bool(LABEL.match(label)), (*p, "label"), f"expected {LABEL_RULE} (it becomes part of study names), got {label!r}"
         )  # fmt: skip
@@ -378,12 +388,15 @@ class _Resolver:
         if trainer.accelerator == "auto" and settings.device != "auto":  # the project's default device
             trainer = trainer.model_copy(update={"accelerator": settings.device})
         leaderboard = self.section("leaderboard", LeaderboardSpec, LeaderboardSpec())
+        check = self.section("check", CheckSpec, CheckSpec())
         schedule_cfg = self.section("schedule", Schedule, ScheduleConfig())
         suite_schedule = schedule_cfg.model_dump(exclude_unset=True)
         self.schedule_spec(suite_schedule, ("schedule",))  # validate even if every optimizer overrides it
 
         tasks: list[TaskSpec] = []
+        task_names: list[str] = []  # every item's name, resolved or not
         for i, cfg, bare in self.items("tasks", Task, "[digits_cnn, pydocs_gpt_tiny]"):
+            task_names.append(cfg.name)
             task = self.task(i, cfg, bare)
             if task is None:
                 continue
@@ -393,10 +406,14 @@ class _Resolver:
                 )
             tasks.append(task)
         optimizers: list[OptimizerSpec] = []
+        where: list[int] = []  # the item index of each resolved optimizer
+        written: list[str] = []  # every item's label, resolved or not (an unimported one still has one)
         for i, cfg, bare in self.items("optimizers", Optimizer, "[adamw, sgd]"):
+            written.append(label_of(cfg))
             opt = self.optimizer(i, cfg, bare, suite_schedule)
             if opt is None:
                 continue
+            where.append(i)
             for j, other in enumerate(optimizers):
                 pr.require(
                     opt.label != other.label,
@@ -404,9 +421,11 @@ class _Resolver:
                     f"duplicate optimizer label '{opt.label}' (also optimizers[{j}]); give one a `label:`",
                 )
             optimizers.append(opt)
-        labels = [o.label for o in optimizers]
-        leaderboard = self.reference(leaderboard, labels)
+        leaderboard = self.reference(leaderboard, written)
+        self.check_names(check, written, list(dict.fromkeys([*task_names, *(t.name for t in tasks)])))
         self.launch_free_checks(trainer, tasks, optimizers)
+        if tuning.protocol == "sweep":
+            self.sweep_checks(tuning, list(zip(where, optimizers, strict=True)))
         if pr or self.unresolved:
             return None
         return Suite(
@@ -420,6 +439,7 @@ class _Resolver:
             leaderboard=leaderboard,
             settings=settings,
             overrides=overrides,
+            check=check,
         )
 
     def reference(self, lb: LeaderboardSpec, labels: list[str]) -> LeaderboardSpec:
@@ -433,6 +453,68 @@ class _Resolver:
             return lb
         default = "adamw" if "adamw" in labels else (labels[0] if labels else None)
         return lb.model_copy(update={"reference": default})
+
+    def sweep_checks(self, tuning: TuningSpec, optimizers: list[tuple[int, OptimizerSpec]]) -> None:
+        """The sweep's first stage is an lr grid; its 1-D sweeps name hyperparameters some optimizer has."""
+        for i, opt in optimizers:
+            lr = opt.search_space.get("lr")
+            if lr is None:
+                fixed = " (it is under `fixed:`)" if "lr" in opt.fixed else ""
+                self.problems.add(
+                    ("optimizers", i),
+                    f"protocol sweep needs 'lr' in the search space of '{opt.label}'{fixed}: its first stage "
+                    "is a learning-rate grid. Searched: " + (", ".join(opt.search_space) or "(nothing)"),
+                )
+            elif not (isinstance(lr, Float) and lr.log):
+                self.problems.add(
+                    ("optimizers", i, "search_space", "lr"),
+                    f"protocol sweep needs a log-scale lr range (its grid is in points per decade), got {lr}",
+                )
+        names = tuning.sweep.params or ()
+        searched = sorted({n for _, o in optimizers for n in o.search_space if n != "lr"})
+        for j, name in enumerate(names):
+            if name == "lr":
+                self.problems.add(
+                    ("tuning", "sweep", "params", j),
+                    "'lr' is swept by the first stage; list the other hyperparameters here",
+                )
+            elif optimizers and name not in searched:
+                self.problems.add(
+                    ("tuning", "sweep", "params", j),
+                    f"'{name}' is in no optimizer's search space.{did_you_mean(name, searched)} "
+                    f"Searched: {', '.join(searched) or '(nothing but lr)'}",
+                )
+
+    def check_names(self, check: CheckSpec, labels: list[str], tasks: list[str]) -> None:
+        """The labels and tasks `check:` names are this suite's."""
+        if not labels or not tasks:
+            return  # the optimizers or tasks had their own problems
+        named = [(("check", "beat"), check.beat)] if check.beat is not None else []
+        named += [(("check", "beat_optimizers", i), b) for i, b in enumerate(check.beat_optimizers)]
+        for where, label in named:
+            self.problems.require(
+                label in labels,
+                where,
+                f"'{label}' is not an optimizer label of this suite.{did_you_mean(label, labels)} "
+                f"Labels: {', '.join(labels)}",
+            )
+        if check.beat is not None:
+            self.problems.require(
+                check.beat not in check.beat_optimizers,
+                ("check", "beat_optimizers"),
+                f"'{check.beat}' is the optimizer to beat (check.beat); it cannot also have to beat itself",
+            )
+            self.problems.require(
+                len(labels) > 1 or bool(check.beat_optimizers),
+                ("check", "beat"),
+                f"the suite has no other optimizer to compare with '{check.beat}'",
+            )
+        for task in check.noise_floor:
+            self.problems.require(
+                task in tasks,
+                ("check", "noise_floor", task),
+                f"'{task}' is not a task of this suite.{did_you_mean(task, tasks)} Tasks: {', '.join(tasks)}",
+            )
 
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]
@@ -462,6 +544,27 @@ class _Resolver:
                     f"(flag `closure`), which gradient accumulation cannot split "
                     f"(trainer.accumulate_grad_batches: {trainer.accumulate_grad_batches}); use 1 for it",
                 )
+
+
+def failure_cost(
+    entry: TaskEntry, options: Mapping[str, Any], metric: str, given: float | None
+) -> tuple[float | None, str]:
+    """What a failed trial of this task costs in `metric`, and why: the suite's `failure_value`, else
+    what the entry declares for its options (`TaskEntry.failure`), else nothing (None)."""
+    declared = entry.failure(options) if entry.failure is not None else None
+    value = declared.values.get(metric) if declared is not None else None
+    if given is not None and given != value:
+        return float(given), "set by the suite (tasks[].failure_value)"
+    if declared is None:
+        return None, f"not declared by task '{entry.name}'"
+    if value is None:
+        return None, f"not declared for {metric}: {declared.why}"
+    return float(value), declared.why
+
+
+def label_of(cfg: Any) -> str:
+    """An optimizer item's label: `label:`, else its name (the class name of an import path)."""
+    return cfg.label if cfg.label is not None else cfg.name.rsplit(":", 1)[-1]
 
 
 def check_batches(tasks: list[TaskSpec] | tuple[TaskSpec, ...], n: int, problems: Problems) -> None:

@@ -22,6 +22,9 @@ What crosses into the runner is plain callables, so neither the tuner nor the tr
         on_step=display.step,   # (optimizer steps done) -> None: progress
     )
 
+Every trial also measures what its optimizer costs (`StepClock`): the mean step time and update time
+after the first steps, and the bytes of the optimizer state; `bench check` gates them.
+
 Optimizer special needs are read from the entry's flags: schedule-free optimizers are switched with
 `.train()`/`.eval()` around evaluation and run without a schedule; `create_graph` optimizers (Sophia-H)
 get `loss.backward(create_graph=True)`; `closure` optimizers (SAM) train under Lightning's manual
@@ -112,6 +115,9 @@ class TrialResult:
     tokens_to_target: float = math.nan
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # "train", "val", ...
     error: str | None = None
+    step_time_s: float = math.nan  # StepClock: mean seconds per optimizer step after the first steps
+    update_time_s: float = math.nan  # of which the optimizer's update
+    state_bytes: float = math.nan  # bytes of the optimizer state after training (this process)
 
     @property
     def ok(self) -> bool:
@@ -410,6 +416,169 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
     )
 
 
+# -- the cost of a step ---------------------------------------------------------------------------------
+class StepClock(Callback):
+    """Times the optimizer steps of a trial and counts the bytes of its optimizer state.
+
+    - step time: between the ends of consecutive optimizer steps (data, forward, backward and update:
+      what one waits for per step); an interval that contains a validation run is left out;
+    - update time: from the end of the backward pass (`on_before_optimizer_step`, after all accumulated
+      micro-batches) to the end of the step (`on_train_batch_end`): gradient clipping, the optimizer's
+      update and the lr scheduler's step.
+
+    Both are means over every step after the first `skip` (10% of the steps, at least 3: compilation,
+    allocator and cache warm-up): a mean, not a median, so that work an optimizer does every k steps (a
+    preconditioner update) is counted at its amortised cost, and every step rather than a sample, so
+    such work cannot alias with a sampling stride. Intervals are folded into running sums as they
+    complete, so a long run keeps at most about `max_pending` of them. On CUDA they are read from CUDA
+    events recorded in the stream, folded once the GPU has passed them (`Event.query`), so nothing
+    synchronises per step; elsewhere from `time.perf_counter`.
+
+    State bytes (`optimizer_state_bytes`) are counted when training ends, on this process: what the
+    optimizer adds to each device's memory (under FSDP, its shard).
+    """
+
+    def __init__(self, steps: int, max_pending: int = 1000):
+        self.skip = min(max(3, steps // 10), max(steps - 2, 0))
+        self.max_pending = max_pending
+        self.cuda = False
+        self.pending: list[tuple[str, Any, Any]] = []  # ("step" | "update", start, end) not yet folded
+        self.seconds = {"step": 0.0, "update": 0.0}
+        self.timed = {"step": 0, "update": 0}
+        self.state_bytes = math.nan
+        self._update_start: Any = None
+        self._last_end: Any = None
+        self._stepped = self._validated = False
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _fold(self, wait: bool) -> None:
+        """Add the pending intervals to the sums: on CUDA those whose end the GPU has passed (all of
+        them after a synchronisation when `wait`), events completing in the order they were recorded."""
+        if self.cuda and wait:
+            torch.cuda.synchronize()
+        done = 0
+        for kind, start, end in self.pending:
+            if self.cuda:
+                if not wait and not end.query():
+                    break
+                seconds = start.elapsed_time(end) / 1000.0
+            else:
+                seconds = end - start
+            self.seconds[kind] += seconds
+            self.timed[kind] += 1
+            done += 1
+        del self.pending[:done]
+
+    def _add(self, kind: str, start: Any, end: Any) -> None:
+        self.pending.append((kind, start, end))
+        if not self.cuda or len(self.pending) >= self.max_pending:
+            self._fold(wait=False)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.cuda = pl_module.device.type == "cuda"
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        self._stepped = True
+        self._update_start = self._mark() if trainer.global_step + 1 > self.skip else None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._stepped:  # a micro-batch of an accumulation
+            return
+        self._stepped = False
+        done = trainer.global_step
+        if done < self.skip:
+            return
+        end = self._mark()
+        if done > self.skip:
+            if self._update_start is not None:
+                self._add("update", self._update_start, end)
+            if self._last_end is not None and not self._validated:
+                self._add("step", self._last_end, end)
+        self._update_start, self._last_end, self._validated = None, end, False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.state_bytes = float(optimizer_state_bytes(trainer.optimizers))
+
+    def _mean(self, kind: str) -> float:
+        return self.seconds[kind] / self.timed[kind] if self.timed[kind] else math.nan
+
+    def result(self) -> dict[str, float]:
+        """step_time_s, update_time_s (NaN when no step was timed) and state_bytes."""
+        try:
+            self._fold(wait=True)
+        except RuntimeError:  # the device failed (the trial's outcome says so): nothing more to time
+            self.pending.clear()
+            return {"step_time_s": math.nan, "update_time_s": math.nan, "state_bytes": self.state_bytes}
+        return {
+            "step_time_s": self._mean("step"),
+            "update_time_s": self._mean("update"),
+            "state_bytes": self.state_bytes,
+        }
+
+
+def optimizer_state_bytes(optimizers: Sequence[Any]) -> int:
+    """Bytes of the tensors an optimizer keeps in `optimizer.state` (nested lists, tuples and dicts
+    included; a wrapped `.optimizer`/`.base_optimizer` too). Each storage counts once, and storages of
+    the parameters themselves count not at all: this is the memory the optimizer adds."""
+    seen: set[tuple[Any, int]] = set()
+    for opt in optimizers:
+        for group in getattr(opt, "param_groups", ()):
+            seen |= {_storage_key(p) for p in group["params"] if isinstance(p, torch.Tensor)}
+    total = 0
+
+    def visit(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            key = _storage_key(value)
+            if key not in seen:
+                seen.add(key)
+                total += _storage_bytes(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                visit(v)
+
+    stack = list(optimizers)
+    while stack:
+        opt = stack.pop()
+        visit(getattr(opt, "state", {}))
+        stack += [
+            getattr(opt, a)
+            for a in ("optimizer", "base_optimizer")
+            if isinstance(getattr(opt, a, None), torch.optim.Optimizer)
+        ]
+    return total
+
+
+def _storage_key(t: torch.Tensor) -> tuple[Any, int]:
+    try:
+        return (str(t.device), t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a plain storage
+        return (str(t.device), id(t))
+
+
+def _storage_bytes(t: torch.Tensor) -> int:
+    try:
+        return int(t.untyped_storage().nbytes())
+    except (RuntimeError, NotImplementedError):
+        return t.numel() * t.element_size()
+
+
 def throughput_monitor(steps: int, every: int) -> StepThroughput:
     """Lightning's throughput figures (`train/device/samples_per_sec`, `train/device/mfu` on GPUs...)
     timed every `every` steps (`bench.monitor.StepThroughput`), over a sliding window of about a fifth
@@ -443,6 +612,7 @@ def train_trial(
     module: BenchModule | None = None
     trainer: L.Trainer | None = None
     outcome, error = "completed", None
+    clock = StepClock(spec.task.steps)
     with _quiet():
         try:
             L.seed_everything(spec.seed, workers=True, verbose=False)
@@ -453,7 +623,7 @@ def train_trial(
             if spec.trainer.compile:
                 module.model = torch.compile(module.model)
             logger = CallableLogger(log_metrics) if log_metrics is not None else None
-            trainer = build_trainer(spec, callbacks, logger)
+            trainer = build_trainer(spec, [*callbacks, clock], logger)
             trainer.fit(module)
             if module.diverged_at is not None:
                 outcome = "diverged"
@@ -494,4 +664,5 @@ def train_trial(
         tokens_to_target=to_target.get("tokens", math.nan),
         curves=module.curves if module is not None else {},
         error=error,
+        **clock.result(),
     )

@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
 )
@@ -45,8 +47,10 @@ KeyPath = tuple[str | int, ...]
 Problem = tuple[KeyPath, str]
 
 # One definition of each choice: Literal types for the models, tuples for everyone else.
-Protocol = Literal["random", "qmc", "tpe", "cmaes", "grid", "defaults"]
+Protocol = Literal["random", "qmc", "tpe", "cmaes", "grid", "sweep", "defaults"]
 Pruner = Literal["none", "median", "hyperband"]
+CheckMethod = Literal["test", "tolerance"]
+Correction = Literal["holm", "bh", "none"]  # the names bench.stats.adjust takes
 Device = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 Precision = Literal[
     "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
@@ -59,6 +63,7 @@ ADAPTIVE: tuple[str, ...] = ("tpe", "cmaes")  # protocols whose draws depend on 
 # Budgets a study can enqueue up front (each slot is a row in the Optuna storage).
 MAX_TRIALS = 100_000
 MAX_SEEDS = 1_000
+MAX_POINTS = 1_000  # points of one grid axis or one sweep
 
 # Suite names and optimizer labels become parts of study names (`suite.task.label`) and of file names.
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -206,17 +211,49 @@ class Settings(Model):
     standins: bool = Field(False, description="data_root holds offline stand-ins, written when missing (bench standins)")  # fmt: skip
 
 
+class SweepSpec(Model):
+    """The `sweep` protocol (Zhao et al. 2024): a learning-rate grid, extended one point at a time while
+    its best point sits at an edge, then, at the best learning rate, a 1-D grid of each other
+    hyperparameter (and of the warmup, when asked) with the rest held at their defaults. Every point is
+    one trial; every optimizer gets the same points per axis (see docs/robustness.md)."""
+
+    lr_points: Annotated[int, Hint("an optimum needs a point on each side")] = Field(
+        7, ge=3, le=MAX_POINTS,
+        description="learning rates of the first grid, centred on the geometric middle of each optimizer's lr range",
+    )  # fmt: skip
+    per_decade: int = Field(
+        2, ge=1, le=24, description="lr grid spacing, in points per decade (2: 1e-3, 3.2e-3, 1e-2, ...)"
+    )
+    extend: Annotated[int, Hint("0: never extend")] = Field(
+        2, ge=0, le=MAX_POINTS,
+        description="at most this many more learning rates, one at a time, while the best sits at an edge of those swept",
+    )  # fmt: skip
+    params: Annotated[tuple[str, ...] | None, BeforeValidator(_tuple)] = Field(
+        None,
+        description="hyperparameters swept at the best lr (default: every other one of each optimizer's space; [] for none)",
+    )  # fmt: skip
+    points: int = Field(
+        4, ge=2, le=MAX_POINTS,
+        description="values per 1-D sweep of another hyperparameter: on a log axis around its default at per_decade spacing (those in its range), on a linear one evenly over its range; every choice of a categorical",
+    )  # fmt: skip
+    warmup: Annotated[tuple[Annotated[float, Field(ge=0)], ...], BeforeValidator(_tuple)] = Field(
+        (),
+        description="warmups swept at the best lr (fractions of the steps if < 1, else steps); [] for none",
+    )
+
+
 class TuningSpec(Model):
     """How each study chooses its hyperparameters, with the budget every optimizer gets."""
 
     protocol: Protocol = Field(
         "random", description="how configurations are chosen (see README: Tuning protocols)"
     )
-    trials: int = Field(8, ge=1, le=MAX_TRIALS, description="configurations tried per study (its slots)")
+    trials: int = Field(8, ge=1, le=MAX_TRIALS, description="configurations tried per study (its slots; a sweep's points are set by `sweep`)")  # fmt: skip
     seeds: Annotated[int, Hint("1: no reruns of the best")] = Field(
         1, ge=1, le=MAX_SEEDS, description="seeds the best configuration runs on, counting the tuning run"
     )
     sampler_seed: int = Field(0, description="same seed, same configurations")
+    first_seed: int = Field(0, ge=0, description="seed of the tuning trials; the reruns of the best take the next seeds - 1 (another value reruns the suite on fresh seeds)")  # fmt: skip
     pruner: Pruner = Field("none", description="stops unpromising tuning trials early")
     trial_time_budget_s: Annotated[float | None, OrNull()] = Field(
         None, gt=0, description="wall-clock cap per trial (outcome timeout)"
@@ -225,6 +262,8 @@ class TuningSpec(Model):
         None, gt=0, description="no new trial once a study's finished trials trained this long"
     )
     divergence_factor: float = Field(3.0, gt=1, description="train loss above this multiple of its first value is divergence")  # fmt: skip
+    grid_points: int = Field(4, ge=2, le=MAX_POINTS, description="grid protocol: points per continuous axis (log-spaced on log axes)")  # fmt: skip
+    sweep: SweepSpec = Field(default_factory=SweepSpec, description="sweep protocol: its grids (see docs/robustness.md)")  # fmt: skip
 
 
 class TrainerSpec(Model):
@@ -245,10 +284,36 @@ class LeaderboardSpec(Model):
     ks: Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_tuple)] = Field(
         (1, 4), min_length=1, description="expected best-of-k columns"
     )
-    basin_eps: float = Field(0.01, gt=0, description="relative tolerance for the learning-rate basin")
+    basin_eps: float = Field(0.01, gt=0, description="tolerance of the learning-rate basin: relative to the best value, or absolute with basin_absolute")  # fmt: skip
+    basin_absolute: bool = Field(False, description="basin_eps is in the metric's units instead of relative")
+    sensitivity_decades: float = Field(1.0, gt=0, description="width of the window, centred on each optimizer's optimum, over which sensitivities are averaged (log axes)")  # fmt: skip
+    alpha: float = Field(0.95, gt=0, le=1, description="alpha-tunability: the budget fraction at which expected best-of-k gets within 1 - alpha (relative) of the task's best")  # fmt: skip
+    importance: Literal["fanova", "ped_anova", "none"] = Field("fanova", description="hyperparameter importance of random/qmc/tpe/cmaes studies, by Optuna's evaluator")  # fmt: skip
+    bootstrap: Annotated[int, Hint("0: no bands")] = Field(200, ge=0, le=100_000, description="bootstrap resamples for the bands of expected best-of-k")  # fmt: skip
     reference: str | None = Field(None, description="optimizer label the fixed-reference profile divides by (default: adamw, else the first)")  # fmt: skip
     r_max: float = Field(4.0, gt=1, description="performance profiles' largest ratio")
     wall_clock: bool = Field(False, description="show seconds to target and the seconds profile: only for trials that each ran alone on a quiet, dedicated machine (wall-clock time measures the machine's load too)")  # fmt: skip
+
+
+class CheckSpec(Model):
+    """How `bench check` gates a run against a baseline leaderboard and a reference optimizer (the
+    statistics are bench/stats.py's; docs/ci.md explains every key). `bench.resolve` checks the labels
+    and task names it mentions."""
+
+    method: CheckMethod = Field("test", description="test: one-sided significance tests with a margin; tolerance: the older rule max(rel_tol x |baseline|, seed_k x pooled seed std, abs_tol)")  # fmt: skip
+    alpha: float = Field(0.05, gt=0, le=0.5, description="false-alarm rate of the whole gate on unchanged code (family-wise, see correction)")  # fmt: skip
+    correction: Correction = Field("holm", description="for testing many (task, optimizer) pairs: holm (family-wise), bh (false discovery rate) or none")  # fmt: skip
+    power: float = Field(0.8, gt=0, lt=1, description="power at which the smallest detectable effect is reported")  # fmt: skip
+    rel_tol: float = Field(0.02, ge=0, description="margin: a change smaller than rel_tol x |baseline| is never a regression")  # fmt: skip
+    abs_tol: float = Field(0.0, ge=0, description="margin in the metric's units (the larger margin applies)")
+    seed_k: float = Field(2.0, ge=0, description="method tolerance only: seed stds allowed")
+    noise_floor: Annotated[dict[str, Annotated[float, Field(ge=0)]], AfterValidator(lambda v: freeze(v)), PlainSerializer(lambda v: thaw(v))] = Field(default_factory=FrozenMap, description="task -> smallest std of one run's metric the tests assume (modded-nanogpt pins its run-to-run sigma)")  # fmt: skip
+    step_time_tol: Annotated[float | None, OrNull()] = Field(0.25, gt=0, description="fail when the step-time ratio to the reference grows by more than this fraction; null: not gated")  # fmt: skip
+    update_time_tol: Annotated[float | None, OrNull()] = Field(None, gt=0, description="the same for the optimizer update's time alone; null: not gated")  # fmt: skip
+    memory_tol: Annotated[float | None, OrNull()] = Field(0.05, ge=0, description="fail when the optimizer-state bytes ratio to the reference grows by more than this fraction; null: not gated")  # fmt: skip
+    beat: str | None = Field(None, description="an optimizer label the others must significantly beat on every task, in the same run")  # fmt: skip
+    beat_optimizers: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field((), description="the labels that must beat it (default: every other optimizer)")  # fmt: skip
+    beat_by: float = Field(0.0, ge=0, description="the improvement required, as a fraction of the reference's |mean|")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -300,6 +365,7 @@ class TaskConfig(Model):
     )
     target: float | None = Field(None, description="metric value that counts as reaching the target")
     metric: str | None = Field(None, description="the leaderboard metric (default: the task's)")
+    failure_value: float | None = Field(None, description="what a failed trial costs in the metric (default: the task's declared value at chance or at initialization)")  # fmt: skip
     options: FrozenMap = Field(default_factory=FrozenMap, description="task options (`bench ls tasks`)")  # fmt: skip
 
 
@@ -335,6 +401,7 @@ class SuiteConfig(Model):
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
+    check: CheckSpec = Field(default_factory=CheckSpec)
 
 
 class ProjectConfig(Settings):

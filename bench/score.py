@@ -16,23 +16,31 @@ The trials table (one row per trial run; see the project brief):
     lr                                    learning rate of the trial (NaN: none)
     steps_to_target, tokens_to_target,    first validation at which the metric reached the target
     seconds_to_target                     (NaN: never reached)
-    optional: trial_id, number, steps, time_s, tokens_per_step, metric (the metric's name), seed, ...
+    optional: trial_id, number, steps, time_s, tokens_per_step, metric (the metric's name), seed,
+        failure_value (what a failed trial costs, in the metric's units; NaN: not declared),
+        protocol (random | qmc | grid | sweep | tpe | cmaes | defaults; default random), params (the
+        searched values), axis, axis_value, axis_scale, warmup (a sweep point's axis, see bench.sweep)
 
 Conventions (every number in a leaderboard follows them):
 
 - Orientation. Internally every value is oriented so that lower is better (`mode: max` is negated);
   everything returned is in the metric's own units again.
-- Failed trials (outcome diverged/oom/timeout/error, or completed without a finite value) count as the
-  *worst* value: the worst finite value of a completed trial of that task over all optimizers and
-  kinds, or +inf when the task has none. They stay in every sample (E_k, median, rates): an optimizer
-  that fails half its trials pays for it. The fill is per task, not per optimizer, so an optimizer is
-  not rewarded for having a bad worst trial of its own.
+- What a failure costs (Wortsman et al. 2023's min(L, L0)). Failed trials (outcome diverged/oom/
+  timeout/error, or completed without a finite value) count as L0, the task's *failure value*: the
+  metric of a model that learned nothing, at chance or at initialization, which each task declares
+  (`failure_value` column, from `TaskEntry.failure`); and every completed value is clipped at L0, so a
+  trial worse than chance costs what a failure costs. A task without a declared value falls back to
+  the worst finite value of its completed trials over all optimizers and kinds (+inf when none). Failed
+  trials stay in every sample (E_k, median, sensitivities): an optimizer that fails pays for it.
 - Pruned trials are censored: we do not know what they would have reached. They are counted (n_trials,
   n_pruned) but excluded from every sample and from the denominators of the rates.
-- `best` is the best value among the completed trials (NaN when none completed); it equals the minimum of
-  the filled sample whenever one trial completed.
-- Expected best-of-k (Dodge et al. 2019, "Show your work") assumes the tune trials are i.i.d. draws from
-  the search space (an unbiased sampler: random or QMC). E_k with k > n is not reported (NaN).
+- `best` is the best value among the completed trials (NaN when none completed), not clipped.
+- Expected best-of-k (Dodge et al. 2019, "Show your work"), the median and the tunability scores assume
+  the tune trials are i.i.d. draws from the search space (an unbiased sampler: random or QMC, two
+  trials or more); for other protocols they are NaN with the reason (`why_random`). E_k with k > n is
+  not reported (NaN).
+- Robustness (see "Robustness" below and bench.robustness): learning-rate curves, sensitivities,
+  headroom and edges need a 1-D sweep; importance needs searched trials. NaN with the reason otherwise.
 - Seeds: `seed_mean`/`seed_std` are over the kind "seed" rows only (sample std, ddof=1). The tune trial
   that picked the configuration is left out: being chosen as the minimum biases it low.
 - Time-to-target of a (task, optimizer) is that of its best configuration: the median over its seed
@@ -49,15 +57,17 @@ Conventions (every number in a leaderboard follows them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from bench import robustness
 from bench.outcomes import FAILED, OUTCOMES
-from bench.records import KINDS
+from bench.records import COST_METRICS, KINDS
+from bench.robustness import Scored
 from bench.schema import LeaderboardSpec
 
 Mode = Literal["min", "max"]
@@ -102,14 +112,11 @@ def expected_best_curve(
         return np.full(ks_arr.shape, np.nan)
     if (ks_arr < 1).any():
         raise ValueError("expected_best_curve: k must be >= 1")
-    j = np.arange(1, n + 1)
-    upper, lower = (n - j + 1) / n, (n - j) / n
     out = np.empty(ks_arr.size)
     chunk = max(1, 2_000_000 // n)  # bounds the (k x n) weight matrix to ~16 MB
     with np.errstate(invalid="ignore"):
         for s in range(0, ks_arr.size, chunk):
-            kk = ks_arr[s : s + chunk, None]
-            w = upper**kk - lower**kk
+            w = robustness.best_of_k_weights(n, ks_arr[s : s + chunk])
             out[s : s + chunk] = np.where(w > 0, w * m, 0.0).sum(axis=1)
     return out if mode == "min" else -out
 
@@ -120,39 +127,6 @@ def expected_best_of_k(values: Sequence[float] | np.ndarray, k: int, mode: Mode 
     if k > v.size or v.size == 0:
         return float("nan")
     return float(expected_best_curve(v, [k], mode)[0])
-
-
-def basin_width(
-    lr: Iterable[float],
-    values: Iterable[float],
-    eps: float = 0.01,
-    *,
-    absolute: bool = False,
-    mode: Mode = "min",
-) -> tuple[float, int]:
-    """Learning-rate basin: how many decades of lr reach (nearly) the best value.
-
-    A trial is *good* when its oriented value v satisfies v <= best + tol, with best the best value
-    among trials with a finite lr > 0 and tol = eps * |best| (relative, the default) or eps (absolute).
-    The width is log10(largest lr of a good trial) - log10(smallest lr of a good trial), in decades: 0
-    when a single trial (or a single lr) is good. It is the span of the good lrs, so a bad trial between
-    two good ones does not split it (other hyperparameters vary between random-search trials).
-    The leaderboard passes completed trials only: a failed trial is never good.
-    Returns (width, number of good trials); (NaN, 0) when no trial has an lr or no finite best.
-    """
-    x = np.asarray(lr, dtype=float)
-    v = _orient(values, mode)
-    keep = np.isfinite(x) & (x > 0) & ~np.isnan(v)
-    if not keep.any():
-        return float("nan"), 0
-    x, v = x[keep], v[keep]
-    best = v.min()
-    if not np.isfinite(best):
-        return float("nan"), 0
-    tol = eps if absolute else eps * abs(best)
-    good = v <= best + tol
-    logs = np.log10(x[good])
-    return float(logs.max() - logs.min()), int(good.sum())
 
 
 def rank_with_ties(
@@ -284,8 +258,9 @@ def performance_profile(
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Validate the trials table and return a copy with the scoring columns added:
 
-    _oriented (lower is better), _failed, _scored (not pruned), _worst (the task's fill value, oriented),
-    _filled (oriented, failed -> worst, pruned -> NaN), _reached (target reached at some evaluation),
+    _oriented (lower is better), _failed, _scored (not pruned), _worst (L0: what a failure costs, oriented),
+    _declared (the task declared L0), _filled (oriented, clipped at L0, failed -> L0, pruned -> NaN),
+    _reached (target reached at some evaluation),
     _ttt_steps/_ttt_tokens/_ttt_seconds (+inf never reached, NaN no target).
 
     A completed trial whose final value meets the target but has no steps_to_target (no intermediate
@@ -330,8 +305,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     scored = t["outcome"].to_numpy() != "pruned"
     ok = (t["outcome"].to_numpy() == "completed") & np.isfinite(oriented)
     failed = scored & ~ok
-    worst = pd.Series(np.where(ok, oriented, np.nan), index=t.index).groupby(t["task"]).transform("max")
-    worst = worst.fillna(np.inf).to_numpy(dtype=float)
+    worst, declared = _failure_cost(t, ok, oriented, sign)
     has_target = np.isfinite(target)
 
     stt = t["steps_to_target"].to_numpy(dtype=float)
@@ -353,11 +327,27 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     t["_failed"] = failed
     t["_scored"] = scored
     t["_worst"] = worst
+    t["_declared"] = declared
     t["_reached"] = reached
     for unit in TTT:
         t[f"_ttt_{unit}"] = np.where(reached, ttt[unit], np.where(has_target, np.inf, np.nan))
-    t[_PREPARED] = np.where(scored, np.where(ok, oriented, worst), np.nan)
+    t[_PREPARED] = np.where(scored, np.where(ok, np.minimum(oriented, worst), worst), np.nan)
     return t
+
+
+def _failure_cost(
+    t: pd.DataFrame, ok: np.ndarray, oriented: np.ndarray, sign: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """L0, the oriented value a failed trial costs, per row (one per task), and whether the task declared
+    it: its `failure_value` (the first given), else the worst completed value of the task (+inf: none)."""
+    given = pd.to_numeric(t["failure_value"], errors="coerce") if "failure_value" in t.columns else None
+    if given is None:
+        given = pd.Series(np.nan, index=t.index)
+    l0 = (given.astype(float) * sign).groupby(t["task"]).transform("first").to_numpy(dtype=float)
+    worst = pd.Series(np.where(ok, oriented, np.nan), index=t.index).groupby(t["task"]).transform("max")
+    worst = worst.fillna(np.inf).to_numpy(dtype=float)
+    declared = np.isfinite(l0)
+    return np.where(declared, l0, worst), declared
 
 
 def _natural(x: float | np.ndarray, mode: str) -> float | np.ndarray:
@@ -445,7 +435,7 @@ def _has_target(t: pd.DataFrame) -> pd.Series:
 def _groups(t: pd.DataFrame) -> list[tuple[tuple[str, str], pd.Series | None, pd.DataFrame]]:
     """(key, best completed tune row or None, scored seed rows) for every (task, optimizer)."""
     tune = t[(t["kind"] == "tune") & t["_scored"] & ~t["_failed"]]
-    tune = tune.sort_values([_PREPARED, "number", "trial_id"], kind="stable")
+    tune = tune.sort_values(["_oriented", "number", "trial_id"], kind="stable")
     best_rows = tune.groupby(["task", "optimizer"], sort=False).head(1).set_index(["task", "optimizer"])
     seeds = t[(t["kind"] == "seed") & t["_scored"]]
     seed_groups = dict(iter(seeds.groupby(["task", "optimizer"], sort=False)))
@@ -480,15 +470,21 @@ class Leaderboard:
         task, optimizer, metric, mode, target,
         n_trials, n_scored, n_completed, n_pruned, n_diverged, n_oom, n_timeout, n_error, n_failed,
         best, best_trial_id, best_lr, median, E_<k> for each k in `ks`, n_seeds, seed_mean, seed_std,
-        basin_decades, n_basin, success_rate, divergence_rate,
-        steps_to_target, tokens_to_target, seconds_to_target, ttt_n,
-        rank_value (seed mean if n_seeds else best), rank, tied
+        success_rate, divergence_rate, steps_to_target, tokens_to_target, seconds_to_target, ttt_n,
+        rank_value (seed mean if n_seeds else best), rank, tied,
+        then the robustness columns (`ROBUST_COLUMNS`, see `robustness_scores`)
     optimizers: one row per optimizer: n_tasks, mean_rank, wins (rank 1, ties included), n_trials,
-        n_seeds, then profile_<time> and profile_<time>_ref for each computed profile.
-    tasks: one row per task: metric, mode, target, worst (the fill value of failed trials), n_trials,
-        n_seeds, n_optimizers.
-    curves: (task, optimizer) -> expected best-of-k for k = 1..n_scored, in the metric's units.
+        n_seeds, mean_robust_rank, robust_by, then profile_<time> and profile_<time>_ref for each profile.
+    tasks: one row per task: metric, mode, target, worst (L0, what a failed trial costs), declared
+        (whether the task declared it), n_trials, n_seeds, n_optimizers.
+    curves: (task, optimizer) -> expected best-of-k for k = 1..n_scored, in the metric's units (random
+        and qmc studies of two trials or more only).
     lr_profiles: `lr_profile` of the table. profiles: the `Profile`s for each time unit with data.
+    axes: one row per swept axis of each (task, optimizer) (`robustness_scores`); points: the curves
+        behind them, one row per point (task, optimizer, axis, scale, at: the axis value, value: in the
+        metric's units, filled and clipped, failed: every trial there failed, best: the curve's optimum).
+    bands: (task, optimizer) -> (ks, low, high): the bootstrap band of the expected best-of-k curve.
+    importances: task, optimizer, param, importance (shares summing to 1 per study).
     """
 
     rows: pd.DataFrame
@@ -502,6 +498,14 @@ class Leaderboard:
     reference: str
     r_max: float
     basin_abs: Mapping[str, float] = field(default_factory=dict)
+    axes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AXIS_COLUMNS))
+    bands: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    importances: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=IMPORTANCE_COLUMNS))
+    spec: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    points: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POINT_COLUMNS))
+    failure_why: Mapping[str, str] = field(default_factory=dict)  # task -> how its failure cost was set
+    seed_values: Mapping[tuple[str, str], Mapping[int, float]] = field(default_factory=dict)  # `seed_values`
+    costs: pd.DataFrame | None = None  # `costs`: step time and state bytes, and their ratios to the reference
     wall_clock: bool = False  # seconds to target measured (the spec's `wall_clock`), else NaN
 
     def row(self, task: str, optimizer: str) -> pd.Series:
@@ -518,12 +522,19 @@ def leaderboard(
     basin_abs: Mapping[str, float] | None = None,
     metrics: Mapping[str, str] | None = None,
     lr_bin_decades: float = 0.25,
+    importance: Importance | None = None,
+    spaces: Mapping[str, Mapping[str, Any]] | None = None,
+    failure_why: Mapping[str, str] | None = None,
 ) -> Leaderboard:
     """Score a trials table (see the module docstring for the columns and conventions).
 
-    spec: ks, basin_eps, reference, r_max (defaults: `bench.schema.LeaderboardSpec()`).
-    basin_abs: task -> absolute basin tolerance, replacing the relative `basin_eps` for that task.
+    spec: ks, basin_eps, reference, r_max, ... (defaults: `bench.schema.LeaderboardSpec()`).
+    basin_abs: task -> absolute basin tolerance, replacing `basin_eps` for that task.
     metrics: task -> metric name, when the table has no `metric` column.
+    importance: (configurations, oriented values, search space) -> {hyperparameter: share}, e.g.
+        `bench.search.importances`; spaces: optimizer label -> its search space (`bench.space` params).
+        Without them no importance is computed.
+    failure_why: task -> how its failure value was obtained (`TaskSpec.failure_why`), for the report.
     """
     if spec is None:
         spec = LeaderboardSpec()
@@ -551,31 +562,26 @@ def leaderboard(
         mode = task_mode[task]
         g = tune_groups.get(key, empty)
         vals = g[_PREPARED].to_numpy(dtype=float)
-        curve = expected_best_curve(vals)  # oriented
-        curves[key] = _natural(curve, mode)
+        why_random = _why_not_random(g)
+        if not why_random:
+            curves[key] = _natural(expected_best_curve(vals), mode)
         rec: dict = {"task": task, "optimizer": opt, "metric": task_metric.get(task, "value"), "mode": mode}
         rec["target"] = float(task_target[task])
         if best_row is not None:
-            rec["best"] = float(_natural(best_row[_PREPARED], mode))
+            rec["best"] = float(_natural(best_row["_oriented"], mode))
             rec["best_trial_id"] = str(best_row["trial_id"])
             rec["best_lr"] = float(best_row["lr"])
         else:
             rec["best"], rec["best_trial_id"], rec["best_lr"] = np.nan, None, np.nan
-        rec["median"] = float(_natural(np.median(vals), mode)) if vals.size else np.nan
+        rec["median"] = float(_natural(np.median(vals), mode)) if not why_random else np.nan
         for k in ks:
-            rec[f"E_{k}"] = float(curves[key][k - 1]) if k <= vals.size else np.nan
+            rec[f"E_{k}"] = float(curves[key][k - 1]) if not why_random and k <= vals.size else np.nan
+        rec["why_random"] = why_random
         sv = seeds[_PREPARED].to_numpy(dtype=float)
         rec["n_seeds"] = int(sv.size)
         rec["seed_mean"] = float(_natural(sv.mean(), mode)) if sv.size else np.nan
         with np.errstate(invalid="ignore"):
             rec["seed_std"] = float(sv.std(ddof=1)) if sv.size > 1 else np.nan
-        done = ~g["_failed"].to_numpy(dtype=bool)  # a failed trial is never in the basin
-        rec["basin_decades"], rec["n_basin"] = basin_width(
-            g["lr"].to_numpy(dtype=float)[done],
-            vals[done],
-            basin_abs.get(task, spec.basin_eps),
-            absolute=task in basin_abs,
-        )
         rec.update(_ttt(best_row, seeds, bool(has_target[task])))
         rec["_rank_value"] = (
             sv.mean() if sv.size else (best_row[_PREPARED] if best_row is not None else np.nan)
@@ -604,11 +610,21 @@ def leaderboard(
         ["task", "optimizer", "metric", "mode", "target", "rank", "tied", "rank_value"]
         + count_cols
         + ["best", "best_trial_id", "best_lr", "median", *e_cols, "n_seeds", "seed_mean", "seed_std"]
-        + ["basin_decades", "n_basin", "success_rate", "divergence_rate"]
+        + ["why_random", "success_rate", "divergence_rate"]
         + [f"{u}_to_target" for u in TTT]
         + ["ttt_n"]
     )
     rows = rows[order]
+    robust, axes, bands, importances, points = robustness_scores(
+        t, spec, curves, basin_abs, importance, spaces
+    )
+    rows = rows.merge(robust, on=["task", "optimizer"], how="left")
+    # a study whose tune trials were all pruned has no robustness row: nothing to score, and why
+    unscored = rows["protocol"].isna()
+    for col in ("why_lr", "why_tunability", "why_importance"):
+        rows[col] = rows[col].where(~unscored, "no tune trial that was not pruned")
+    text = ["protocol", "lr_edge", "why_lr", "why_tunability", "why_importance", "robust_by"]
+    rows[text] = rows[text].astype(object).fillna("")
 
     if not spec.wall_clock:
         rows["seconds_to_target"] = np.nan  # wall-clock time is only trusted on a dedicated machine
@@ -620,6 +636,7 @@ def leaderboard(
             "mode": task_mode,
             "target": task_target,
             "worst": t.groupby("task")["_worst"].first() * np.where(task_mode == "max", -1.0, 1.0),
+            "declared": t.groupby("task")["_declared"].first(),
             "n_trials": t[t["kind"] == "tune"].groupby("task").size().reindex(task_mode.index, fill_value=0),
             "n_seeds": t[t["kind"] == "seed"].groupby("task").size().reindex(task_mode.index, fill_value=0),
             "n_optimizers": rows.groupby("task")["optimizer"].nunique().reindex(task_mode.index),
@@ -638,6 +655,14 @@ def leaderboard(
         reference=spec.reference,
         r_max=float(spec.r_max),
         basin_abs=basin_abs,
+        axes=axes,
+        bands=bands,
+        importances=importances,
+        spec=spec,
+        points=points,
+        failure_why=dict(failure_why or {}),
+        seed_values=seed_values(t),
+        costs=costs(t, spec.reference),
         wall_clock=spec.wall_clock,
     )
 
@@ -671,6 +696,10 @@ def _optimizer_summary(rows: pd.DataFrame, profiles: tuple[Profile, ...]) -> pd.
             "wins": g["rank"].apply(lambda r: int((r == 1).sum())),
             "n_trials": g["n_trials"].sum(),
             "n_seeds": g["n_seeds"].sum(),
+            "mean_robust_rank": g["robust_rank"].mean(),
+            "robust_by": g["robust_by"].apply(
+                lambda b: ", ".join(sorted({x for x in b if isinstance(x, str) and x}))
+            ),
         }
     )
     for p in profiles:
@@ -678,3 +707,361 @@ def _optimizer_summary(rows: pd.DataFrame, profiles: tuple[Profile, ...]) -> pd.
         out[col] = p.scores.reindex(out.index)
     out.index.name = "optimizer"
     return out.sort_values(["mean_rank"], kind="stable")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Robustness: what each protocol can say about how much tuning an optimizer needs (docs/robustness.md)
+
+# (configurations, oriented filled values, search space) -> {hyperparameter: share}; bench.search.importances
+Importance = Callable[[list[dict[str, Any]], list[float], Mapping[str, Any]], dict[str, float]]
+
+RANDOM = ("random", "qmc")  # unbiased samplers: E_k, median, tunability
+SEARCHED = ("random", "qmc", "tpe", "cmaes")  # samplers over the whole space: importance
+MIN_IMPORTANCE_TRIALS = 8
+BAND_POINTS = 200  # beyond this many trials, bands are computed at ~100 budgets spread in log k
+
+ROBUST_COLUMNS = (
+    "protocol", "lr_points", "lr_edge", "basin_decades", "basin_open", "lr_sensitivity", "headroom",
+    "headroom_censored", "why_lr", "cpe", "alpha_tunability", "why_tunability", "top_param",
+    "top_importance", "why_importance", "robust_by", "robust_rank",
+)  # fmt: skip
+AXIS_COLUMNS = (
+    "task", "optimizer", "axis", "scale", "n_points", "best_at", "best", "edge", "sensitivity", "why",
+)  # fmt: skip
+IMPORTANCE_COLUMNS = ("task", "optimizer", "param", "importance")
+POINT_COLUMNS = ("task", "optimizer", "axis", "scale", "at", "value", "failed", "best")
+
+_NOT_RANDOM = {
+    "sweep": "a sweep's points are grids around the optimum, not random draws",
+    "grid": "grid points are not random draws",
+    "tpe": "an adaptive sampler's trials depend on earlier results: they describe the search, not the optimizer",
+    "cmaes": "an adaptive sampler's trials depend on earlier results: they describe the search, not the optimizer",
+    "defaults": "one trial, at the defaults",
+}  # fmt: skip
+
+
+def protocol_of(g: pd.DataFrame) -> str:
+    """The protocol a study's trials were chosen by (`protocol` column; random when not recorded)."""
+    if "protocol" in g.columns:
+        for p in g["protocol"]:
+            if isinstance(p, str) and p and p != "nan":
+                return p
+    return "random"
+
+
+def _why_not_random(g: pd.DataFrame) -> str:
+    """Why a study's tune trials (scored) are no random sample, "" when they are one."""
+    p = protocol_of(g)
+    if p not in RANDOM:
+        return f"protocol {p}: {_NOT_RANDOM.get(p, 'not random draws')}"
+    return "" if len(g) >= 2 else f"{len(g)} trial(s): a sample needs two or more"
+
+
+def _lr_only(g: pd.DataFrame) -> bool:
+    return "params" in g.columns and all(isinstance(p, Mapping) and set(p) <= {"lr"} for p in g["params"])
+
+
+def lr_curve_rows(g: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The tune trials of a study that form its learning-rate curve, or why there is none: a sweep's lr
+    points, or every trial of a study that searched the lr alone (grid, random, ...)."""
+    p = protocol_of(g)
+    if "axis" in g.columns and (g["axis"] == "lr").any():
+        rows = g[g["axis"] == "lr"]
+    elif p == "defaults":
+        return g.iloc[:0], "one trial, at the defaults: no learning-rate curve"
+    elif _lr_only(g):
+        rows = g
+    else:
+        return g.iloc[:0], (
+            f"protocol {p} varies every hyperparameter at once: no learning-rate curve "
+            "(use protocol sweep, or search the lr alone)"
+        )
+    rows = rows[np.isfinite(rows["lr"]) & (rows["lr"] > 0)]
+    n = rows["lr"].nunique()
+    return (rows, "") if n >= 3 else (g.iloc[:0], f"{n} learning rate(s): a curve needs 3 or more")
+
+
+class _Axes:
+    """Collects the axis rows and curve points of `robustness_scores`."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.points: list[dict[str, Any]] = []
+
+    def add(
+        self, g: pd.DataFrame, axis: str, scale: str, x: np.ndarray, sel: pd.DataFrame, at: Any, sens: Scored
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One swept axis of study `g`: positions `x` of the trials `sel`; `at(xs)` gives the axis values
+        of the curve's positions. Returns the curve (xs, ys)."""
+        xs, ys = robustness.curve(x, sel[_PREPARED])
+        _, failed = robustness.curve(x, sel["_failed"].astype(float))
+        values = at(xs)
+        b = robustness.best_index(ys)
+        sign = -1.0 if g["mode"].iloc[0] == "max" else 1.0
+        task, opt = g["task"].iloc[0], g["optimizer"].iloc[0]
+        self.points += [
+            {"task": task, "optimizer": opt, "axis": axis, "scale": scale, "at": values[i],
+             "value": float(sign * ys[i]), "failed": bool(failed[i] == 1.0), "best": i == b}
+            for i in range(xs.size)
+        ]  # fmt: skip
+        self.rows.append({
+            "task": task, "optimizer": opt, "axis": axis, "scale": scale, "n_points": int(xs.size),
+            "best_at": values[b], "best": float(sign * ys[b]),
+            "edge": robustness.edge(xs, ys) if scale != "choice" else "", "sensitivity": sens[0], "why": sens[1],
+        })  # fmt: skip
+        return xs, ys
+
+
+def _lr_scores(
+    g: pd.DataFrame, l0: float, spec: LeaderboardSpec, eps_abs: float | None, axes: _Axes
+) -> tuple[dict[str, Any], pd.DataFrame, float]:
+    """The lr curve's columns (its axis added to `axes`); also its rows and the best lr."""
+    rows, why = lr_curve_rows(g)
+    out: dict[str, Any] = {"lr_points": int(rows["lr"].nunique()), "why_lr": why}
+    if why:
+        return out, rows, np.nan
+    x = np.log10(rows["lr"].to_numpy(dtype=float))
+    xs, ys = robustness.curve(x, rows[_PREPARED])
+    sens = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
+    axes.add(g, "lr", "log", x, rows, lambda xs: 10.0**xs, sens)
+    eps = eps_abs if eps_abs is not None else spec.basin_eps
+    b = robustness.basin(xs, ys, eps, absolute=eps_abs is not None or spec.basin_absolute)
+    best_lr = float(10 ** xs[robustness.best_index(ys)])
+    completed = (rows["outcome"] == "completed").to_numpy() & ~rows["_failed"].to_numpy(dtype=bool)
+    ratio, censored = robustness.headroom(rows["lr"].to_numpy(dtype=float), completed, best_lr)
+    out.update(
+        lr_edge=robustness.edge(xs, ys), basin_decades=b.width, basin_open=b.censored,
+        lr_sensitivity=sens[0], headroom=ratio, headroom_censored=censored,
+    )  # fmt: skip
+    return out, rows, best_lr
+
+
+def _other_axes(
+    g: pd.DataFrame, lr_rows: pd.DataFrame, best_lr: float, l0: float, spec: LeaderboardSpec, axes: _Axes
+) -> None:
+    """A sweep's 1-D sweeps at the best lr: each curve is its points plus the best lr point itself (the
+    centre, every other hyperparameter at its default). Sensitivity: windowed on log axes, over the
+    whole sweep on linear and categorical ones."""
+    if "axis" not in g.columns or not np.isfinite(best_lr):
+        return
+    centre = lr_rows[np.isclose(lr_rows["lr"], best_lr)].iloc[[0]]
+    for axis in sorted(set(g["axis"].dropna().astype(str)) - {"", "lr"}):
+        pts = g[g["axis"] == axis]
+        scale = str(pts["axis_scale"].iloc[0]) if "axis_scale" in pts.columns else "linear"
+        if axis == "warmup":
+            middle = centre["warmup"].iloc[0] if "warmup" in centre.columns else np.nan
+        else:
+            params = centre["params"].iloc[0] if "params" in centre.columns else None
+            middle = params.get(axis, np.nan) if isinstance(params, Mapping) else np.nan
+        sel = pd.concat([pts, centre])
+        values = pd.Series([*pts["axis_value"].tolist(), middle])
+        if scale == "choice":
+            codes, names = pd.factorize(values.astype(str))
+            xs, ys = robustness.curve(codes.astype(float), sel[_PREPARED])
+            axes.add(g, axis, scale, codes.astype(float), sel, lambda xs, n=names: np.asarray(n, dtype=object)[xs.astype(int)],
+                     robustness.mean_sensitivity(ys, l0))  # fmt: skip
+            continue
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        if scale == "log":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = np.where(x > 0, np.log10(x), np.nan)
+        xs, ys = robustness.curve(x, sel[_PREPARED])
+        if scale == "log":
+            sens = robustness.window_sensitivity(xs, ys, l0, spec.sensitivity_decades)
+            axes.add(g, axis, scale, x, sel, lambda xs: 10.0**xs, sens)
+        else:
+            axes.add(g, axis, scale, x, sel, lambda xs: xs, robustness.mean_sensitivity(ys, l0))
+
+
+def _importance(
+    g: pd.DataFrame, importance: Importance | None, space: Mapping[str, Any] | None
+) -> tuple[dict[str, float], str]:
+    p = protocol_of(g)
+    if p not in SEARCHED:
+        return {}, (
+            "1-D sweeps measure each hyperparameter's sensitivity instead"
+            if p == "sweep"
+            else f"protocol {p}: {_NOT_RANDOM.get(p, 'no search')}"
+        )
+    if importance is None or space is None:
+        return {}, "not computed (no importance evaluator or search space given)"
+    names = list(space)
+    if len(names) < 2:
+        return {}, f"{len(names)} hyperparameter searched: nothing to compare"
+    usable = [
+        (dict(c), float(v))
+        for c, v in zip(g["params"] if "params" in g.columns else [], g[_PREPARED], strict=False)
+        if isinstance(c, Mapping) and all(n in c for n in names) and np.isfinite(v)
+    ]
+    if len(usable) < MIN_IMPORTANCE_TRIALS:
+        return {}, f"{len(usable)} trial(s): importance needs {MIN_IMPORTANCE_TRIALS} or more"
+    if len({v for _, v in usable}) < 2:
+        return {}, "every trial has the same value"
+    found = importance([c for c, _ in usable], [v for _, v in usable], space)
+    return found, ""
+
+
+def robustness_scores(
+    t: pd.DataFrame,
+    spec: LeaderboardSpec,
+    curves: Mapping[tuple[str, str], np.ndarray],
+    basin_abs: Mapping[str, float],
+    importance: Importance | None = None,
+    spaces: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame, pd.DataFrame]:
+    """The robustness columns of each (task, optimizer) of a prepared table, from its tune trials (pruned
+    left out), in the metric's units unless said; each NaN comes with its reason (`why_*`):
+
+    - lr curve (`lr_curve_rows`; `why_lr`): lr_points; lr_edge ("low"/"high": the best lr is the
+      smallest/largest swept, the optimum may lie beyond); basin_decades, the width of the interpolated
+      basin within `basin_eps` of the best (`bench.robustness.basin`; basin_open: it reaches an end of
+      the sweep, so the width is a lower bound); lr_sensitivity, Wortsman et al. 2023's sensitivity over
+      a window of `sensitivity_decades` centred on the optimizer's own best lr; headroom, the largest lr
+      that completed over the best lr (headroom_censored: nothing larger failed).
+    - random search (`why_tunability`): cpe, Sivaprasad et al. 2020's cumulative performance early
+      (a weighted average of the expected best-of-k curve, early budgets weighted most);
+      alpha_tunability, the budget fraction at which E_k gets within 1 - alpha of the task's best E_K.
+    - importance (`why_importance`): top_param and its share (`importances`: every share).
+    - robust_rank: per task, the rank by lr_sensitivity when every optimizer of the task has one, else
+      by cpe when every one has it (robust_by says which), NaN otherwise.
+
+    Also returns the axes table (`AXIS_COLUMNS`: one row per swept axis, the lr's included; best_at is
+    the axis value at the optimum, sensitivity windowed on log axes and over the whole sweep on linear
+    and categorical ones), the expected best-of-k bands ((task, optimizer) -> (ks, low, high), the
+    bootstrap 90% band, `spec.bootstrap` resamples), the importance table and the curves' points."""
+    tune = t[(t["kind"] == "tune") & t["_scored"]]
+    recs: list[dict[str, Any]] = []
+    axes = _Axes()
+    bands: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    imps: list[dict[str, Any]] = []
+    for (task, opt), g in tune.groupby(["task", "optimizer"], sort=True):
+        mode, l0 = str(g["mode"].iloc[0]), float(g["_worst"].iloc[0])
+        rec: dict[str, Any] = {"task": task, "optimizer": opt, "protocol": protocol_of(g)}
+        lr_cols, lr_rows, best_lr = _lr_scores(g, l0, spec, basin_abs.get(task), axes)
+        rec.update(lr_cols)
+        _other_axes(g, lr_rows, best_lr, l0, spec, axes)
+        rec["why_tunability"] = _why_not_random(g)
+        if not rec["why_tunability"]:
+            c = np.asarray(curves[(task, opt)], dtype=float)
+            rec["cpe"] = robustness.cumulative_performance(c, "early")
+            vals = g[_PREPARED].to_numpy(dtype=float)
+            ks = np.arange(1, vals.size + 1)
+            if vals.size > BAND_POINTS:
+                ks = np.unique(np.geomspace(1, vals.size, 100).round().astype(int))
+            lo, hi = robustness.expected_best_band(vals, ks, spec.bootstrap)
+            if lo.size:
+                bands[(task, opt)] = (ks, *((lo, hi) if mode == "min" else (-hi, -lo)))
+        found, rec["why_importance"] = _importance(g, importance, (spaces or {}).get(opt))
+        if found:
+            rec["top_param"], rec["top_importance"] = max(found.items(), key=lambda kv: kv[1])
+            imps += [{"task": task, "optimizer": opt, "param": k, "importance": v} for k, v in found.items()]
+        recs.append(rec)
+    out = pd.DataFrame.from_records(recs).reindex(columns=["task", "optimizer", *ROBUST_COLUMNS])
+    modes = tune.groupby("task")["mode"].first().astype(str).to_dict()
+    _alpha_tunability(out, curves, modes, spec.alpha)
+    _robust_ranks(out, modes)
+    return (
+        out,
+        pd.DataFrame.from_records(axes.rows).reindex(columns=list(AXIS_COLUMNS)),
+        bands,
+        pd.DataFrame.from_records(imps).reindex(columns=list(IMPORTANCE_COLUMNS)),
+        pd.DataFrame.from_records(axes.points).reindex(columns=list(POINT_COLUMNS)),
+    )
+
+
+def _alpha_tunability(
+    out: pd.DataFrame, curves: Mapping[tuple[str, str], np.ndarray], modes: Mapping[str, str], alpha: float
+) -> None:
+    """Global alpha-tunability: against the best E_K of every optimizer of the task."""
+    for task, idx in out.groupby("task").groups.items():
+        keys = [(task, o) for o in out.loc[idx, "optimizer"] if (task, o) in curves]
+        if not keys:
+            continue
+        finals = [float(np.asarray(curves[k], dtype=float)[-1]) for k in keys]
+        best = min(finals) if modes[task] == "min" else max(finals)
+        for i in idx:
+            key = (task, out.at[i, "optimizer"])
+            if key in curves:
+                out.at[i, "alpha_tunability"] = robustness.alpha_tunability(
+                    curves[key], best, alpha, modes[task]
+                )[0]
+
+
+def _robust_ranks(out: pd.DataFrame, modes: Mapping[str, str]) -> None:
+    """Per task: rank by lr sensitivity (lower is more robust), else by CPE, whichever more optimizers of
+    the task have (lr sensitivity on a tie); only those that have it are ranked, the others are NaN."""
+    out["robust_rank"], out["robust_by"] = np.nan, ""
+    for task, idx in out.groupby("task").groups.items():
+        measures = [("lr_sensitivity", "lr sensitivity"), ("cpe", "CPE")]
+        col, name = max(measures, key=lambda m: np.isfinite(out.loc[idx, m[0]].astype(float)).sum())
+        v = out.loc[idx, col].astype(float)
+        have = v.index[np.isfinite(v.to_numpy())]
+        if len(have) < 2:
+            continue  # one score ranks nothing
+        sign = -1.0 if col == "cpe" and modes[task] == "max" else 1.0
+        out.loc[have, "robust_rank"] = rank_with_ties(sign * v.loc[have].to_numpy())[0]
+        out.loc[idx, "robust_by"] = name
+
+
+# What `bench check` compares besides the leaderboard's numbers: per-seed values, the cost of a step
+
+
+def seed_values(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, float]]:
+    """Every run of a (task, optimizer)'s best configuration that was not picked for being best, by seed:
+    its seed reruns, and its tuning run too when that was the study's only scored configuration
+    (protocol `defaults`, or one trial: nothing was selected, so it is an unbiased draw). Values are in
+    the metric's units, filled as in the leaderboard (failed: the task's worst, +inf when it has none;
+    pruned: absent). With one tuning run their mean is not `seed_mean`, which leaves it out.
+
+    `bench check` pairs these values by seed: a seed fixes a task's initialisation and data order, so the
+    same seed on two sides differs only by what changed. Empty when the table has no `seed` column."""
+    t = prepare(df)
+    if "seed" not in t.columns:
+        return {}
+    scored = t[t["_scored"]]
+    tune = scored[scored["kind"] == "tune"]
+    alone = tune.groupby(["task", "optimizer"])["trial_id"].transform("size") == 1
+    runs = pd.concat([tune[alone], scored[scored["kind"] == "seed"]])
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for (task, opt), g in runs.groupby(["task", "optimizer"], sort=True):
+        mode = str(g["mode"].iloc[0])
+        out[(str(task), str(opt))] = {
+            int(seed): float(_natural(v, mode))
+            for seed, v in sorted(zip(g["seed"].astype(int), g[_PREPARED].astype(float), strict=True))
+        }
+    return out
+
+
+def costs(df: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """What a step costs each (task, optimizer): columns step_time_s, update_time_s, state_bytes (the
+    median over its completed trials, tune and seed, that measured them; see `bench.run.StepClock`),
+    n_timed (the trials behind step_time_s), and `<column>_ratio`: divided by the `reference` optimizer's
+    value on the same task (NaN without one). Times measured in one run are compared as ratios because a
+    machine's speed and load move both sides alike; the median keeps a few disturbed trials out."""
+    t = prepare(df)
+    cols = [c for c in COST_METRICS if c in t.columns]
+    done = t[t["outcome"] == "completed"]
+    index = pd.MultiIndex.from_frame(
+        t[["task", "optimizer"]].drop_duplicates().sort_values(["task", "optimizer"])
+    )
+    out = pd.DataFrame(index=index)
+    for col in COST_METRICS:
+        values = (
+            pd.to_numeric(done[col], errors="coerce") if col in cols else pd.Series(np.nan, index=done.index)
+        )
+        measured = done.assign(_v=values)[np.isfinite(values)]
+        out[col] = measured.groupby(["task", "optimizer"])["_v"].median().reindex(index)
+        if col == "step_time_s":
+            out["n_timed"] = measured.groupby(["task", "optimizer"]).size().reindex(index, fill_value=0)
+    for col in COST_METRICS:
+        ref = pd.Series(np.nan, index=index)
+        if reference is not None:
+            per_task = (
+                out[col].xs(reference, level="optimizer") if reference in index.get_level_values(1) else None
+            )
+            if per_task is not None:
+                ref = pd.Series(index.get_level_values(0).map(per_task).to_numpy(dtype=float), index=index)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"{col}_ratio"] = (out[col] / ref).where(ref > 0)
+    out["n_timed"] = out["n_timed"].astype(int)
+    return out

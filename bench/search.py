@@ -32,6 +32,12 @@ proposed from the recorded trials, as they would have been in one longer run.
 Adaptive samplers are made afresh for every trial, seeded with (sampler seed, trial number), so
 workers and resumed runs never repeat each other's random draws (see `TrialSeeded`).
 
+**Sweeps** (`bench.sweep`) run in stages, each its own study created once by `open_study` with its
+points as slots (`best_of` finds the best trial over several of them).
+
+**Importance** (`importances`): Optuna's fANOVA and PED-ANOVA evaluators, called on a plain table of
+configurations and values, so that the scores need not know Optuna.
+
 **Pruning** reaches the runner as a plain callable, `pruning_callable(trial)`: `on_eval(step, value)`
 reports the task metric at the optimizer step and returns whether to stop. The runner knows nothing of
 Optuna, and this module nothing of Lightning.
@@ -61,7 +67,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bench.faults import failpoint
 from bench.locks import create_once, sqlite_wal, store_lock
 from bench.schema import PROTOCOLS, PRUNERS
-from bench.space import Float, Int, Param, grid, grid_size
+from bench.space import GRID_POINTS, Float, Int, Param, grid, grid_size
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -202,10 +208,13 @@ class TrialSeeded(optuna.samplers.BaseSampler):
         self._sampler.reseed_rng()
 
 
-def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    protocol: str, seed: int, space: Mapping[str, Param], grid_points: int = GRID_POINTS
+) -> optuna.samplers.BaseSampler:
     # An empty space has nothing to sample: its one slot runs the defaults, whatever the protocol (Optuna's
-    # grid sampler cannot even finish a trial over an empty grid: KeyError 'grid_id').
-    if protocol == "random" or protocol == "defaults" or not space:
+    # grid sampler cannot even finish a trial over an empty grid: KeyError 'grid_id'). A sweep's slots all
+    # carry their point (bench.sweep).
+    if protocol in ("random", "defaults", "sweep") or not space:
         return optuna.samplers.RandomSampler(seed=seed)
     if protocol == "qmc":
         return optuna.samplers.QMCSampler(
@@ -219,7 +228,7 @@ def make_sampler(protocol: str, seed: int, space: Mapping[str, Param]) -> optuna
             lambda s: optuna.samplers.CmaEsSampler(seed=s, warn_independent_sampling=False), seed
         )
     if protocol == "grid":
-        return optuna.samplers.GridSampler(grid(space), seed=seed)
+        return optuna.samplers.GridSampler(grid(space, grid_points), seed=seed)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
@@ -235,15 +244,18 @@ def make_pruner(name: str, steps: int, eval_every: int) -> optuna.pruners.BasePr
     raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
 
 
-def draw_configurations(protocol: str, seed: int, space: Mapping[str, Param], n: int) -> list[dict[str, Any]]:
-    """The `n` configurations a non-adaptive protocol tries, drawn up front (empty for adaptive ones)."""
-    if protocol in ADAPTIVE:
+def draw_configurations(
+    protocol: str, seed: int, space: Mapping[str, Param], n: int, grid_points: int = GRID_POINTS
+) -> list[dict[str, Any]]:
+    """The `n` configurations a non-adaptive protocol tries, drawn up front (empty for adaptive ones;
+    the sweep's points come from `bench.sweep`)."""
+    if protocol in ADAPTIVE or protocol == "sweep":
         return [{} for _ in range(n)]
     if protocol == "defaults" or not space:
         return [{} for _ in range(n)]
     if protocol == "grid":  # the whole grid at most; a smaller budget gets a seeded random part of it
-        n = min(n, grid_size(space))
-    scratch = optuna.create_study(sampler=make_sampler(protocol, seed, space))
+        n = min(n, grid_size(space, grid_points))
+    scratch = optuna.create_study(sampler=make_sampler(protocol, seed, space, grid_points))
     configs: list[dict[str, Any]] = []
 
     def draw(trial: optuna.Trial) -> float:
@@ -544,12 +556,81 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best completed trial whose outcome was `completed` (finite value)."""
+    return best_of([study])
+
+
+def best_of(studies: Sequence[optuna.Study]) -> FrozenTrial | None:
+    """The best trial whose outcome was `completed` over several studies of one direction (the stages
+    of a sweep); ties go to the earlier study, then the earlier trial."""
     good = [
         t
+        for study in studies
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs.get("outcome") == "completed" and t.value is not None and math.isfinite(t.value)
     ]
     if not good:
         return None
-    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    sign = 1 if studies[0].direction == optuna.study.StudyDirection.MINIMIZE else -1
     return min(good, key=lambda t: sign * t.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hyperparameter importance
+
+
+IMPORTANCE_EVALUATORS = ("fanova", "ped_anova")
+
+
+def importances(
+    configs: Sequence[Mapping[str, Any]],
+    values: Sequence[float],
+    space: Mapping[str, Param],
+    evaluator: str = "fanova",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Importance of each hyperparameter of `space` for `values` (lower is better) over the trials
+    `configs` (their searched values), by one of Optuna's evaluators, normalized to sum to 1:
+
+    - `fanova`: the share of the variance of the value explained by each hyperparameter alone, in a
+      random forest fitted to the trials (Hutter et al. 2014, "An efficient approach for assessing
+      hyperparameter importance"; Optuna's `FanovaImportanceEvaluator`, seeded);
+    - `ped_anova`: how much each hyperparameter's distribution among the best 10% of trials differs from
+      its distribution over all of them (Watanabe et al. 2023, "PED-ANOVA: Efficiently quantifying
+      hyperparameter importance in arbitrary subspaces"; Optuna's `PedAnovaImportanceEvaluator`).
+
+    Values must be finite (fill failed trials first). The trials are loaded into an in-memory study.
+    """
+    if evaluator not in IMPORTANCE_EVALUATORS:
+        raise ValueError(
+            f"unknown importance evaluator {evaluator!r}; expected one of {IMPORTANCE_EVALUATORS}"
+        )
+    rows = [
+        ({k: config[k] for k in space}, float(value))
+        for config, value in zip(configs, values, strict=True)
+        if all(k in config for k in space) and math.isfinite(value)  # every hyperparameter, and a value
+    ]
+    # one distribution per hyperparameter for every trial (Optuna's evaluators keep only the parameters
+    # whose distribution all trials share), widened to hold values past the declared range (a default,
+    # an extended sweep)
+    dists = {name: distribution(p) for name, p in space.items()}
+    for params, _ in rows:
+        dists = {k: _holding(d, params[k]) for k, d in dists.items()}
+    study = optuna.create_study(direction="minimize")
+    trials = [optuna.trial.create_trial(params=p, distributions=dists, value=v) for p, v in rows]
+    study.add_trials(trials)
+    if evaluator == "fanova":
+        ev: optuna.importance.BaseImportanceEvaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    else:
+        ev = optuna.importance.PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PED-ANOVA warns on small studies; the caller says when it is n/a
+        found = optuna.importance.get_param_importances(study, evaluator=ev, normalize=True)
+    return {name: float(found.get(name, 0.0)) for name in dists}
+
+
+def _holding(d: BaseDistribution, value: Any) -> BaseDistribution:
+    if isinstance(d, FloatDistribution) and not d.low <= value <= d.high:
+        return FloatDistribution(min(d.low, value), max(d.high, value), log=d.log)
+    if isinstance(d, IntDistribution) and not d.low <= value <= d.high:
+        return IntDistribution(min(d.low, value), max(d.high, value), log=d.log)
+    return d

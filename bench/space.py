@@ -60,7 +60,7 @@ class Categorical:
 Param = Float | Int | Categorical
 SearchSpace = Mapping[str, Param]
 
-GRID_POINTS = 4  # points per continuous axis for the grid protocol
+GRID_POINTS = 4  # default points per continuous axis of the grid protocol (`tuning.grid_points`)
 
 
 def grid(space: Mapping[str, Param], points: int = GRID_POINTS) -> dict[str, list[Any]]:
@@ -78,9 +78,9 @@ def grid(space: Mapping[str, Param], points: int = GRID_POINTS) -> dict[str, lis
     return axes
 
 
-def grid_size(space: Mapping[str, Param]) -> int:
-    """Points of `grid(space)`: the most trials the grid protocol runs (1 for an empty space)."""
-    return math.prod(len(v) for v in grid(space).values()) if space else 1
+def grid_size(space: Mapping[str, Param], points: int = GRID_POINTS) -> int:
+    """Points of `grid(space, points)`: the most trials the grid protocol runs (1 for an empty space)."""
+    return math.prod(len(v) for v in grid(space, points).values()) if space else 1
 
 
 class SpaceError(ValueError):

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.schema import FrozenMap, KeyPath, LeaderboardSpec, Settings, TrainerSpec, TuningSpec, thaw
+from bench.schema import (
+    CheckSpec,
+    FrozenMap,
+    KeyPath,
+    LeaderboardSpec,
+    Settings,
+    TrainerSpec,
+    TuningSpec,
+    thaw,
+)
 from bench.space import Param
 from bench.tasks.base import Mode, TaskEntry
 
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from bench.optimizers.schedules import Schedule
 
 __all__ = [
-    "LeaderboardSpec", "OptimizerSpec", "Problems", "ScheduleSpec", "Settings", "SpecError", "Suite",
+    "CheckSpec", "LeaderboardSpec", "OptimizerSpec", "Problems", "ScheduleSpec", "Settings", "SpecError", "Suite",
     "TaskSpec", "TrainerSpec", "TuningSpec", "fmt_path",
 ]  # fmt: skip
 
@@ -114,6 +123,8 @@ class TaskSpec:
     mode: Mode
     target: float | None
     eval_every: int
+    failure_value: float | None = None  # what a failed trial costs in `metric` (None: not declared)
+    failure_why: str = "not declared"  # how `failure_value` was obtained
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,7 @@ class Suite:
     leaderboard: LeaderboardSpec
     settings: Settings
     overrides: FrozenMap = field(default_factory=FrozenMap)  # `--set`s it was loaded with (reload in workers)
+    check: CheckSpec = field(default_factory=CheckSpec)  # how `bench check` gates it (bench.check)
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -171,6 +183,7 @@ class Suite:
             "tuning": thaw(self.tuning),
             "trainer": thaw(self.trainer),
             "leaderboard": thaw(self.leaderboard),
+            "check": thaw(self.check),
         }
 
 
@@ -184,6 +197,7 @@ def task_dict(t: TaskSpec) -> dict[str, Any]:
         "eval_every": t.eval_every,
         "metric": t.metric,
         "target": t.target,
+        "failure_value": t.failure_value,
         "options": thaw(t.options),
     }
 

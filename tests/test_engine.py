@@ -57,7 +57,7 @@ def test_suite_runs_records_every_trial_and_resumes_without_duplicates(workdir: 
     assert "adamw" in text and "sgd" in text and "trials" in text
     # the machine-readable baseline `bench check` compares against: every (task, optimizer), counted
     data = json.loads((workdir / "leaderboards" / "tiny.json").read_text())
-    assert data["format"] == "bench-leaderboard/1" and data["suite"] == "tiny"
+    assert data["format"] == "bench-leaderboard/2" and data["suite"] == "tiny"
     rows = data["tasks"]["digits_cnn"]["optimizers"]
     assert set(rows) == {"sgd", "adamw"}
     assert all(
@@ -91,6 +91,11 @@ def test_absurd_learning_rates_are_recorded_as_diverged_without_lightning_noise(
     runs = trial_runs(workdir)
     assert [r["bench.outcome"] for r in runs] == ["diverged", "diverged"]
     assert "diverged" in (workdir / "leaderboards" / "absurd.md").read_text()
+    # a failure costs chance (0.9 error with 10 classes), whatever the other trials did
+    row = json.loads((workdir / "leaderboards" / "absurd.json").read_text())["tasks"]["digits_cnn"]
+    assert row["failure"]["value"] == pytest.approx(0.9) and row["optimizers"]["sgd"][
+        "median"
+    ] == pytest.approx(0.9)
     out, err = capfd.readouterr()
     assert out.count(": diverged ") == 2
     assert "training_step` returned `None`" not in out + err  # a skipped step is the outcome, not a warning
@@ -103,6 +108,21 @@ def test_defaults_protocol_runs_one_trial_per_study(workdir: Path) -> None:
     runs = trial_runs(workdir)
     assert len(runs) == 2 and {r["bench.optimizer"] for r in runs} == {"sgd", "adamw"}
     assert all(json.loads(r["bench.params"]) == {} for r in runs)
+
+
+@pytest.mark.slow
+def test_first_seed_moves_every_run_of_a_study_to_fresh_seeds(workdir: Path) -> None:
+    tuning = {"protocol": "defaults", "seeds": 3, "first_seed": 7}
+    suite = write_suite(workdir, name="fresh", optimizers=["adamw"], tuning=tuning)
+    assert main(["run", str(suite)]) == 0
+    seeds = sorted((r["bench.kind"], int(r["bench.seed"])) for r in trial_runs(workdir))
+    assert seeds == [("seed", 8), ("seed", 9), ("tune", 7)]
+    data = json.loads((workdir / "leaderboards" / "fresh.json").read_text())
+    entry = data["tasks"]["digits_cnn"]["optimizers"]["adamw"]
+    assert set(entry["seed_values"]) == {"7", "8", "9"}  # the lone tuning run counts: nothing was selected
+    cost = entry["cost"]
+    assert cost["step_time_s"] > cost["update_time_s"] > 0 and cost["n_timed"] == 3
+    assert cost["state_bytes"] > 0 and cost["step_time_s_ratio"] == 1.0  # adamw is its own reference
 
 
 @pytest.mark.slow

@@ -74,6 +74,17 @@ def test_grid_counts_its_points_when_the_budget_is_larger(tmp_path: Path) -> Non
     assert plan_of(tmp_path, overrides={**grid, "tuning.trials": 2}).estimate.trials == 4 * 2
 
 
+def test_grid_points_are_configurable_and_change_the_fingerprint_only_when_set(tmp_path: Path) -> None:
+    lr_only = "- {name: adamw, search_space: {lr: {low: 1.0e-4, high: 1.0e-1, log: true}}}"
+    grid = {"tuning.protocol": "grid", "tuning.trials": 20}
+    four = plan_of(tmp_path, BASE.replace("- adamw", lr_only), grid).study("p.digits_cnn.adamw")
+    seven = plan_of(tmp_path, BASE.replace("- adamw", lr_only), {**grid, "tuning.grid_points": 7})
+    assert four.trials == 4 and seven.study("p.digits_cnn.adamw").trials == 7
+    assert seven.study("p.digits_cnn.adamw").fingerprint != four.fingerprint
+    explicit = plan_of(tmp_path, BASE.replace("- adamw", lr_only), {**grid, "tuning.grid_points": 4})
+    assert explicit.study("p.digits_cnn.adamw").fingerprint == four.fingerprint  # the former fixed grid
+
+
 def test_ids_are_stable_and_distinct() -> None:
     assert trial_id("q.t.adamw", 3) == trial_id("q.t.adamw", 3)
     ids = {trial_id("q.t.adamw", n) for n in range(20)} | {seed_run_id("q.t.adamw", s) for s in range(5)}
@@ -101,6 +112,7 @@ def test_fingerprint_is_stable_across_loads(tmp_path: Path) -> None:
         {"schedule.warmup": 0.3},
         {"tuning.protocol": "qmc"},
         {"tuning.sampler_seed": 1},
+        {"tuning.first_seed": 100},
         {"tuning.pruner": "median"},
         {"trainer.precision": "bf16-mixed"},
     ],
@@ -124,12 +136,20 @@ def test_fingerprint_changes_with_what_changes_results(tmp_path: Path, override:
         {"leaderboard.ks": [1, 2, 3]},
         {"description": "other words"},
         {"trainer.accelerator": "cpu"},
+        {"tuning.first_seed": 0},  # the default, written out: fingerprints from before the key hold
+        {"check.alpha": 0.01},
     ],
-    ids=lambda o: next(iter(o)),
+    ids=lambda o: f"{next(iter(o))}={next(iter(o.values()))}",
 )
 def test_fingerprint_ignores_bookkeeping(tmp_path: Path, override: dict) -> None:
     before = plan_of(tmp_path).studies[0].fingerprint
     assert plan_of(tmp_path, overrides=override).studies[0].fingerprint == before
+
+
+def test_first_seed_moves_the_tuning_seed_and_the_reruns(tmp_path: Path) -> None:
+    assert plan_of(tmp_path).studies[0].reruns == (1,)
+    study = plan_of(tmp_path, overrides={"tuning.first_seed": 100, "tuning.seeds": 4}).studies[0]
+    assert study.first_seed == 100 and study.reruns == (101, 102, 103)
 
 
 def test_other_studies_keep_their_fingerprint(tmp_path: Path) -> None:
@@ -210,4 +230,5 @@ def test_quickstart_is_two_tasks_by_three_optimizers() -> None:
     plan = make_plan(load_suite(REPO / "suites" / "quickstart.yaml"))
     assert {s.task.name for s in plan.studies} == {"pydocs_gpt_tiny", "digits_cnn"}
     assert {s.optimizer.label for s in plan.studies} == {"sgd", "adamw", "lion"}
-    assert plan.suite.tuning.protocol == "random"
+    assert plan.suite.tuning.protocol == "sweep"
+    assert plan.estimate.trials == 18 and plan.estimate.extension == 6  # 3 lrs per study, at most 1 more

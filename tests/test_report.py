@@ -115,13 +115,13 @@ def test_files_are_written_and_non_empty(written):
         "quick/expected_best_lm_tiny.png",
         "quick/curves_lm_tiny.png",
         "quick/lr_sensitivity_img.png",
-        "quick/expected_best_img.png",
         "quick/performance_profile_steps.png",
         "quick/performance_profile_tokens.png",
         "quick/performance_profile_seconds.png",
     }
     assert expected_plots <= names
     assert "quick/curves_img.png" not in names  # no curves given for img
+    assert "quick/expected_best_img.png" not in names  # one trial each: no sample to draw k from
     for p in paths:
         assert p.exists() and p.stat().st_size > 0, p
         if p.suffix == ".png":
@@ -350,3 +350,75 @@ def test_identical_performance_profiles_are_drawn_apart():
     lines = report._shifted([np.array([0.0, 0.5, 1.0])] * 3)
     assert len({tuple(line) for line in lines}) == 3
     assert max(abs(a - b).max() for a in lines for b in lines) <= 0.03
+
+
+# -- the robustness section ---------------------------------------------------------------------------
+
+
+def sweep_table() -> pd.DataFrame:
+    """A sweep of two optimizers on a loss (failures cost 1.0): a's lr curve has its optimum inside and a
+    1-D weight-decay sweep; b's optimum sits at the high edge."""
+    rows = []
+    common = {"task": "t", "metric": "val/loss", "target": NAN, "protocol": "sweep", "failure_value": 1.0}
+    for optimizer, curve in (("a", {1e-4: 0.9, 10**-3.5: 0.5, 1e-3: 0.3, 10**-2.5: 0.4, 1e-2: NAN}),
+                             ("b", {1e-4: 0.8, 10**-3.5: 0.6, 1e-3: 0.5}),):  # fmt: skip
+        for i, (lr, v) in enumerate(curve.items()):
+            rows.append(trial(optimizer=optimizer, value=v, number=i, lr=lr, axis="lr", axis_value=lr,
+                              axis_scale="log", params={"lr": lr, "wd": 0.1}, warmup=0.05,
+                              outcome="diverged" if math.isnan(v) else "completed", **common))  # fmt: skip
+    for i, (wd, v) in enumerate(((0.01, 0.35), (1.0, 0.6)), start=5):
+        rows.append(trial(optimizer="a", value=v, number=i, lr=1e-3, axis="wd", axis_value=wd, axis_scale="log",
+                          params={"lr": 1e-3, "wd": wd}, warmup=0.05, **common))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_sweep_gets_a_robustness_section_its_figure_and_reasons(tmp_path: Path) -> None:
+    df = sweep_table()
+    board = score.leaderboard(df, LeaderboardSpec(ks=(1,)), failure_why={"t": "initialization: ln V"})
+    paths = report.write_leaderboard(board, df, {}, tmp_path, "sw")
+    md = (tmp_path / "sw.md").read_text()
+    assert "a failed trial costs 1 (initialization: ln V)" in md
+    assert "### Robustness: t" in md and "| optimizer | best lr | lr basin (decades) | lr sensitivity |" in md
+    assert "0.001 (high edge)" in md and ">=" in md  # b: the optimum at the edge, its basin open there
+    assert "- lr sensitivity `n/a` for b: the optimum is within 0.5 of an end of the sweep" in md
+    assert "- wd sensitivity `n/a` for b: 'wd' was not swept for it" in md
+    # the main table leaves out what a sweep cannot support, and says why
+    assert "| E[best of 1] |" not in md and "Not shown (median and E[best of k]): protocol sweep" in md
+    assert "Not shown: CPE and alpha-tunability (protocol sweep" in md and "0 (1)" not in md
+    assert (tmp_path / "sw" / "sensitivity_t.png").read_bytes()[:8] == PNG
+    assert not (tmp_path / "sw" / "lr_sensitivity_t.png").exists()  # the panels show the lr curve
+    assert "![sensitivity to each hyperparameter](sw/sensitivity_t.png)" in md
+    data = json.loads((tmp_path / "sw.json").read_text())
+    a = data["tasks"]["t"]["optimizers"]["a"]["robustness"]
+    assert a["basin_decades"] == pytest.approx(0.0225) and a["lr_sensitivity"] == pytest.approx(0.1)
+    assert set(a["axes"]) == {"lr", "wd"} and a["why"]["random"].startswith("protocol sweep")
+    assert data["tasks"]["t"]["failure"] == {"value": 1.0, "declared": True, "why": "initialization: ln V"}
+    assert check.compare(data, data).ok and {p.suffix for p in paths} == {
+        ".md",
+        ".html",
+        ".csv",
+        ".json",
+        ".png",
+    }
+
+
+def test_random_search_shows_tunability_and_says_why_it_has_no_lr_curve(tmp_path: Path) -> None:
+    rows = [
+        trial("t", o, v, i, lr=lr, params={"lr": lr, "wd": wd}, protocol="random", target=0.1)
+        for o, shift in (("a", 0.0), ("b", 0.05))
+        for i, (lr, wd, v) in enumerate(
+            [(1e-3, 0.1, 0.3), (1e-2, 0.01, 0.5), (1e-4, 1.0, 0.7), (3e-3, 0.3, 0.4)]
+        )
+        for v in [v + shift]
+    ]
+    df = pd.DataFrame(rows)
+    board = score.leaderboard(df, LeaderboardSpec(ks=(1, 2)))
+    report.write_leaderboard(board, df, {}, tmp_path, "rs")
+    md = (tmp_path / "rs.md").read_text()
+    assert "| optimizer | robust rank | CPE | alpha-tunability (alpha 0.95) |" in md
+    assert "Not shown: lr basin, sensitivity and headroom (protocol random varies every hyperparameter" in md
+    assert "importance (not computed" in md  # no evaluator given to this leaderboard
+    assert "mean rank (robust)" in md and "ranks by CPE" in md
+    assert (tmp_path / "rs" / "expected_best_t.png").exists()  # with its bootstrap bands
+    # a target nobody reached: a sentence, not columns of `never`
+    assert "No optimizer reached the target 0.1" in md and "steps to target" not in md

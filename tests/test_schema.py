@@ -109,7 +109,7 @@ def test_shipped_suites_point_editors_at_the_schema(path: Path) -> None:
             TuningSpec,
             {"protocol": "randon"},
             ("tuning", "protocol"),
-            "unknown protocol 'randon'. Did you mean 'random'? Expected one of: random, qmc, tpe, cmaes, grid, defaults",
+            "unknown protocol 'randon'. Did you mean 'random'? Expected one of: random, qmc, tpe, cmaes, grid, sweep, defaults",
         ),
         (TuningSpec, {"trials": 10**12}, ("tuning", "trials"), "must be <= 100000, got 1000000000000"),
         (TrainerSpec, {"precision": "bf16mixed"}, ("trainer", "precision"), "Did you mean 'bf16-mixed'?"),

@@ -149,32 +149,6 @@ def test_expected_best_single_trial_inf_and_nan():
         score.expected_best_curve([1.0, NAN])
 
 
-# --- basin width -----------------------------------------------------------------------------------
-
-
-def test_basin_width_relative_absolute_and_single():
-    lr = [1e-4, 1e-3, 1e-2, 1e-1]
-    values = [0.5, 0.100, 0.1005, 0.3]
-    # best 0.1, tolerance 1% of it = 0.001: lrs 1e-3 and 1e-2 are good -> one decade
-    assert score.basin_width(lr, values, 0.01) == (pytest.approx(1.0), 2)
-    # absolute 0.45: every trial is within 0.55 -> 1e-4 .. 1e-1 = 3 decades
-    assert score.basin_width(lr, values, 0.45, absolute=True) == (pytest.approx(3.0), 4)
-    # a single good trial: width 0
-    assert score.basin_width(lr, [0.5, 0.1, 0.2, 0.3], 0.01) == (0.0, 1)
-
-
-def test_basin_width_mode_max_and_missing_lr():
-    # accuracies: best 0.9, tolerance 0.009 keeps 0.895 (lr 1e-2), not 0.88
-    assert score.basin_width([1e-4, 1e-3, 1e-2, 1e-1], [0.5, 0.9, 0.895, 0.88], 0.01, mode="max") == (
-        pytest.approx(1.0),
-        2,
-    )
-    width, n = score.basin_width([NAN, NAN], [0.1, 0.2])
-    assert math.isnan(width) and n == 0
-    # a trial without lr is ignored, not counted as good
-    assert score.basin_width([NAN, 1e-3, 1e-2], [0.0, 0.1, 0.1]) == (pytest.approx(1.0), 2)
-
-
 # --- ranks -----------------------------------------------------------------------------------------
 
 
@@ -280,7 +254,7 @@ def test_an_optimizer_that_only_fails(board):
     assert c["E_1"] == pytest.approx(0.7) and c["median"] == pytest.approx(0.7)  # both filled with the worst
     assert c["divergence_rate"] == 0.5 and c["success_rate"] == 0.0
     assert c["steps_to_target"] == INF and c["rank"] == 3
-    assert math.isnan(c["basin_decades"])
+    assert math.isnan(c["basin_decades"]) and "2 learning rate(s)" in c["why_lr"]
 
 
 def test_mode_max_task(board):
@@ -303,19 +277,35 @@ def test_ranks_basin_and_metadata(board):
     assert not rows["tied"].any()
     assert board.row("t", "a")["rank_value"] == pytest.approx(0.32)  # seed mean
     assert board.row("t", "b")["rank_value"] == pytest.approx(0.6)  # tune best
-    # basin: best 0.3, tolerance 0.003: only lr 1e-3
-    assert board.row("t", "a")["basin_decades"] == 0.0 and board.row("t", "a")["n_basin"] == 1
     assert board.row("t", "a")["metric"] == "val/loss" and board.row("u", "a")["mode"] == "max"
     assert board.optimizers.loc["a", "mean_rank"] == 1.0 and board.optimizers.loc["a", "wins"] == 2
     assert board.optimizers.loc["b", "mean_rank"] == 1.5 and board.optimizers.loc["c", "n_tasks"] == 1
 
 
+def test_lr_curve_of_a_study_that_searched_the_lr_alone(board):
+    # a on t: lrs 1e-3 (0.3), 1e-2 (0.4), 1 (diverged: the task's worst, 0.7); the pruned 1e-4 is left out.
+    # tau = 0.3 * 1.01 = 0.303: the best is the first point (open below), then -3 + 1 (0.003 / 0.1)
+    a = board.row("t", "a")
+    assert a["lr_points"] == 3 and a["lr_edge"] == "low" and bool(a["basin_open"])
+    assert a["basin_decades"] == pytest.approx(0.03)
+    # a window of 1 decade around 1e-3 reaches below the sweep: not a number, with the reason
+    assert math.isnan(a["lr_sensitivity"]) and a["why_lr"] == ""
+    assert a["headroom"] == pytest.approx(10.0) and not a["headroom_censored"]  # 1e-2 completed, 1 did not
+    (row,) = board.axes[(board.axes["task"] == "t") & (board.axes["optimizer"] == "a")].to_dict("records")
+    assert (
+        row["axis"] == "lr"
+        and row["best_at"] == pytest.approx(1e-3)
+        and "past the values swept" in row["why"]
+    )
+
+
 def test_basin_absolute_per_task():
     board = score.leaderboard(hand_table(), SPEC, basin_abs={"t": 0.15})
-    # 0.4 (lr 1e-2) is within 0.15 of 0.3; the diverged trial (0.7 at lr 1) is not
-    assert board.row("t", "a")["basin_decades"] == pytest.approx(1.0)
-    assert board.row("t", "a")["n_basin"] == 2
-    assert board.row("u", "a")["basin_decades"] == 0.0  # relative 1% there
+    # tau = 0.45: 0.4 at 1e-2 is in; then the line to (1, 0.7) crosses at -2 + 2 (0.05 / 0.3) = -1.667
+    assert board.row("t", "a")["basin_decades"] == pytest.approx(-2 + 2 * 0.05 / 0.3 + 3)
+    # u: a has lrs 1e-3 (0.9), 3e-3 (0.85), 0.1 (oom -> 0.7), relative 1% there: tau 0.891 (oriented -0.891)
+    # -3 + 0.477 (0.009 / 0.05) = -2.914
+    assert board.row("u", "a")["basin_decades"] == pytest.approx(np.log10(3) * 0.009 / 0.05)
 
 
 def test_leaderboard_performance_profiles(board):
@@ -336,8 +326,11 @@ def test_single_trial_and_no_target():
     df = table([trial("t", "a", 0.5, lr=1e-3)])
     board = score.leaderboard(df, SPEC)
     a = board.row("t", "a")
-    assert a["best"] == 0.5 and a["E_1"] == 0.5 and math.isnan(a["E_2"])
-    assert a["basin_decades"] == 0.0 and a["n_basin"] == 1
+    # one trial is no sample and no curve: E_1 would be the best by construction
+    assert (
+        a["best"] == 0.5 and math.isnan(a["E_1"]) and math.isnan(a["median"]) and "1 trial" in a["why_random"]
+    )
+    assert math.isnan(a["basin_decades"]) and a["why_lr"]
     assert math.isnan(a["success_rate"]) and math.isnan(a["steps_to_target"])
     assert board.profiles == ()  # no task with a target
 
@@ -417,6 +410,70 @@ def test_ten_thousand_trials_score_fast():
 OUTCOMES_WEIGHTED = ["completed"] * 16 + ["pruned", "diverged", "diverged", "oom", "timeout", "error"]
 
 
+# -- what bench check compares: per-seed values and the cost of a step --------------------------------
+def gate_table() -> pd.DataFrame:
+    """Task t (min): `ref` and `new` with two seed reruns each; `new` has a failed rerun on seed 2.
+    Task u (max): one seed rerun each. Costs: `new` steps 1.5x slower and keeps 2x the state on t."""
+    t, u = {"task": "t"}, {"task": "u", "mode": "max"}
+    cost = {"step_time_s": 0.10, "update_time_s": 0.01, "state_bytes": 800.0}
+    slow = {"step_time_s": 0.15, "update_time_s": 0.03, "state_bytes": 1600.0}
+    rows = [
+        trial(optimizer="ref", value=0.30, **t, **cost),
+        trial(optimizer="ref", value=0.32, kind="seed", seed=1, **t, **cost),
+        trial(optimizer="ref", value=0.34, kind="seed", seed=2, **t, **{**cost, "step_time_s": 0.50}),
+        trial(optimizer="new", value=0.20, **t, **slow),
+        trial(optimizer="new", value=0.22, kind="seed", seed=1, **t, **slow),
+        trial(optimizer="new", value=NAN, kind="seed", seed=2, outcome="diverged", **t, **slow),
+        trial(optimizer="ref", value=0.8, **u, **cost),
+        trial(optimizer="ref", value=0.7, kind="seed", seed=1, **u, **cost),
+        trial(optimizer="new", value=0.9, **u),  # no cost measured (a table from before StepClock)
+        trial(optimizer="new", value=0.85, kind="seed", seed=1, **u),
+    ]
+    return table(rows)
+
+
+def test_seed_values_are_the_unselected_runs_of_the_best_configuration_by_seed():
+    values = score.seed_values(gate_table())
+    # one tuning run per study (nothing was selected): it counts, on its seed 0, beside the reruns
+    assert values[("t", "ref")] == {0: 0.30, 1: 0.32, 2: 0.34}
+    assert values[("t", "new")] == {0: 0.20, 1: 0.22, 2: 0.34}  # the failed rerun counts as t's worst, 0.34
+    assert values[("u", "new")] == {0: 0.9, 1: 0.85}  # in the metric's units (max)
+    # a second tuning trial: the best one was selected, so only the reruns are unbiased
+    searched = pd.concat(
+        [gate_table(), table([trial(optimizer="ref", value=0.5, task="t")])], ignore_index=True
+    )
+    assert score.seed_values(searched)[("t", "ref")] == {1: 0.32, 2: 0.34}
+    board = score.leaderboard(searched, LeaderboardSpec(reference="ref"))
+    assert board.seed_values == score.seed_values(searched)
+    reruns = score.seed_values(searched)[("t", "ref")].values()
+    assert np.mean(list(reruns)) == pytest.approx(board.row("t", "ref")["seed_mean"])
+    assert score.seed_values(gate_table().drop(columns="seed")) == {}
+
+
+def test_costs_are_medians_over_completed_trials_and_ratios_to_the_reference():
+    c = score.costs(gate_table(), "ref")
+    # ref on t: step times 0.10, 0.10, 0.50 -> median 0.10 (the disturbed trial does not move it)
+    assert c.loc[("t", "ref"), "step_time_s"] == pytest.approx(0.10) and c.loc[("t", "ref"), "n_timed"] == 3
+    # new on t: the diverged rerun is left out; 0.15 over 0.10
+    assert c.loc[("t", "new"), "n_timed"] == 2
+    assert c.loc[("t", "new"), "step_time_s_ratio"] == pytest.approx(1.5)
+    assert c.loc[("t", "new"), "update_time_s_ratio"] == pytest.approx(3.0)
+    assert c.loc[("t", "new"), "state_bytes_ratio"] == pytest.approx(2.0)
+    assert c.loc[("t", "ref"), "step_time_s_ratio"] == pytest.approx(1.0)
+    assert math.isnan(c.loc[("u", "new"), "step_time_s"]) and c.loc[("u", "new"), "n_timed"] == 0
+    assert math.isnan(c.loc[("u", "new"), "state_bytes_ratio"])
+    assert score.costs(gate_table(), None)["step_time_s_ratio"].isna().all()
+    assert (
+        score.costs(gate_table().drop(columns=["step_time_s", "update_time_s", "state_bytes"]), "ref")[
+            "step_time_s"
+        ]
+        .isna()
+        .all()
+    )
+    board = score.leaderboard(gate_table(), LeaderboardSpec(reference="ref"))
+    assert board.costs.loc[("t", "new"), "state_bytes"] == 1600
+
+
 def test_wall_clock_time_is_not_measured_unless_the_suite_declares_a_dedicated_machine():
     df = table(
         [
@@ -430,3 +487,194 @@ def test_wall_clock_time_is_not_measured_unless_the_suite_declares_a_dedicated_m
     dedicated = score.leaderboard(df, LeaderboardSpec(ks=(1,), reference="a", wall_clock=True))
     assert dedicated.row("t", "b")["seconds_to_target"] == 1.0 and dedicated.wall_clock
     assert {p.time for p in dedicated.profiles} == {"steps", "seconds"}
+
+
+# --- what a failure costs --------------------------------------------------------------------------
+
+
+def test_a_declared_failure_value_is_what_failures_cost_and_clips_every_value():
+    # L0 = 0.9 (chance error with 10 classes): the diverged trial costs 0.9, and 0.95 (worse than
+    # chance) is clipped to 0.9; the best stays the raw best
+    rows = [
+        trial("t", "a", 0.2, failure_value=0.9),
+        trial("t", "a", 0.95, failure_value=0.9),
+        trial("t", "a", NAN, outcome="diverged", failure_value=0.9),
+        trial("t", "b", 0.3, failure_value=0.9),
+        trial("t", "b", 0.5, failure_value=0.9),
+    ]
+    board = score.leaderboard(table(rows), SPEC)
+    assert board.tasks.loc["t", "worst"] == pytest.approx(0.9) and bool(board.tasks.loc["t", "declared"])
+    a = board.row("t", "a")
+    assert a["best"] == pytest.approx(0.2) and a["E_1"] == pytest.approx((0.2 + 0.9 + 0.9) / 3)
+    # without the declaration, the fallback is the worst completed value of the task, 0.95
+    undeclared = score.leaderboard(table([{**r, "failure_value": NAN} for r in rows]), SPEC)
+    assert undeclared.tasks.loc["t", "worst"] == pytest.approx(0.95)
+    assert not bool(undeclared.tasks.loc["t", "declared"])
+    assert undeclared.row("t", "a")["E_1"] == pytest.approx((0.2 + 0.95 + 0.95) / 3)
+
+
+def test_an_optimizer_that_diverges_everywhere_no_longer_beats_one_that_learns():
+    # the bug this fixes: with lr up to 1e3, an optimizer failing 12 of 12 trials scored the task's
+    # worst completed error (0.064) where chance is 0.9, and a better E_1 than SGD
+    rows = [trial("t", "sgd", v, failure_value=0.9) for v in (0.03, 0.05, 0.064, 0.04)]
+    rows += [trial("t", "bad", NAN, outcome="diverged", failure_value=0.9) for _ in range(4)]
+    board = score.leaderboard(table(rows), SPEC)
+    bad, sgd = board.row("t", "bad")["E_1"], board.row("t", "sgd")["E_1"]
+    assert bad == pytest.approx(0.9) and bad > sgd
+
+
+# --- protocols and robustness ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["sweep", "grid", "tpe", "defaults"])
+def test_statistics_of_a_random_sample_are_na_with_the_reason_for_other_protocols(protocol: str):
+    rows = [trial("t", "a", v, lr=lr, protocol=protocol) for v, lr in ((0.3, 1e-3), (0.4, 1e-2))]
+    board = score.leaderboard(table(rows), SPEC)
+    a = board.row("t", "a")
+    assert math.isnan(a["E_1"]) and math.isnan(a["median"]) and math.isnan(a["cpe"])
+    assert a["why_random"].startswith(f"protocol {protocol}:") and ("t", "a") not in board.curves
+
+
+def sweep_rows(optimizer: str, lr_values: dict[float, float], **axes: dict[float, float]) -> list[dict]:
+    """A sweep study: lr points (every other hyperparameter at its default, wd 0.1 and warmup 0.05), then
+    1-D points of `axes` at the best lr 1e-3. NaN values diverged."""
+    common = {"failure_value": 1.0, "protocol": "sweep"}
+    rows = []
+    for lr, v in lr_values.items():
+        rows.append(
+            trial("t", optimizer, v, lr=lr, params={"lr": lr, "wd": 0.1}, axis="lr", axis_value=lr,
+                  axis_scale="log", warmup=0.05, outcome="diverged" if math.isnan(v) else "completed",
+                  **common)
+        )  # fmt: skip
+    for axis, points in axes.items():
+        for x, v in points.items():
+            params = {"lr": 1e-3, "wd": x if axis == "wd" else 0.1}
+            scale = "log" if axis == "wd" else "linear"
+            warmup = x if axis == "warmup" else 0.05
+            rows.append(
+                trial("t", optimizer, v, lr=1e-3, params=params, axis=axis, axis_value=x, axis_scale=scale,
+                      warmup=warmup, **common)
+            )  # fmt: skip
+    return rows
+
+
+def sweep_board(**kw) -> score.Leaderboard:
+    a = sweep_rows(
+        "a",
+        {1e-4: 0.9, 10**-3.5: 0.5, 1e-3: 0.3, 10**-2.5: 0.4, 1e-2: NAN},
+        wd={0.01: 0.35, 1.0: 0.6},
+        warmup={0.0: 0.32, 0.2: 0.34},
+    )
+    b = sweep_rows("b", {1e-4: 0.8, 10**-3.5: 0.45, 1e-3: 0.4, 10**-2.5: 0.5, 1e-2: 0.9})
+    return score.leaderboard(table(a + b), SPEC, **kw)
+
+
+def test_a_sweep_scores_its_lr_curve_by_hand():
+    a = sweep_board().row("t", "a")
+    # lr curve (log10): -4 0.9, -3.5 0.5, -3 0.3, -2.5 0.4, -2 diverged (L0 = 1.0)
+    # basin, tau = 0.303: -3 - 0.5 (0.003 / 0.2) = -3.0075 to -3 + 0.5 (0.003 / 0.1) = -2.985
+    assert a["basin_decades"] == pytest.approx(0.0225) and not a["basin_open"] and a["lr_edge"] == ""
+    # window of one decade: mean(0.5, 0.3, 0.4) - 0.3
+    assert a["lr_sensitivity"] == pytest.approx(0.1)
+    assert a["headroom"] == pytest.approx(10**0.5) and not a["headroom_censored"]
+    assert a["lr_points"] == 5 and a["best_lr"] == pytest.approx(1e-3)
+
+
+def test_a_sweep_scores_each_other_axis_around_its_centre():
+    board = sweep_board()
+    axes = board.axes[board.axes["optimizer"] == "a"].set_index("axis")
+    # wd: 0.01 0.35, 0.1 0.3 (the centre: the best lr point), 1.0 0.6; window of 1 decade around -1 at
+    # -1.5, -1, -0.5 on the line: 0.325, 0.3, 0.45 -> mean 0.358333 - 0.3
+    assert axes.loc["wd", "n_points"] == 3 and axes.loc["wd", "best_at"] == pytest.approx(0.1)
+    assert axes.loc["wd", "sensitivity"] == pytest.approx(1.075 / 3 - 0.3) and axes.loc["wd", "edge"] == ""
+    # warmup (linear): the whole sweep, 0.0 0.32, 0.05 0.3 (centre), 0.2 0.34: mean - 0.3 = 0.02
+    assert (
+        axes.loc["warmup", "sensitivity"] == pytest.approx(0.02) and axes.loc["warmup", "scale"] == "linear"
+    )
+    assert set(axes.index) == {"lr", "wd", "warmup"}
+
+
+def test_robust_rank_is_by_lr_sensitivity_and_says_so():
+    board = sweep_board()
+    assert board.row("t", "a")["robust_by"] == "lr sensitivity"
+    a, b = board.row("t", "a"), board.row("t", "b")
+    # tuned: a (0.3) beats b (0.4); robust: b's sensitivity mean(0.45, 0.4, 0.5) - 0.4 = 0.05 beats a's 0.1
+    assert (a["rank"], b["rank"]) == (1, 2)
+    assert b["lr_sensitivity"] == pytest.approx(0.05)
+    assert (a["robust_rank"], b["robust_rank"]) == (2, 1) and a["robust_by"] == "lr sensitivity"
+    assert (
+        board.optimizers.loc["b", "mean_robust_rank"] == 1
+        and board.optimizers.loc["b", "robust_by"] == "lr sensitivity"
+    )
+
+
+def test_an_optimum_at_the_edge_of_the_sweep_is_flagged_and_its_window_is_na():
+    rows = sweep_rows("c", {1e-3: 0.5, 10**-2.5: 0.45, 1e-2: 0.4})
+    c = score.leaderboard(table(rows), SPEC).row("t", "c")
+    assert c["lr_edge"] == "high" and bool(c["basin_open"])
+    assert math.isnan(c["lr_sensitivity"]) and math.isnan(c["robust_rank"])
+    # beside optimizers that have a sensitivity, it is left out of the robust ranking, not ranked last
+    a, b = (
+        sweep_rows("a", {1e-4: 0.9, 10**-3.5: 0.5, 1e-3: 0.3, 10**-2.5: 0.4, 1e-2: 0.9}),
+        sweep_rows("b", {1e-4: 0.8, 10**-3.5: 0.45, 1e-3: 0.4, 10**-2.5: 0.5, 1e-2: 0.9}),
+    )
+    board = score.leaderboard(table(a + b + rows), SPEC)
+    assert [board.row("t", o)["robust_rank"] for o in "ab"] == [2, 1] and math.isnan(
+        board.row("t", "c")["robust_rank"]
+    )
+    assert c["headroom"] == pytest.approx(1.0) and bool(c["headroom_censored"])  # nothing larger failed
+
+
+def random_rows(optimizer: str, values: list[float]) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [
+        trial(
+            "t", optimizer, v, lr=10 ** rng.uniform(-4, -2), params={"lr": 1e-3, "wd": w}, protocol="random"
+        )
+        for v, w in zip(values, np.geomspace(1e-3, 1, len(values)), strict=True)
+    ]
+
+
+def test_random_search_gets_bands_tunability_and_importance():
+    values_a = [0.3, 0.5, 0.4, 0.6, 0.35, 0.45, 0.55, 0.65]
+    values_b = [0.32, 0.33, 0.34, 0.36, 0.38, 0.4, 0.42, 0.44]
+    calls = []
+
+    def importance(configs, values, space):  # a stand-in for bench.search.importances
+        calls.append((len(configs), sorted(space)))
+        return {"lr": 0.25, "wd": 0.75}
+
+    spaces = {"a": {"lr": None, "wd": None}, "b": {"lr": None, "wd": None}}
+    board = score.leaderboard(
+        table(random_rows("a", values_a) + random_rows("b", values_b)),
+        SPEC,
+        importance=importance,
+        spaces=spaces,
+    )
+    a, b = board.row("t", "a"), board.row("t", "b")
+    ks, lo, hi = board.bands[("t", "a")]
+    assert list(ks) == list(range(1, 9)) and (lo <= board.curves[("t", "a")] + 1e-12).all()
+    assert a["cpe"] == pytest.approx(
+        sum((9 - k) * e for k, e in enumerate(board.curves[("t", "a")], 1)) / sum(range(1, 9))
+    )
+    # global alpha-tunability: against the better E_8 of the two
+    best = min(board.curves[("t", "a")][-1], board.curves[("t", "b")][-1])
+    first = np.flatnonzero(board.curves[("t", "b")] <= 1.05 * best)
+    assert b["alpha_tunability"] == (pytest.approx((first[0] + 1) / 8) if first.size else INF)
+    assert calls == [(8, ["lr", "wd"]), (8, ["lr", "wd"])] and a["top_param"] == "wd"
+    assert set(board.importances["param"]) == {"lr", "wd"}
+    # the lr is not the only thing searched: no lr curve, with the reason
+    assert math.isnan(a["basin_decades"]) and "varies every hyperparameter" in a["why_lr"]
+    assert a["robust_by"] == "CPE" and {a["robust_rank"], b["robust_rank"]} == {1, 2}
+
+
+def test_a_study_whose_trials_were_all_pruned_has_no_robustness_and_says_why():
+    rows = [
+        trial("t", "a", 0.3, lr=1e-3),
+        trial("t", "a", 0.4, lr=1e-2),
+        trial("t", "b", 0.5, outcome="pruned"),
+    ]
+    board = score.leaderboard(table(rows), SPEC)
+    b = board.row("t", "b")
+    assert b["why_lr"] == b["why_tunability"] == "no tune trial that was not pruned"
+    assert board.optimizers.loc["b", "robust_by"] == ""

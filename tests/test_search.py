@@ -41,6 +41,26 @@ def in_space(config: dict[str, Any]) -> bool:
     )
 
 
+# -- hyperparameter importance ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("evaluator", ["fanova", "ped_anova"])
+def test_importance_finds_the_hyperparameter_that_matters(evaluator: str) -> None:
+    # the value is a valley in log lr; the momentum does nothing
+    rng = np.random.default_rng(0)
+    space = {"lr": Float(1e-4, 1e-1, log=True), "momentum": Float(0.0, 0.99)}
+    configs = [{"lr": 10 ** rng.uniform(-4, -1), "momentum": rng.uniform(0, 0.99)} for _ in range(40)]
+    values = [(math.log10(c["lr"]) + 2.5) ** 2 + rng.normal(0, 0.01) for c in configs]
+    found = search.importances(configs, values, space, evaluator)
+    assert set(found) == {"lr", "momentum"} and sum(found.values()) == pytest.approx(1.0)
+    assert found["lr"] > 0.7
+    # a value outside the declared range (an extended sweep, a default) still counts
+    configs[0]["lr"] = 1.0
+    assert search.importances(configs, values, space, evaluator)["lr"] > 0.7
+    with pytest.raises(ValueError, match="unknown importance evaluator"):
+        search.importances(configs, values, space, "shap")
+
+
 # -- configurations drawn up front ----------------------------------------------------------------
 @pytest.mark.parametrize("protocol", ["random", "qmc", "grid"])
 def test_non_adaptive_protocols_draw_the_same_configurations_for_the_same_seed(protocol: str) -> None:
@@ -80,7 +100,14 @@ def test_grid_is_the_whole_grid_at_most_and_a_seeded_spread_part_of_it_otherwise
     assert len({c["lr"] for c in part}) > 1  # not the first 8 points in lexicographic order (one lr)
 
 
-@pytest.mark.parametrize("protocol", ["tpe", "cmaes", "defaults"])
+def test_grid_spacing_is_configurable() -> None:
+    lr_only = {"lr": Float(1e-4, 1e-1, log=True)}
+    configs = search.draw_configurations("grid", 0, lr_only, 100, grid_points=7)  # 2 per decade
+    assert sorted(c["lr"] for c in configs) == pytest.approx(np.geomspace(1e-4, 1e-1, 7).tolist())
+    assert search.grid_size(SPACE, 3) == 3 * 3 * 3 * 2
+
+
+@pytest.mark.parametrize("protocol", ["tpe", "cmaes", "defaults", "sweep"])
 def test_adaptive_and_defaults_protocols_enqueue_empty_slots(protocol: str) -> None:
     assert search.draw_configurations(protocol, 0, SPACE, 3) == [{}, {}, {}]
 

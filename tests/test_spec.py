@@ -456,6 +456,13 @@ def test_validate_runs_no_code_a_suite_names(tmp_path: Path, monkeypatch: pytest
     found = check_suite(path, imports=False)
     assert found.suite is None and found.unresolved == ("noisy_pkg.opts:Opt",)
     assert not (tmp_path / "noisy_pkg" / "imported.txt").exists()
+    # keys that name the unimported optimizer's label are not errors: its label is written, not imported
+    gated = write(
+        tmp_path / "g.yaml",
+        "tasks: [digits_cnn]\noptimizers: [adamw, {name: 'noisy_pkg.opts:Opt', label: mine}]\n"
+        "leaderboard: {reference: mine}\ncheck: {beat: adamw, beat_optimizers: [mine]}\n",
+    )
+    assert check_suite(gated, imports=False).unresolved == ("noisy_pkg.opts:Opt",)
     missing = write(tmp_path / "m.yaml", "tasks: [digits_cnn]\noptimizers: [noisy_pkg.nope:Opt]\n")
     with pytest.raises(SpecError, match="no module named 'noisy_pkg.nope' on the Python path"):
         check_suite(missing, imports=False)

@@ -16,6 +16,11 @@ Validation returns *sums* and a count per batch so the runner can take exact mea
 A built task also says what its model's parameters are (`param_roles`): which form the output layer
 and which are embeddings, so optimizers never guess from attribute names.
 
+Every entry declares what a failed trial costs (`failure`): the value of each metric for a model that
+learned nothing, at chance or at initialization (`ChanceClassifier`, `UniformNextToken`, or any callable
+of the options returning a `Failure`). Scores count a failed trial at that value and clip every value at it, as Wortsman et al.
+2023 clip the loss at its value at initialization (min(L, L0)); see docs/robustness.md.
+
     class DigitsOptions(TaskOptions):
         width: int = Field(16, ge=1, description="channels of the first conv layer")
 
@@ -27,6 +32,7 @@ and which are embeddings, so optimizers never guess from attribute names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +71,55 @@ class ParamRoles:
 
     head: frozenset[str] = frozenset()
     embedding: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed trial costs for a task built with given options: metric -> value (a metric left
+    out has no declared cost), and how the values were obtained."""
+
+    values: Mapping[str, float]
+    why: str
+
+
+@dataclass(frozen=True)
+class ChanceClassifier:
+    """A classifier that learned nothing predicts uniformly over its C classes: top-1 error 1 - 1/C,
+    cross-entropy ln C. C is `classes`, or the task option named by `option`."""
+
+    classes: int | None = None
+    option: str = "num_classes"
+
+    def __call__(self, options: Mapping[str, Any]) -> Failure:
+        c = self.classes if self.classes is not None else int(options[self.option])
+        return Failure(
+            {"val/error": 1.0 - 1.0 / c, "val/loss": math.log(c)},
+            f"chance: uniform prediction over {c} classes (error 1 - 1/{c}, loss ln {c})",
+        )
+
+
+@dataclass(frozen=True)
+class UniformNextToken:
+    """A language model that learned nothing predicts every token of its vocabulary alike: loss ln V
+    nats per token, perplexity V. At initialization (small weights, logits near 0) the model is nearly
+    this uniform predictor over its padded vocabulary (measured: `pydocs_gpt_tiny` scores 5.43-5.47 nats
+    untrained, ln 256 = 5.55; tests/tasks/test_entries.py). V comes from the tokenizer named by the
+    option `option`, through `vocab_size(spec)` (None when not known without loading the tokenizer)."""
+
+    vocab_size: Callable[[str], int | None]
+    option: str = "tokenizer"
+
+    def __call__(self, options: Mapping[str, Any]) -> Failure:
+        spec = str(options[self.option])
+        v = self.vocab_size(spec)
+        if v is None:
+            return Failure(
+                {}, f"unknown: the vocabulary of tokenizer {spec!r} is not known without loading it"
+            )
+        return Failure(
+            {"val/loss": math.log(v), "val/ppl": float(v)},
+            f"initialization: uniform next-token prediction over {v} ids (loss ln {v}, ppl {v})",
+        )
 
 
 class Task(Protocol):
@@ -122,6 +177,9 @@ class TaskEntry:
     flops_per_step: float | None = None  # forward+backward FLOPs per optimizer step at the defaults
     tokens_per_step: int | None = None  # LM tasks: tokens per optimizer step
     requires_gpu: bool = False  # full-size variants: plan/validate fine, running on CPU warns
+    # What a failed trial costs, given the task's options (ChanceClassifier, UniformNextToken);
+    # None: undeclared, the scores fall back to the task's worst completed value.
+    failure: Callable[[Mapping[str, Any]], Failure] | None = None
 
     @property
     def default_options(self) -> dict[str, Any]:

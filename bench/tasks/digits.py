@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from bench.registry import Lazy
-from bench.tasks.base import TaskEntry, TaskOptions
+from bench.tasks.base import ChanceClassifier, TaskEntry, TaskOptions
 from bench.tasks.options import with_defaults
 
 BATCH_SIZE = 64
@@ -51,6 +51,7 @@ def _entry(arch: str, width: int, target: float, flops_per_step: float) -> TaskE
         eval_every=25,  # validation is one 360-example batch: cheap, and time-to-target is finer
         metrics={"val/error": "min", "val/loss": "min"},
         flops_per_step=flops_per_step,
+        failure=ChanceClassifier(classes=10),
     )
 
 

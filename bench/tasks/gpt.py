@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from bench.registry import Lazy
-from bench.tasks.base import TaskEntry, TaskOptions
+from bench.tasks.base import TaskEntry, TaskOptions, UniformNextToken
 from bench.tasks.options import with_defaults
 
 # --------------------------------------------------------------------------------------------------
@@ -77,6 +77,12 @@ def padded_vocab(vocab_size: int) -> int:
     """Round a BPE vocabulary up to a multiple of 64 (nanoGPT's 50257 -> 50304). The extra ids are never
     targets, so the loss is unchanged; byte-level vocabularies (<= 256) stay as they are."""
     return vocab_size if vocab_size <= 256 else 64 * math.ceil(vocab_size / 64)
+
+
+def model_vocab(spec: str) -> int | None:
+    """The output ids of the model a tokenizer spec gives (padded), when known without loading it."""
+    v = vocab_size_of(spec)
+    return None if v is None else padded_vocab(v)
 
 
 def gpt_config(options: Mapping[str, Any], vocab_size: int) -> GPTConfig:
@@ -227,6 +233,7 @@ def _entry(
         flops_per_step=flops_per_token(cfg) * tokens_per_step,
         tokens_per_step=tokens_per_step,
         requires_gpu=requires_gpu,
+        failure=UniformNextToken(model_vocab),
     )
 
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from bench.registry import Lazy
-from bench.tasks.base import TaskEntry
+from bench.tasks.base import ChanceClassifier, TaskEntry
 from bench.tasks.image_data import ImageDataOptions
 from bench.tasks.options import with_defaults
 
@@ -97,6 +97,7 @@ def _entry(
         options=cifar_options(schema_name, dataset, **overrides),
         eval_every=eval_every,
         metrics={"val/error": "min", "val/loss": "min"},
+        failure=ChanceClassifier(option="num_classes"),
         flops_per_step=flops_per_step,
         requires_gpu=requires_gpu,
     )

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from bench.registry import Lazy
-from bench.tasks.base import TaskEntry
+from bench.tasks.base import ChanceClassifier, TaskEntry
 from bench.tasks.image_data import ImageDataOptions
 from bench.tasks.options import with_defaults
 
@@ -108,6 +108,7 @@ def _entry(
         options=imagenet_options(schema_name, **overrides),
         eval_every=eval_every,
         metrics={"val/error": "min", "val/loss": "min"},
+        failure=ChanceClassifier(option="num_classes"),
         flops_per_step=flops_per_step,
         requires_gpu=requires_gpu,
     )

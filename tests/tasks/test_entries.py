@@ -5,6 +5,7 @@ the head and embeddings the optimizers treat specially; a training batch and val
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -109,3 +110,38 @@ class TestEveryTask(TaskContract):
         if entry.requires_gpu or entry.size not in ("tiny",):
             pytest.skip(f"{entry.name}: a full-size model; its data path is the tiny variant's")
         super().test_one_training_batch_and_validation(entry, tmp_path)
+
+
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_every_task_declares_what_a_failure_costs(name: str, entry: TaskEntry) -> None:
+    """Scores count a failed trial at this value and clip every value at it (Wortsman's min(L, L0))."""
+    if TASKS.origin(name) != BUILTIN and entry.failure is None:
+        pytest.skip("a plugin's task may leave it undeclared (scores fall back to the worst completed value)")
+    failure = entry.failure(entry.default_options)
+    assert set(entry.all_metrics) <= set(failure.values), (name, failure)
+    assert all(math.isfinite(v) and v > 0 for v in failure.values.values()) and failure.why
+
+
+@pytest.mark.parametrize(("name", "options", "tolerance"), [
+    ("digits_cnn", {}, 0.01), ("digits_mlp", {}, 0.01), ("pydocs_gpt_tiny", {"val_tokens": 4096}, 0.03),
+])  # fmt: skip
+def test_the_declared_failure_value_is_what_the_untrained_model_scores(
+    name: str, options: dict[str, Any], tolerance: float, tmp_path: Path
+) -> None:
+    # measured: digits loss 2.305-2.319 (ln 10 = 2.303), error 0.89-0.96; pydocs 5.43-5.47 (ln 256 = 5.545)
+    entry = TASKS.get(name)
+    declared = entry.failure(entry.options.model_validate(options).model_dump()).values
+    torch.manual_seed(0)
+    task = build_task(entry, options, 0, tmp_path)
+    model = task.build_model().eval()
+    sums: dict[str, float] = {}
+    n = 0
+    with torch.no_grad():
+        for batch in task.val_loader():
+            found, count = task.validation_sums(model, batch)
+            for k, v in found.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += count
+    assert sums["loss"] / n == pytest.approx(declared["val/loss"], rel=tolerance)
+    if "val/error" in declared:
+        assert sums["error"] / n == pytest.approx(declared["val/error"], abs=0.1)  # 360 examples
