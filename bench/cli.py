@@ -25,12 +25,21 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.listing import list_registry
-from bench.loader import check_suite, load_settings, load_suite, parse_overrides
-from bench.plan import format_plan, make_plan
-from bench.registry import UnknownNameError
-from bench.schema import suite_json_schema
-from bench.spec import SpecError
+# Before torch is imported (by the commands that train): OpenMP's idle threads sleep instead of
+# spinning. With GNU OpenMP's default (active waiting), torch's intra-op threads spin between parallel
+# regions, and on a machine whose cores are shared with other work a spinning thread holds a core that
+# the thread doing the work needs: a tiny GPT step on 2 threads measured 0.66-0.83 s against 0.17 s on
+# one, which is how a 150-step quickstart trial can take 140 s instead of 20. Passive: 0.18-0.19 s on the
+# same loaded machine. Results do not change (the same threads split the same work). A value set in
+# the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.listing import list_registry  # noqa: E402
+from bench.loader import check_suite, load_settings, load_suite, parse_overrides  # noqa: E402
+from bench.plan import format_plan, make_plan  # noqa: E402
+from bench.registry import UnknownNameError  # noqa: E402
+from bench.schema import suite_json_schema  # noqa: E402
+from bench.spec import SpecError  # noqa: E402
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -216,9 +216,12 @@ def shard_loader(loader: Any, rank: int, world: int, *, train: bool) -> Any:
     rank's batch being `batch_size / world` (see `per_device_batch`), step k's batches on all ranks
     together are exactly the single-process batch k, so a data-parallel trial computes the same
     gradients as one process on the global batch. (Lightning's own DistributedSampler would reshuffle
-    the stream per rank, and pads the validation set with repeated examples.)"""
+    the stream per rank, and pads the validation set with repeated examples.) A loader that is not a
+    DataLoader shards itself the same way through its `shard(rank, world)`."""
     if world == 1:
         return loader
+    if callable(getattr(loader, "shard", None)):
+        return loader.shard(rank, world)
     if not isinstance(loader, DataLoader) or loader.batch_size is None:
         raise TypeError(
             f"a multi-process trial needs the task's loaders to be torch DataLoaders with a batch_size "
@@ -246,6 +249,13 @@ def shard_loader(loader: Any, rank: int, world: int, *, train: bool) -> Any:
         pin_memory_device=loader.pin_memory_device,
         in_order=loader.in_order,
     )
+
+
+def on_device(loader: Any, device: torch.device) -> Any:
+    """A task's loader with its data on `device` when it can hold it there (it has `to(device)`, e.g.
+    `bench.workloads.image_data.ResidentImages`), else the loader as it is (Lightning then moves
+    each batch)."""
+    return loader.to(device) if callable(getattr(loader, "to", None)) else loader
 
 
 # -- batch sizes -----------------------------------------------------------------------------------

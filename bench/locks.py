@@ -17,12 +17,20 @@ Re-entrant within a process (a study's creation under the lock may open the MLfl
 `create_once(url, create)` makes a fresh SQLite store appear complete or not at all: under the lock, the
 schema is built in a temporary file beside it and renamed into place, so a process killed half-way
 leaves only a temporary file (removed by the next creator), never a half-created store.
+
+`sqlite_wal(url)` then puts an existing SQLite store in write-ahead-log mode (`journal_mode=WAL`, kept
+in the file). Every trial commits a few dozen small transactions to the two stores; in SQLite's default
+rollback-journal mode each commit syncs the disk several times (~10 ms measured under load), in WAL mode
+once (~0.5 ms), with the same durability (`synchronous=FULL` stays), and readers no longer block the
+writer. WAL needs every process on one host, which SQLite stores already do (across machines bench uses
+PostgreSQL); a copy of the store must take its `-wal` file too (or use SQLite's `.backup`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -150,3 +158,17 @@ def create_once(url: str, create: Callable[[str], Any]) -> None:
         create(f"sqlite:///{temporary}")
         failpoint("store.creating")
         os.replace(temporary, path)
+
+
+def sqlite_wal(url: str, timeout_s: float = 120.0) -> None:
+    """Put an existing `sqlite:///path` store in WAL mode (a no-op for other URLs, for a file that does
+    not exist yet: `create_once` makes it, and for a file already in WAL mode)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    con = sqlite3.connect(path, timeout=timeout_s)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()

@@ -7,7 +7,8 @@ task declares, `Task.param_roles`), the optimizer (from its registry entry) and 
 returns a `TrialResult`. Every way a trial can end is an outcome, never an exception:
 
 - completed: ran its steps;  diverged: NaN/inf loss, or train loss above `divergence_factor` times its
-  first value, or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
+  first value (noticed two steps late on a GPU, whose loss is read back without waiting: `bench.monitor`),
+  or a non-finite validation metric;  oom: out of memory;  timeout: hit its wall-clock cap;
   pruned: the caller's `on_eval` said stop;  error: anything else, with the traceback in `error`.
   Not outcomes, raised instead: Ctrl-C/SIGTERM, and failures that are not the trial's (a full disk, or
   a `bench.faults.RecordError` from a callable that records; see `bench.faults.not_the_trials`).
@@ -54,14 +55,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bench.distributed import per_device_batch, shard_loader
+from bench.distributed import on_device, per_device_batch, shard_loader
 from bench.faults import failpoint, not_the_trials
+from bench.monitor import LossReadback, StepThroughput, readback_lag
 from bench.optimizers.param_groups import remember
 from bench.optimizers.schedules import lr_lambda, needs_schedule
 from bench.outcomes import OUTCOMES as OUTCOMES  # re-exported: the names `train_trial` returns
@@ -173,6 +175,7 @@ class BenchModule(L.LightningModule):
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.optimizer.ema))
             self.ema.requires_grad_(False)
         self.first_loss: float | None = None
+        self.losses = LossReadback(lag=0)  # replaced in on_train_start, once the device is known
         self.diverged_at: int | None = None
         self.pruned_at: int | None = None
         self.curves: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
@@ -232,20 +235,32 @@ class BenchModule(L.LightningModule):
             loss = self.task.training_loss(self.model, batch)
         # The mean over all ranks (the global batch's loss): every rank takes the same divergence decision
         # (one rank skipping its backward alone would hang DDP) and logs what a single process would.
-        value = float(self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean"))
-        if self.first_loss is None:
-            self.first_loss = value
-        if not math.isfinite(value) or value > self.spec.divergence_factor * max(self.first_loss, 1e-8):
-            self.diverged_at = self.global_step
+        # Read back on the host without waiting for the device (bench.monitor.LossReadback): at once on
+        # a CPU, two steps late on a GPU.
+        mean = self.trainer.strategy.reduce(loss.detach().float().clone(), reduce_op="mean")
+        for step, value in self.losses.push(self.global_step, mean):
+            self._heard_loss(step, value)
+        if self.diverged_at is not None:
             self.trainer.should_stop = True
             return None  # skip this step: Lightning performs no backward and no optimizer step
-        if self.global_step % self.spec.log_every_n_steps == 0:
-            self.curves["train"].append((self.global_step, value))
-            self.log("train/loss", value, prog_bar=True, on_step=True, on_epoch=False)
         if not self.automatic_optimization:
             self._closure_step(loss, batch)
             return loss.detach()
         return loss
+
+    def _heard_loss(self, step: int, value: float) -> None:
+        """The train loss of `step` arrived on the host: check divergence, record the curve."""
+        if self.diverged_at is not None:
+            return
+        if self.first_loss is None:
+            self.first_loss = value
+        if not math.isfinite(value) or value > self.spec.divergence_factor * max(self.first_loss, 1e-8):
+            self.diverged_at = step
+            return
+        if step % self.spec.log_every_n_steps == 0:
+            self.curves["train"].append((step, value))
+            for logger in self.trainer.loggers:
+                logger.log_metrics({"train/loss": value}, step=step)
 
     def _closure_step(self, loss: torch.Tensor, batch: Any) -> None:
         """One optimizer step of a `closure` optimizer (manual optimization; the global step counts it)."""
@@ -267,7 +282,12 @@ class BenchModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.started = time.perf_counter() - self.seconds_before
+        self.losses = LossReadback(readback_lag(self.device))
         self._set_optimizer_mode(True)
+
+    def on_train_end(self) -> None:
+        for step, value in self.losses.flush():  # the last steps' losses, still on their way on a GPU
+            self._heard_loss(step, value)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.stream is not None:
@@ -278,6 +298,8 @@ class BenchModule(L.LightningModule):
         """What a resumed segment needs besides Lightning's own state: the RNG, the divergence reference,
         the curves and time to target so far, the training seconds. Tensors and plain data only, so
         the checkpoint loads with `weights_only=True`."""
+        for step, value in self.losses.flush():  # losses still on their way (a GPU) belong to this segment
+            self._heard_loss(step, value)
         checkpoint["bench"] = {
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -374,9 +396,10 @@ class BenchModule(L.LightningModule):
 
     # -- data -----------------------------------------------------------------------------------
     # Multi-process trials: each rank keeps its interleaved share of the task's own stream, so the ranks'
-    # batches together are the single-process batch (see bench.distributed.shard_loader).
+    # batches together are the single-process batch (see bench.distributed.shard_loader). A loader with
+    # `to(device)` keeps its data on the training device (see bench.tasks.base.Task.train_loader).
     def train_dataloader(self) -> Any:
-        loader = one_loader(self.task.train_loader())
+        loader = on_device(one_loader(self.task.train_loader()), self.device)
         loader = shard_loader(loader, self.global_rank, self.trainer.world_size, train=True)
         if self.spec.segment is not None:
             self.stream = ResumableLoader(loader)
@@ -384,7 +407,7 @@ class BenchModule(L.LightningModule):
         return loader
 
     def val_dataloader(self) -> Any:
-        loader = one_loader(self.task.val_loader())
+        loader = on_device(one_loader(self.task.val_loader()), self.device)
         return shard_loader(loader, self.global_rank, self.trainer.world_size, train=False)
 
 
@@ -453,7 +476,7 @@ def build_trainer(spec: TrialSpec, callbacks: Sequence[Callback], logger: Logger
         num_sanity_val_steps=0,
         log_every_n_steps=spec.log_every_n_steps,
         logger=logger if logger is not None else False,
-        callbacks=[*callbacks, throughput_monitor(steps)],
+        callbacks=[*callbacks, throughput_monitor(steps, spec.log_every_n_steps)],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=False,  # progress is the caller's (on_step)
@@ -626,12 +649,11 @@ def _storage_bytes(t: torch.Tensor) -> int:
         return t.numel() * t.element_size()
 
 
-def throughput_monitor(steps: int) -> ThroughputMonitor:
-    """Lightning's ThroughputMonitor: `train/batches_per_sec`, `train/samples_per_sec`, `train/device/mfu`
-    (GPUs) over a sliding window of a fifth of the run (at most 100 steps), logged with the curves."""
-    return ThroughputMonitor(
-        batch_size_fn=_batch_size, window_size=max(2, min(100, steps // 5)), separator="/"
-    )
+def throughput_monitor(steps: int, every: int) -> StepThroughput:
+    """Lightning's throughput figures (`train/device/samples_per_sec`, `train/device/mfu` on GPUs...)
+    timed every `every` steps (`bench.monitor.StepThroughput`), over a sliding window of about a fifth
+    of the run (at most 100 steps), logged with the curves."""
+    return StepThroughput(_batch_size, every=every, window=min(100, steps // 5) // every)
 
 
 def _batch_size(batch: Any) -> int:

@@ -65,7 +65,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.faults import failpoint
-from bench.locks import create_once, store_lock
+from bench.locks import create_once, sqlite_wal, store_lock
 from bench.schema import PROTOCOLS, PRUNERS
 from bench.space import GRID_POINTS, Float, Int, Param, grid, grid_size
 
@@ -108,7 +108,6 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
@@ -124,6 +123,7 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
 
     create_once(url, lambda at: make(at).engine.dispose())
     with store_lock(url):
+        sqlite_wal(url)
         return make(url)
 
 

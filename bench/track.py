@@ -57,7 +57,7 @@ from mlflow.utils.mlflow_tags import (
 
 from bench import records
 from bench.faults import failpoint
-from bench.locks import create_once, store_lock
+from bench.locks import create_once, sqlite_wal, store_lock
 from bench.outcomes import OUTCOMES
 from bench.records import RunFields, StudyRecord, TrialRecord
 from bench.spec import Suite
@@ -164,12 +164,11 @@ class Tracker:
     def __init__(
         self, tracking_uri: str, experiment: str, *, description: str | None = None, source: str | None = None
     ):
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri, self.name, self.source = tracking_uri, experiment, source
         # Creating the client creates (or migrates) the store's tables: the first thing workers race on.
         create_once(tracking_uri, lambda at: MlflowClient(tracking_uri=at))
         with store_lock(tracking_uri):
+            sqlite_wal(tracking_uri)
             self.client = MlflowClient(tracking_uri=tracking_uri)
             self.experiment_id = self._experiment(experiment)
             self._describe(records.experiment_note(experiment, description))

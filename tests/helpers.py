@@ -37,6 +37,26 @@ def write_suite(directory: Path, name: str = "tiny", **overrides: Any) -> Path:
     return path
 
 
+def runner_spec(
+    tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float = 1e-3, optimizer: str = "adamw"
+) -> Any:
+    """The `bench.run.TrialSpec` the engine would build for one trial of `optimizer` on digits_cnn."""
+    from bench.engine import trial_spec
+    from bench.loader import load_suite
+    from bench.plan import make_plan
+
+    suite = load_suite(
+        write_suite(
+            tmp_path,
+            name="runner",
+            tasks=[{"name": "digits_cnn", "steps": steps, "eval_every": eval_every}],
+            optimizers=[optimizer],
+        )
+    )
+    (study,) = make_plan(suite).studies
+    return trial_spec(suite, study, {"lr": lr}, seed=0)
+
+
 def bench_run(suite: Path, log: Path, *args: str, failpoints: str | None = None) -> subprocess.Popen:
     """`bench run SUITE --quiet-bars ARGS` as a real process in its own process group (a kill reaches
     every process it starts), its output appended to `log`; `failpoints` arms `BENCH_FAILPOINTS`."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from bench import distributed
 from bench.loader import load_suite
 from bench.spec import SpecError
-from bench.workloads.image_data import SeededSampler, TensorPairs
+from bench.workloads.image_data import ResidentImages, SeededSampler
 
 CPU_DDP = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
 
@@ -159,14 +160,29 @@ def _labels(loader) -> list[list[int]]:
     return [batch[1].tolist() for batch in loader]
 
 
-def test_ranks_together_see_exactly_the_single_process_batches() -> None:
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[item[0]], self.y[item[0]]
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_ranks_together_see_exactly_the_single_process_batches(resident: bool) -> None:
+    """For a DataLoader over `SeededSampler` and for the device-resident loader that reproduces it."""
     x, y = torch.zeros(103, 1), torch.arange(103)
 
-    def loader(batch: int, train: bool) -> DataLoader:
+    def loader(batch: int, train: bool) -> Any:
+        if resident:
+            return ResidentImages(x, y, batch, 7, train=train)
         sampler = SeededSampler(103, torch.Generator().manual_seed(7), shuffle=train)
-        return DataLoader(TensorPairs(x, y), batch_size=batch, sampler=sampler, drop_last=train)
+        return DataLoader(Pairs(x, y), batch_size=batch, sampler=sampler, drop_last=train)
 
-    def two_passes(ld: DataLoader) -> list[list[int]]:  # the second pass continues the sampler's stream
+    def two_passes(ld: Any) -> list[list[int]]:  # the second pass continues the sampler's stream
         return _labels(ld) + _labels(ld)
 
     single = two_passes(loader(12, True))

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import optuna_states, run_statuses, seeds_study, trial_runs, write_suite
+from helpers import optuna_states, run_statuses, runner_spec, seeds_study, trial_runs, write_suite
 
 from bench.cli import main
 
@@ -268,23 +268,6 @@ def test_standins_into_a_file_is_refused(tmp_path: Path, capsys) -> None:
 
 
 # -- the runner's boundary: plain callables in, an outcome out -----------------------------------------
-def runner_spec(
-    tmp_path: Path, steps: int = 20, eval_every: int = 10, lr: float = 1e-3, optimizer: str = "adamw"
-):
-    from bench.engine import trial_spec
-    from bench.loader import load_suite
-    from bench.plan import make_plan
-
-    suite = write_suite(
-        tmp_path,
-        name="runner",
-        tasks=[{"name": "digits_cnn", "steps": steps, "eval_every": eval_every}],
-        optimizers=[optimizer],
-    )
-    (study,) = make_plan(load_suite(suite)).studies
-    return trial_spec(load_suite(suite), study, {"lr": lr}, seed=0)
-
-
 @pytest.mark.slow
 def test_the_runner_logs_through_a_plain_callable_and_reports_steps(tmp_path: Path) -> None:
     from bench.run import train_trial

@@ -1,7 +1,7 @@
 """Each third-party engine enters bench through one module, and the record schema is spelled once.
 
 Read from the source (AST), so imports inside functions count too: Lightning only in the runner layer
-(`bench/run.py`, `bench/distributed.py`), MLflow only in `bench/track.py`, Optuna only in
+(`bench/run.py`, `bench/monitor.py`, `bench/distributed.py`), MLflow only in `bench/track.py`, Optuna only in
 `bench/search.py`; a tag name of `bench.records` appears in no other module.
 """
 
@@ -18,7 +18,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 MODULES = sorted(BENCH.rglob("*.py"))
 
 ENGINES = {
-    "lightning": ({"lightning", "pytorch_lightning", "lightning_fabric"}, {"run.py", "distributed.py"}),
+    "lightning": (
+        {"lightning", "pytorch_lightning", "lightning_fabric"},
+        {"run.py", "monitor.py", "distributed.py"},
+    ),
     "mlflow": ({"mlflow"}, {"track.py"}),
     "optuna": ({"optuna", "optuna_integration"}, {"search.py"}),
 }

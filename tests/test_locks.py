@@ -117,3 +117,19 @@ def test_stores_that_need_no_lock_get_none(url: str) -> None:
     assert locks.lock_path(url) is None
     with locks.store_lock(url):
         pass
+
+
+def test_stores_are_created_whole_then_put_in_wal_mode(tmp_path: Path) -> None:
+    """Both stores, opened fresh, end in SQLite's write-ahead-log mode; `sqlite_wal` never creates a
+    missing file (that is `create_once`'s, whole or not at all)."""
+    from bench.search import open_storage
+    from bench.track import Tracker
+
+    missing = tmp_path / "none" / "missing.db"
+    locks.sqlite_wal(f"sqlite:///{missing}")
+    assert not missing.exists() and not missing.parent.exists()
+    open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "wal")
+    for name in ("optuna.db", "mlflow.db"):
+        with sqlite3.connect(tmp_path / name) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

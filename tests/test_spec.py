@@ -484,6 +484,23 @@ def test_validate_and_plan_import_no_torch() -> None:
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_the_command_lets_openmp_threads_sleep_before_torch_loads() -> None:
+    """`bench` sets OMP_WAIT_POLICY=PASSIVE before anything imports torch (whose OpenMP reads it once,
+    when it loads); a value the user set is kept."""
+    import os
+    import subprocess
+
+    code = "import os, sys, bench.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = [sys.executable, "-c", code]
+    unset = subprocess.run(run, capture_output=True, text=True, cwd=REPO, env=env, check=True)
+    assert unset.stdout.split() == ["PASSIVE", "False"]
+    kept = subprocess.run(
+        run, capture_output=True, text=True, cwd=REPO, env=env | {"OMP_WAIT_POLICY": "ACTIVE"}
+    )
+    assert kept.stdout.split() == ["ACTIVE", "False"]
+
+
 def subprocess_run(cmd: list[str]) -> str:
     import subprocess
 

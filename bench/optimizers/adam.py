@@ -71,7 +71,7 @@ ENTRIES: tuple[OptimizerEntry, ...] = (
         build_fn=grouped(lazy("torch.optim:Adam")),
         defaults={**ADAM_DEFAULTS, "weight_decay": 0.0},
         search_space=adam_space(wd=False),
-        flags=frozenset({"fsdp"}),
+        flags=frozenset({"fsdp", "fused"}),
     ),
     OptimizerEntry(
         name="adamw",
@@ -80,7 +80,7 @@ ENTRIES: tuple[OptimizerEntry, ...] = (
         build_fn=grouped(lazy("torch.optim:AdamW")),
         defaults={**ADAM_DEFAULTS},
         search_space=adam_space(),
-        flags=frozenset({"fsdp"}),
+        flags=frozenset({"fsdp", "fused"}),
     ),
     OptimizerEntry(
         name="nadamw",

@@ -8,6 +8,11 @@ hyperparameters (search names, see `bench.space.to_kwargs`) and reads `entry.fla
 - `create_graph`: `loss.backward(create_graph=True)` is needed (Hessian-vector products, e.g. Sophia-H).
 - `no_schedule`: learning-rate-free or self-scheduling methods that should not get an LR schedule.
 - `fsdp`: works with FSDP-sharded parameters (elementwise update rule).
+- `fused`: the class takes `fused=True`, torch's fused CUDA kernel (one launch for the whole update
+  instead of a few per tensor: `torch.optim.AdamW`, `Adam`, `SGD`). `build` passes it when the model's
+  parameters are on a GPU and the suite set neither `fused` nor `foreach`; on a CPU nothing changes.
+  The fused kernel computes the same update with other rounding, so GPU results differ from the
+  multi-tensor (`foreach`) kernel's in the last bits.
 - `closure`: `step(closure)` needs the batch's gradient computed *before* the call and a `closure`
   that zeroes the gradients, recomputes the loss and its gradient on the same batch, and returns the
   loss (the SAM family: a second forward-backward at perturbed weights). The runner trains such an
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from bench.registry import Lazy
 from bench.space import Param, to_kwargs
@@ -33,8 +38,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp", "closure"]
-FLAGS: frozenset[str] = frozenset(Flag.__args__)  # every flag an entry may carry
+Flag = Literal["schedule_free", "create_graph", "no_schedule", "fsdp", "closure", "fused"]
+FLAGS: frozenset[str] = frozenset(get_args(Flag))  # every flag an entry may carry
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,16 @@ class OptimizerEntry:
     def build(
         self, model: nn.Module, sampled: Mapping[str, Any], *, decay_filter: bool = True
     ) -> torch.optim.Optimizer:
-        return self.build_fn(model, to_kwargs(self.defaults, sampled), decay_filter)
+        kwargs = to_kwargs(self.defaults, sampled)
+        if "fused" in self.flags and not {"fused", "foreach"} & set(kwargs) and on_gpu(model):
+            kwargs["fused"] = True
+        return self.build_fn(model, kwargs, decay_filter)
+
+
+def on_gpu(model: nn.Module) -> bool:
+    """Whether every parameter of `model` is on a CUDA device (what torch's fused kernels take)."""
+    devices = {p.device.type for p in model.parameters()}
+    return devices == {"cuda"}
 
 
 def grouped(

@@ -31,7 +31,7 @@ ENTRIES: tuple[OptimizerEntry, ...] = (
             "one_minus_momentum": Float(0.01, 0.3, log=True),
             "weight_decay": Float(1e-5, 1e-2, log=True),
         },
-        flags=frozenset({"fsdp"}),
+        flags=frozenset({"fsdp", "fused"}),
         lr_scaling="linear",
     ),
     OptimizerEntry(

@@ -135,7 +135,11 @@ class Task(Protocol):
 
     def train_loader(self) -> Iterable[Any]:
         """Training batches; the order is a function of the build seed only (same for every optimizer).
-        May be finite: the runner cycles it."""
+        May be finite: the runner cycles it. A torch DataLoader (the runner moves each batch to the
+        device and splits it over the processes of a multi-process trial), or a loader with
+        `to(device)`, returning one whose batches are already on the device (data resident there),
+        and `shard(rank, world)`, returning item `rank` of every group of `world` of its stream
+        (`bench.workloads.image_data.ResidentImages`)."""
         ...
 
     def val_loader(self) -> Iterable[Any]:

@@ -42,7 +42,6 @@ class ImageDataOptions(TaskOptions):
     val_split: str = Field("validation", description="the held-out split the task is scored on")
     train_examples: int = Field(0, ge=0, description="use only the first N examples of the split (0: all)")
     val_examples: int = Field(0, ge=0, description="use only the first N examples of the split (0: all)")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @field_validator("data_files", mode="before")
     @classmethod

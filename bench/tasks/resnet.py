@@ -9,7 +9,8 @@ Options (`ResnetOptions`): the timm `model`, stage `width` and `layers`, and the
 of `bench.tasks.image_data.ImageDataOptions`. Data: CIFAR-10/100 in the hub schema
 (`uoft-cs/cifar10`: `img`, `label`; `uoft-cs/cifar100`: `img`, `fine_label`), read from option
 `data_files`, option `data_dir`, `<data_root>/cifar10` (`cifar100`) or the hub; the official test
-split is the validation set.
+split is the validation set. The splits are held on the training device whole, augmented there as
+tensor ops: no loader workers to set.
 
 Metrics: `val/error` (top-1, the leaderboard metric) and `val/loss`, both `min`.
 Parameter roles: the head is the classifier `fc`; no embeddings.
@@ -60,7 +61,6 @@ def cifar_options(name: str, dataset: str, **overrides: Any) -> type[ResnetOptio
         "image_key": "img",
         "label_key": "fine_label" if cifar100 else "label",
         "val_split": "test",
-        "num_workers": 4,
         **overrides,
     }
     return with_defaults(ResnetOptions, name, **defaults)
@@ -143,6 +143,5 @@ ENTRIES: tuple[TaskEntry, ...] = (
         width=16,
         layers=(1, 1, 1, 1),
         val_examples=2_000,  # the first 2,000 test images: a CPU evaluates them in about a second
-        num_workers=0,
     ),
 )

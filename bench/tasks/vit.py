@@ -6,7 +6,9 @@ Tasks: `imagenet_vit_small` (timm `vit_small_patch16_224`, full size, GPU) and `
 (a 4-layer, 96-wide ViT on 64 px images with 8 px patches, 64 tokens, for CPUs).
 
 Options (`VitOptions`): the timm `model` and its `model_kwargs`, `img_size`, the augmentation
-(`min_scale`, `auto_augment`), `eval_batch_size`, and the image data options of
+(`min_scale`, `auto_augment`), `eval_batch_size`, how images are decoded (`num_workers` loader
+processes decoding every image, or `stored_size`: decoded once into the datasets cache, cropped on the
+device), and the image data options of
 `bench.tasks.image_data.ImageDataOptions`. Data: ImageNet-1k in the hub schema (`ILSVRC/imagenet-1k`:
 `image`, `label`), or a local copy in that schema (option `data_files`, option `data_dir`, or
 `<data_root>/imagenet`).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.registry import Lazy
 from bench.tasks.base import ChanceClassifier, TaskEntry
@@ -49,6 +51,20 @@ class VitOptions(ImageDataOptions):
     )
     auto_augment: str | None = Field(None, description='a timm auto-augment string, e.g. "rand-m9-mstd0.5"')
     eval_batch_size: int = Field(250, ge=1, description="validation batch size")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    stored_size: int | None = Field(
+        None,
+        ge=8,
+        description="decode every image once, resized to stored_size x stored_size, into the datasets "
+        "cache; crops and flips then run on the training device (None: decode and transform every image "
+        "in the loader with PIL and timm's transforms)",
+    )
+
+    @model_validator(mode="after")
+    def _stored_images_take_no_auto_augment(self) -> VitOptions:
+        if self.stored_size is not None and self.auto_augment is not None:
+            raise ValueError("auto_augment runs timm's PIL transforms per image: it needs stored_size: null")
+        return self
 
 
 def imagenet_options(name: str, **overrides: Any) -> type[VitOptions]:

@@ -21,13 +21,13 @@ Batches are LongTensors of shape (batch, block_size + 1): inputs `[:, :-1]`, tar
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -182,18 +182,6 @@ class LanguageModelTask:
         return {"loss": loss}, y.numel()
 
 
-# The options that decide which validation windows a C4 task reads (the key of their per-process cache).
-VALIDATION_KEYS = (
-    "dataset",
-    "dataset_config",
-    "data_files",
-    "text_field",
-    "tokenizer",
-    "block_size",
-    "val_tokens",
-)
-
-
 def _window_count(opts: Mapping[str, Any]) -> int:
     return opts["val_tokens"] // opts["block_size"]  # >= 1: the schema checks val_tokens >= block_size
 
@@ -231,10 +219,14 @@ def _pydoc_tokens(tokenizer: str) -> torch.Tensor:
 
 
 def build_c4(opts: Mapping[str, Any], seed: int, data_root: Path, *, name: str) -> LanguageModelTask:
-    """Training windows streamed from C4's train split (document order shuffled with `seed`), validation
-    on the first `val_tokens` tokens of C4's validation split, or, for local files without one, of the
-    first documents, which training then skips. `opts`: the validated `bench.tasks.gpt.C4Options`
-    as a dict, plus `batch_size`."""
+    """Training windows from C4's train split, validation on the first `val_tokens` tokens of C4's
+    validation split, or, for local files without one, of the first documents, which training then
+    skips. `opts`: the validated `bench.tasks.gpt.C4Options` as a dict, plus `batch_size`.
+
+    Training reads the windows packed once into the `datasets` cache (`text_data.packed`: the first
+    `train_tokens` tokens, or every document of local files), in a permutation seeded with `seed`;
+    with option `stream`, it tokenizes while it trains (`text_data.PackedStream`, the document order
+    shuffled with `seed` through buffers of `shuffle_buffer`). Validation is always packed once."""
     tokenizer = text_data.load_tokenizer(opts["tokenizer"])
     corpus = text_data.open_corpus(
         dataset=opts["dataset"],
@@ -242,18 +234,36 @@ def build_c4(opts: Mapping[str, Any], seed: int, data_root: Path, *, name: str) 
         data_files=opts["data_files"],
         data_root=Path(data_root),
     )
+    if not opts["stream"] and opts["train_tokens"] is None and not corpus.train.files:
+        raise ValueError(
+            f"task {name}: packing {corpus.origin} once needs a size: set options.train_tokens (the "
+            "training tokens to pack, e.g. the suite's token budget) or options.stream: true"
+        )
     window = int(opts["block_size"]) + 1
-    val_windows, held_out_docs = _validation(corpus, opts, data_root)
-    train_docs = corpus.train if corpus.validation is not None else corpus.train.skip(held_out_docs)
-    buffer = int(opts["shuffle_buffer"])
-    if buffer > 1:
-        train_docs = train_docs.shuffle(seed=seed, buffer_size=buffer)
-    stream = text_data.PackedStream(
-        train_docs, tokenizer, window, seed, text_field=opts["text_field"], shuffle_windows=buffer
-    )
+    val_windows, held_out_docs = _validation(corpus, opts)
+    if corpus.validation is not None:
+        held_out_docs = 0
+    if opts["stream"]:
+        train_docs = corpus.train.open().skip(held_out_docs)
+        buffer = int(opts["shuffle_buffer"])
+        if buffer > 1:
+            train_docs = train_docs.shuffle(seed=seed, buffer_size=buffer)
+        train_data: Any = text_data.PackedStream(
+            train_docs, tokenizer, window, seed, text_field=opts["text_field"], shuffle_windows=buffer
+        )
+    else:
+        packed = text_data.packed(
+            corpus.train,
+            opts["tokenizer"],
+            window,
+            text_field=opts["text_field"],
+            skip_docs=held_out_docs,
+            max_windows=None if opts["train_tokens"] is None else -(-int(opts["train_tokens"]) // window),
+        )
+        train_data = text_data.PackedWindows(packed)
     return LanguageModelTask(
         config=gpt_config(opts, tokenizer.vocab_size),
-        train_data=stream,
+        train_data=train_data,
         val_windows=val_windows,
         batch_size=opts["batch_size"],
         seed=seed,
@@ -262,25 +272,16 @@ def build_c4(opts: Mapping[str, Any], seed: int, data_root: Path, *, name: str) 
     )
 
 
-def _validation(
-    corpus: text_data.Corpus, opts: Mapping[str, Any], data_root: Path
-) -> tuple[torch.Tensor, int]:
-    """The validation windows and the number of held-out training documents, cached per process (every
-    trial of a study reads the same ones)."""
-    key = json.dumps(
-        {k: opts[k] for k in VALIDATION_KEYS} | {"data_root": str(data_root)},
-        sort_keys=True,
-        default=lambda o: dict(o) if isinstance(o, Mapping) else repr(o),
-    )
-    if key not in _VALIDATION_CACHE:
-        docs = corpus.validation if corpus.validation is not None else corpus.train
-        texts = (row[opts["text_field"]] for row in docs)
-        tokenizer = text_data.load_tokenizer(opts["tokenizer"])
-        windows, n_docs = text_data.take_windows(
-            texts, tokenizer, int(opts["block_size"]) + 1, _window_count(opts)
+def _validation(corpus: text_data.Corpus, opts: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+    """The validation windows (packed once, `text_data.packed`) and the number of documents they took
+    from the start of their split."""
+    n = _window_count(opts)
+    window = int(opts["block_size"]) + 1
+    docs = corpus.validation if corpus.validation is not None else corpus.train
+    packed = text_data.packed(docs, opts["tokenizer"], window, text_field=opts["text_field"], max_windows=n)
+    if len(packed) < n:
+        raise ValueError(
+            f"validation needs {n} windows of {window} tokens, the held-out text gave {len(packed)}"
         )
-        _VALIDATION_CACHE[key] = (windows, n_docs if corpus.validation is None else 0)
-    return _VALIDATION_CACHE[key]
-
-
-_VALIDATION_CACHE: dict[str, tuple[torch.Tensor, int]] = {}
+    rows = packed.with_format("numpy")[:n]
+    return torch.from_numpy(rows["ids"].astype(np.int64)), int(rows["docs"][-1])

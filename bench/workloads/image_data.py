@@ -16,14 +16,19 @@
   split, or an `imagefolder` tree `train/<class>/*.jpg`), `<data_root>/<local_name>` when it exists,
   else the hub name in option `dataset` (needs a network or a warm HF cache).
 - `decode_uint8`: a whole small-image split decoded once into a uint8 tensor (CIFAR).
-- `CroppedFlipped` (pad-crop-flip on uint8 tensors) and `PilTransformed` (any PIL transform, e.g.
-  timm's `create_transform`, run under an RNG seeded from `aug_seed`).
+- `ResidentImages` (a whole split on the device, CIFAR's pad-crop-flip as whole-batch tensor ops, in
+  the order and with the augmentation `seeded_loader` would give) and `PilTransformed` (any PIL
+  transform, e.g. timm's `create_transform`, run under an RNG seeded from `aug_seed`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
+import json
+import os
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,23 +48,44 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs [B, ...], integer labels [B
 
 class ClassificationTask:
     """Loss and metrics for `(inputs, labels)` batches. Subclasses add the model and the loaders and
-    may override `prepare` (e.g. uint8 -> normalised float on the batch's device)."""
+    may override `prepare` (e.g. uint8 -> normalised float on the batch's device), or `inputs` for
+    batches of another shape (the stored ViT batches: images, labels, crops)."""
 
     label_smoothing: float = 0.0  # training loss only; val/loss is plain cross-entropy
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def training_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def inputs(self, batch: Any) -> Batch:
+        """The model's input and the labels of a batch, on the batch's device."""
         x, y = batch
-        return F.cross_entropy(model(self.prepare(x)), y, label_smoothing=self.label_smoothing)
+        return self.prepare(x), y
 
-    def validation_sums(self, model: nn.Module, batch: Batch) -> tuple[dict[str, torch.Tensor], int]:
-        x, y = batch
-        logits = model(self.prepare(x)).float()
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        x, y = self.inputs(batch)
+        return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
+
+    def validation_sums(self, model: nn.Module, batch: Any) -> tuple[dict[str, torch.Tensor], int]:
+        x, y = self.inputs(batch)
+        logits = model(x).float()
         loss = F.cross_entropy(logits, y, reduction="sum")
         error = (logits.argmax(dim=-1) != y).sum().float()  # top-1
         return {"loss": loss, "error": error}, int(y.numel())
+
+
+def normalized(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Pixels in 0..255 (uint8 or float) -> (x / 255 - mean) / std per channel, as one multiply-add."""
+    scale, shift = _affine(tuple(mean), tuple(std), x.device)
+    return x.float() * scale + shift
+
+
+@functools.cache
+def _affine(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Built once per device (no host-to-device copy per step)."""
+    m, s = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    return 1 / (255 * s), -m / s
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
@@ -102,41 +128,93 @@ def seeded_loader(
     )
 
 
-class TensorPairs(Dataset):
-    """Pre-computed `(x, y)` tensors, no augmentation (digits)."""
+class ResidentImages:
+    """Batches of a whole split held as one tensor `[N, C, H, W]` (CIFAR's uint8 images, the digits'
+    floats), resident on the training device once the runner calls `to(device)`, with (`augment`)
+    the CIFAR augmentation as whole-batch tensor ops: zero-pad by `padding`, random crop back to
+    H x W, horizontal flip with probability 1/2. No per-example Python, no worker processes, no
+    host-to-device copy per step (the runner's batch transfer is then a no-op).
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+    Order and augmentation are those `seeded_loader` gives a per-example dataset: per pass, a
+    permutation and one 62-bit `aug_seed` per example drawn from a `torch.Generator` seeded with
+    `seed` (`SeededSampler`'s draws), batches of `batch_size` (the last partial one dropped when
+    training); the crop offsets and the flip are the digits of `aug_seed` in base `2 * padding + 1`
+    (`dy = aug % span`, `dx = aug // span % span`, `flip = aug // span**2 % 2`), so a trial sees the
+    same images whatever device holds them. `shard(rank, world)` is a process's share of a
+    multi-process trial: item `rank` of every group of `world` of the same stream, as
+    `bench.distributed.shard_loader` does for a DataLoader."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        *,
+        train: bool,
+        augment: bool = False,
+        padding: int = 4,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.train, self.augment, self.padding = train, augment, padding
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _replace(self, **changes: Any) -> ResidentImages:
+        fields = dict(images=self.images, labels=self.labels, train=self.train, augment=self.augment,
+                      padding=self.padding, rank=self.rank, world=self.world)  # fmt: skip
+        out = ResidentImages(batch_size=self.batch_size, seed=self.seed, **{**fields, **changes})
+        out.generator = self.generator  # one stream of draws, wherever the images live
+        return out
+
+    def to(self, device: torch.device | str) -> ResidentImages:
+        """This loader with its images and labels on `device` (batches are then drawn there)."""
+        return self._replace(images=self.images.to(device), labels=self.labels.to(device))
+
+    def shard(self, rank: int, world: int) -> ResidentImages:
+        return self._replace(rank=rank, world=world)
+
+    def _items(self) -> int:
+        """Examples this process reads per pass (`strided`: even shares when training)."""
+        n = len(self.labels)
+        return n // self.world if self.train else (n - self.rank + self.world - 1) // self.world
 
     def __len__(self) -> int:
-        return len(self.y)
+        items = self._items()
+        return items // self.batch_size if self.train else -(-items // self.batch_size)
 
-    def __getitem__(self, item: tuple[int, int]) -> Batch:
-        return self.x[item[0]], self.y[item[0]]
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        # SeededSampler's draws, in its order: the permutation, then the augmentation seeds.
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=self.generator)
+        stop = (n // self.world) * self.world if self.train else n
+        order, seeds = order[self.rank : stop : self.world], seeds[self.rank : stop : self.world]
+        device = self.images.device
+        order, seeds = order.to(device, non_blocking=True), seeds.to(device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            if self.augment:
+                images = self.crop_flip(images, seeds[start : start + self.batch_size])
+            yield images, self.labels[index]
 
-
-class CroppedFlipped(Dataset):
-    """uint8 images `[N, C, H, W]` with the CIFAR augmentation: zero-pad by `padding`, random crop
-    back to H x W, horizontal flip with probability 1/2. Offsets and flip are read from `aug_seed`'s
-    digits (base `2 * padding + 1`), which needs no RNG state at all."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, augment: bool, padding: int = 4):
-        self.images, self.labels, self.augment, self.padding = images, labels, augment, padding
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, item: tuple[int, int]) -> Batch:
-        index, aug = item
-        image = self.images[index]
-        if self.augment:
-            p, (h, w) = self.padding, image.shape[-2:]
-            span = 2 * p + 1
-            dy, dx, flip = aug % span, (aug // span) % span, (aug // span**2) % 2
-            image = F.pad(image, (p, p, p, p))[:, dy : dy + h, dx : dx + w]
-            if flip:
-                image = image.flip(-1)
-        return image, self.labels[index]
+    def crop_flip(self, images: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+        """`images` [B, C, H, W] zero-padded, cropped at the offsets and flipped as `aug` [B] says, in one
+        gather: output pixel (y, x) of image b is padded pixel (dy_b + y, dx_b + x), or
+        (dy_b + y, dx_b + W - 1 - x) when b is flipped."""
+        p, (b, c, h, w) = self.padding, images.shape
+        span = 2 * p + 1
+        dy, dx, flip = aug % span, aug // span % span, aug // span**2 % 2
+        padded = F.pad(images, (p, p, p, p))
+        x = torch.arange(w, device=images.device)
+        rows = dy[:, None] + torch.arange(h, device=images.device)  # [B, H]
+        cols = dx[:, None] + torch.where(flip[:, None].bool(), w - 1 - x, x)  # [B, W]
+        batch = torch.arange(b, device=images.device)[:, None, None, None]
+        channel = torch.arange(c, device=images.device)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @contextlib.contextmanager
@@ -186,6 +264,134 @@ class PilTransformed(Dataset):
         with seeded_rng(aug):
             x = self.transform(image.convert("RGB"))
         return x, torch.tensor(row[self.label_key], dtype=torch.long)
+
+
+class StoredImages(Dataset):
+    """Rows of `stored_split` (images decoded once, resized to S x S) with the crop each is to get, as
+    `(image uint8 [3, S, S], label, crop [5])`: the crop box `x1, y1, x2, y2` in stored pixels and a
+    flip flag. The crops and flips themselves run on the device, for a whole batch at once
+    (`resized_crops`).
+
+    Training: torchvision's `RandomResizedCrop.get_params` on the original image size (`scale`, aspect
+    ratio in [3/4, 4/3]) and a flip with probability 1/2, drawn under torch's RNG seeded from the
+    example's `aug_seed` (see `seeded_rng`). Evaluation: the centre crop of timm's eval transform (a
+    square of `crop_pct` times the shorter side). The stored image is the whole original squeezed to a
+    square, so a box in original pixels maps to stored pixels by scaling each axis: the crop's content
+    and aspect ratio are the original's, at the stored resolution."""
+
+    def __init__(self, data: Any, size: int, *, train: bool, scale: tuple[float, float], crop_pct: float):
+        self.data, self.size = data.with_format("arrow"), size
+        self.train, self.scale, self.crop_pct = train, scale, crop_pct
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.__getitems__([item])[0]
+
+    def __getitems__(
+        self, items: list[tuple[int, int]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        import numpy as np
+
+        rows = self.data[[index for index, _ in items]]  # one read (an Arrow take) for the batch
+        pixels = rows.column("image").combine_chunks()
+        offsets = np.frombuffer(pixels.buffers()[1], np.int32)[
+            pixels.offset : pixels.offset + len(pixels) + 1
+        ]
+        images = np.frombuffer(pixels.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        images = torch.from_numpy(images.reshape(len(items), 3, self.size, self.size))
+        heights, widths = rows.column("height").to_numpy(), rows.column("width").to_numpy()
+        labels = torch.from_numpy(rows.column("label").to_numpy().astype(np.int64))
+        crops = [self.crop(int(heights[k]), int(widths[k]), aug) for k, (_, aug) in enumerate(items)]
+        crop = torch.tensor(crops, dtype=torch.float32)
+        return list(zip(images, labels, crop, strict=True))
+
+    def crop(self, height: int, width: int, aug: int) -> tuple[float, float, float, float, float]:
+        """(x1, y1, x2, y2, flip) in stored pixels for an original image of height x width."""
+        from torchvision.transforms import RandomResizedCrop
+
+        if self.train:
+            with seeded_rng(aug):
+                shape = torch.empty(0, height, width)  # get_params reads only the size
+                top, left, h, w = RandomResizedCrop.get_params(shape, list(self.scale), [3 / 4, 4 / 3])
+                flip = float(torch.rand(()) < 0.5)
+        else:
+            h = w = min(height, width) * self.crop_pct
+            top, left, flip = (height - h) / 2, (width - w) / 2, 0.0
+        sy, sx = self.size / height, self.size / width
+        return left * sx, top * sy, (left + w) * sx, (top + h) * sy, flip
+
+
+def resized_crops(images: torch.Tensor, crops: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images [B, C, S, S] and crops [B, 5] (`StoredImages`) -> float [B, C, size, size] in
+    0..255: each box resampled to size x size (torchvision's `roi_align`, bilinear, averaging
+    ceil(box / size) samples per output pixel when it shrinks), then flipped where asked. One call
+    for the whole batch, on the images' device."""
+    from torchvision.ops import roi_align
+
+    index = torch.arange(len(images), device=images.device, dtype=torch.float32)[:, None]
+    boxes = torch.cat([index, crops[:, :4].float()], dim=1)
+    out = roi_align(images.float(), boxes, output_size=(size, size), sampling_ratio=-1, aligned=True)
+    return torch.where(crops[:, 4, None, None, None] > 0.5, out.flip(-1), out)
+
+
+STORE_VERSION = 1  # bump when `_stored_rows` would store other pixels for the same split
+
+
+def stored_split(source: Source, split: str, size: int, limit: int | None = None) -> Any:
+    """Every image of a split decoded once and resized to `size` x `size` (the whole image, its
+    original height and width kept beside it), stored by HF `datasets` in its cache under a
+    fingerprint of the split (`datasets`' own fingerprint of the loaded files), `size`, `limit` and
+    `STORE_VERSION`; every later trial and worker reads the stored pixels (memory-mapped). Columns:
+    `image` (the uint8 pixels [3, size, size] as bytes: batches are read as one buffer), `height`,
+    `width` (of the original), `label`. Decoding runs in up to 16 processes
+    for large splits (shards of 10,000 images)."""
+    import datasets
+
+    data = source.load(split)
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    data = data.cast_column(source.image_key, datasets.Image(decode=False))
+    key = {"version": STORE_VERSION, "split": data._fingerprint, "size": size}
+    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
+    features = datasets.Features(
+        {
+            "image": datasets.Value("binary"),
+            "height": datasets.Value("int32"),
+            "width": datasets.Value("int32"),
+            "label": datasets.Value("int64"),
+        }
+    )
+    shards = [(a, min(a + SHARD, len(data))) for a in range(0, len(data), SHARD)]
+    kwargs = dict(data=data, shards=shards, image_key=source.image_key, label_key=source.label_key, size=size)
+    return datasets.Dataset.from_generator(
+        _stored_rows,
+        features=features,
+        gen_kwargs=kwargs,
+        fingerprint=fingerprint,
+        num_proc=max(1, min(len(shards), os.cpu_count() or 1, 16)) if len(shards) > 1 else None,
+    )
+
+
+SHARD = 10_000  # images per decoding job
+
+
+def _stored_rows(
+    data: Any, shards: list[tuple[int, int]], image_key: str, label_key: str, size: int
+) -> Iterator[dict[str, Any]]:
+    import numpy as np
+    import PIL.Image
+
+    for start, stop in shards:
+        for row in data.select(range(start, stop)):
+            stored = row[image_key]
+            image = PIL.Image.open(io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored["path"])
+            width, height = image.size
+            image.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale that covers size
+            pixels = np.asarray(image.convert("RGB").resize((size, size), PIL.Image.BILINEAR))
+            image_bytes = pixels.transpose(2, 0, 1).tobytes()  # channels first, as the model reads them
+            yield {"image": image_bytes, "height": height, "width": width, "label": row[label_key]}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Text for the language-model tasks: tokenizers, document sources, packing into fixed-length windows.
 
-Nothing here knows about models. Three pieces:
+Nothing here knows about models. Four pieces:
 
 - **Tokenizers** behind one small protocol (`encode_batch`, `vocab_size`, `eot`), chosen by a string:
   `bytes` (UTF-8 bytes, vocab 256, needs nothing), `gpt2` or any other tiktoken encoding name (tiktoken
@@ -11,22 +11,31 @@ Nothing here knows about models. Three pieces:
   json/jsonl/parquet/txt files or from the hub (`allenai/c4`, config `en`). See `open_corpus`.
 - **Packing**: documents are tokenized, joined with the end-of-text token and cut into windows of
   `block_size + 1` tokens; a model reads `window[:-1]` and predicts `window[1:]`.
+- **Packed once, on disk** (`packed`, `PackedWindows`): the windows of a split written by HF `datasets`
+  into its cache the first time a trial asks for them, keyed by everything that determines them, and
+  read (memory-mapped) by every later trial and worker: tokenization leaves the training loop. The
+  alternative, `PackedStream`, tokenizes while it trains (every trial, every rank).
 
-Determinism: the training order depends only on the seed passed in (document shuffle buffer, window
-shuffle buffer and DataLoader generator are all seeded from it), so every optimizer in a study sees the
-same batches. Validation is a fixed tensor of windows taken from the start of the held-out stream.
+Determinism: the training order depends only on the seed passed in (a seeded permutation of the packed
+windows; for a stream, the document and window shuffle buffers and the DataLoader generator), so
+every optimizer in a study sees the same batches. Validation is a fixed tensor of windows taken from the
+start of the held-out documents.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
+import hashlib
+import itertools
+import json
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
@@ -138,13 +147,18 @@ def load_tokenizer(spec: str) -> Tokenizer:
 def pack(token_lists: Iterable[list[int]], eot: int, window: int) -> Iterator[list[int]]:
     """Concatenate documents, each followed by `eot`, and cut the stream into `window`-token pieces.
     The incomplete tail is dropped."""
+    return (w for w, _ in pack_counted(token_lists, eot, window))
+
+
+def pack_counted(token_lists: Iterable[list[int]], eot: int, window: int) -> Iterator[tuple[list[int], int]]:
+    """`pack`, each window with the number of documents read (at least partly) when it was complete."""
     buf: list[int] = []
-    for ids in token_lists:
+    for docs, ids in enumerate(token_lists, start=1):
         buf.extend(ids)
         buf.append(eot)
         n = len(buf) // window
         for i in range(n):
-            yield buf[i * window : (i + 1) * window]
+            yield buf[i * window : (i + 1) * window], docs
         buf = buf[n * window :]
 
 
@@ -158,37 +172,6 @@ def tokenized(texts: Iterable[str], tokenizer: Tokenizer, chunk: int = 256) -> I
             batch = []
     if batch:
         yield from tokenizer.encode_batch(batch)
-
-
-def take_windows(
-    texts: Iterable[str], tokenizer: Tokenizer, window: int, n_windows: int
-) -> tuple[torch.Tensor, int]:
-    """The first `n_windows` packed windows of `texts` as a (n_windows, window) tensor, and how many
-    documents were (at least partly) used for them. Raises if the texts run out first."""
-    counted = _Counted(texts)
-    rows: list[list[int]] = []
-    if n_windows > 0:
-        for row in pack(tokenized(counted, tokenizer, chunk=1), tokenizer.eot, window):
-            rows.append(row)
-            if len(rows) == n_windows:
-                break
-    if len(rows) < n_windows:
-        raise ValueError(
-            f"validation needs {n_windows} windows of {window} tokens, the held-out text gave {len(rows)}"
-        )
-    return torch.tensor(rows, dtype=torch.long).reshape(n_windows, window), counted.n
-
-
-class _Counted:
-    """Iterate texts while counting how many were handed out."""
-
-    def __init__(self, texts: Iterable[str]):
-        self.texts, self.n = texts, 0
-
-    def __iter__(self) -> Iterator[str]:
-        for t in self.texts:
-            self.n += 1
-            yield t
 
 
 class Windows(Dataset):
@@ -283,13 +266,61 @@ def pydoc_text() -> str:
 
 
 @dataclass(frozen=True)
+class Documents:
+    """Where one split's documents come from, as data (hashable, and the key of the packed cache):
+    local files of one format, or a split of a hub dataset. `open()` streams them
+    (`datasets.IterableDataset` with a text column); `stamp()` says what determines their content
+    (each file's path, size and modification time; the hub dataset's name, config and split)."""
+
+    files: tuple[str, ...] = ()
+    dataset: str = ""  # hub name, when there are no files
+    config: str | None = None
+    split: str = "train"
+    local: str = ""  # for a hub dataset: the folder of local files that would have been used instead
+
+    def __post_init__(self) -> None:
+        builders = {_builder_for(f) for f in self.files}
+        if len(builders) > 1:
+            raise ValueError(f"data files mix formats ({', '.join(sorted(builders))}): {list(self.files)}")
+
+    def open(self) -> Any:
+        from datasets import load_dataset
+
+        if not self.files:
+            try:
+                return load_dataset(self.dataset, self.config, split=self.split, streaming=True)
+            except Exception as e:  # offline, unknown dataset, no such split...
+                raise RuntimeError(
+                    f"could not stream {self.dataset!r} (config {self.config!r}, split {self.split!r}) from "
+                    f"the Hugging Face hub: {e}. Point the task at local files with `options: {{data_files: "
+                    f"path/or/glob}}` (json/jsonl/parquet with a 'text' field) or put them under {self.local}/"
+                ) from e
+        builders = {_builder_for(f) for f in self.files}
+        if len(builders) != 1:
+            raise ValueError(f"data files mix formats ({', '.join(sorted(builders))}): {list(self.files)}")
+        return load_dataset(
+            builders.pop(), data_files={"train": list(self.files)}, split="train", streaming=True
+        )
+
+    def stamp(self) -> dict[str, Any]:
+        if not self.files:
+            return {"hub": self.dataset, "config": self.config, "split": self.split}
+        return {"files": [[str(Path(f).resolve()), *_size_and_time(f)] for f in self.files]}
+
+
+def _size_and_time(path: str) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True)
 class Corpus:
-    """Streams of documents (`datasets.IterableDataset`) for training and validation. When `validation`
-    is None, the first documents of `train` are held out for validation (and skipped for training)."""
+    """The documents of a training and a validation split. When `validation` is None, the first
+    documents of `train` are held out for validation (and skipped for training)."""
 
     origin: str  # where the documents come from, for provenance and messages
-    train: Any
-    validation: Any | None
+    train: Documents
+    validation: Documents | None
 
 
 # File suffix -> the `datasets` packaged builder that reads it.
@@ -317,16 +348,6 @@ def _expand(patterns: str | Sequence[str]) -> list[str]:
     return files
 
 
-def stream_files(files: Sequence[str]) -> Any:
-    """A streaming `datasets.IterableDataset` over local files of one format."""
-    from datasets import load_dataset
-
-    builders = {_builder_for(f) for f in files}
-    if len(builders) != 1:
-        raise ValueError(f"data files mix formats ({', '.join(sorted(builders))}): {list(files)}")
-    return load_dataset(builders.pop(), data_files={"train": list(files)}, split="train", streaming=True)
-
-
 def open_corpus(
     *,
     dataset: str,
@@ -343,16 +364,20 @@ def open_corpus(
        contains `validation` are the validation split, the rest train (C4's own file names:
        `c4-train.00000-of-01024.json.gz`, `c4-validation.00000-of-00008.json.gz`).
     3. The hub, streamed: `load_dataset(dataset, config, split=..., streaming=True)`.
+
+    Nothing is read here: the corpus says where the documents are (`Documents`).
     """
     if data_files:
         if isinstance(data_files, Mapping):
             val = data_files.get("validation")
             return Corpus(
                 origin=f"files {dict(data_files)}",
-                train=stream_files(_expand(data_files["train"])),
-                validation=stream_files(_expand(val)) if val else None,
+                train=Documents(files=tuple(_expand(data_files["train"]))),
+                validation=Documents(files=tuple(_expand(val))) if val else None,
             )
-        return Corpus(origin=f"files {data_files}", train=stream_files(_expand(data_files)), validation=None)
+        return Corpus(
+            origin=f"files {data_files}", train=Documents(files=tuple(_expand(data_files))), validation=None
+        )
 
     local = data_root / dataset.rstrip("/").split("/")[-1]
     if local.is_dir():
@@ -363,24 +388,14 @@ def open_corpus(
             raise FileNotFoundError(f"{local} has no .json/.jsonl/.parquet/.txt training files")
         return Corpus(
             origin=f"local {local}",
-            train=stream_files(train_files),
-            validation=stream_files(val_files) if val_files else None,
+            train=Documents(files=tuple(train_files)),
+            validation=Documents(files=tuple(val_files)) if val_files else None,
         )
-
-    from datasets import load_dataset
-
-    try:
-        return Corpus(
-            origin=f"hub {dataset}/{config}",
-            train=load_dataset(dataset, config, split="train", streaming=True),
-            validation=load_dataset(dataset, config, split="validation", streaming=True),
-        )
-    except Exception as e:  # offline, unknown dataset, no validation split...
-        raise RuntimeError(
-            f"could not stream {dataset!r} (config {config!r}) from the Hugging Face hub: {e}. "
-            f"Point the task at local files with `options: {{data_files: path/or/glob}}` (json/jsonl/parquet "
-            f"with a 'text' field) or put them under {local}/"
-        ) from e
+    return Corpus(
+        origin=f"hub {dataset}/{config}",
+        train=Documents(dataset=dataset, config=config, split="train", local=str(local)),
+        validation=Documents(dataset=dataset, config=config, split="validation", local=str(local)),
+    )
 
 
 def _has_known_format(name: str) -> bool:
@@ -389,3 +404,91 @@ def _has_known_format(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenized and packed once, on disk
+
+PACKING_VERSION = 1  # bump when `_packed_rows` would write other windows from the same inputs
+
+
+def packed(
+    documents: Documents,
+    tokenizer: str,
+    window: int,
+    *,
+    text_field: str = "text",
+    skip_docs: int = 0,
+    max_windows: int | None = None,
+) -> Any:
+    """The packed windows (`pack`) of `documents` after the first `skip_docs`, at most `max_windows`
+    of them, as a `datasets.Dataset` with columns `ids` (a window's token ids) and `docs` (documents
+    read from the start when the window was complete).
+
+    Tokenized and packed once: HF `datasets` stores them in its cache (Arrow, memory-mapped) under a
+    fingerprint of everything that determines them (the documents' `stamp()`, the tokenizer spec and
+    its file's digest, `window`, `text_field`, `skip_docs`, `max_windows`, `PACKING_VERSION`). Every
+    later call with the same inputs, from any trial or worker process, reads the stored windows;
+    `datasets` locks the cache while one process writes it."""
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets.exceptions import DatasetGenerationError
+
+    key = {
+        "version": PACKING_VERSION,
+        "documents": documents.stamp(),
+        "tokenizer": _tokenizer_stamp(tokenizer),
+        "window": window,
+        "text_field": text_field,
+        "skip_docs": skip_docs,
+        "max_windows": max_windows,
+    }
+    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
+    dtype = "uint16" if load_tokenizer(tokenizer).vocab_size <= 2**16 else "int32"
+    features = Features({"ids": Sequence(Value(dtype), length=window), "docs": Value("int64")})
+    kwargs = dict(documents=documents, tokenizer=tokenizer, window=window, text_field=text_field,
+                  skip_docs=skip_docs, max_windows=max_windows)  # fmt: skip
+    try:
+        return Dataset.from_generator(
+            _packed_rows, features=features, gen_kwargs=kwargs, fingerprint=fingerprint
+        )
+    except DatasetGenerationError as e:  # the reading's own error (a hub out of reach...), unwrapped
+        raise (e.__cause__ or e) from None
+
+
+def _tokenizer_stamp(spec: str) -> str:
+    """The tokenizer spec, with the content digest of a tokenizer file (an edited file is a new key)."""
+    if Path(spec).is_file():
+        return f"{spec}@sha256:{hashlib.sha256(Path(spec).read_bytes()).hexdigest()}"
+    return spec
+
+
+def _packed_rows(
+    documents: Documents,
+    tokenizer: str,
+    window: int,
+    text_field: str,
+    skip_docs: int,
+    max_windows: int | None,
+) -> Iterator[dict[str, Any]]:
+    tok = load_tokenizer(tokenizer)
+    texts = itertools.islice((row[text_field] for row in documents.open()), skip_docs, None)
+    rows = pack_counted(tokenized(texts, tok), tok.eot, window)
+    for ids, docs in itertools.islice(rows, max_windows):
+        yield {"ids": ids, "docs": skip_docs + docs}
+
+
+class PackedWindows(Dataset):
+    """Windows stored by `packed`, as LongTensors of `window` tokens (map-style: a DataLoader shuffles
+    them with a seeded generator, and each process of a multi-process trial reads only its own)."""
+
+    def __init__(self, data: Any):
+        self.data = data.with_format("numpy", columns=["ids"])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.data[i]["ids"].astype(np.int64))
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return list(torch.from_numpy(self.data[indices]["ids"].astype(np.int64)))  # one read per batch

@@ -13,8 +13,18 @@ Data: ImageNet-1k in the Hugging Face hub schema (`ILSVRC/imagenet-1k`: `image`,
 copy is gated: accept its terms and `huggingface-cli login` once), or any local copy in that schema:
 option `data_files`, option `data_dir` (parquet/arrow files named by split, or an imagefolder tree
 `train/<class>/*.JPEG`, `validation/<class>/*.JPEG`), or `<data_root>/imagenet` (see
-`bench.workloads.image_data`). Rows are decoded per example in the loader, so on a CPU a pre-resized copy
-(e.g. 64 px) keeps the tiny task from waiting on JPEG decoding.
+`bench.workloads.image_data`). Two ways to decode:
+
+- per image, in the loader (the default): PIL decodes each JPEG (at a reduced DCT scale when it is
+  much larger than needed) and timm's transforms crop, flip and normalise it, in `num_workers`
+  processes. ~3 ms of CPU per ImageNet-sized image, measured here: a GPU waits on the CPU's cores.
+- `stored_size: S`: every image decoded once, resized to S x S, into the datasets cache
+  (`image_data.stored_split`); the loader only gathers uint8 rows (~30 us per image here) and the
+  crops, resizes and flips run on the device for the whole batch (`image_data.resized_crops`).
+  Crop boxes are torchvision's RandomResizedCrop boxes of the original image, so the augmentation is
+  the same distribution, sampled from S x S pixels instead of the original's (and bilinear instead
+  of bicubic): other numbers than the per-image path's. Costs the disk: 3 S^2 bytes per image
+  (ImageNet's 1.28M at S = 256: 252 GB).
 
 Transforms (timm's `create_transform`, mean/std/interpolation from the model's timm config):
 train: RandomResizedCrop(img_size, scale=(min_scale, 1)) and horizontal flip, seeded per example;
@@ -42,7 +52,11 @@ from bench.workloads.image_data import (
     ClassificationTask,
     PilTransformed,
     Source,
+    StoredImages,
+    normalized,
+    resized_crops,
     seeded_loader,
+    stored_split,
     timm_param_roles,
 )
 
@@ -60,17 +74,25 @@ def vit(model: str, num_classes: int, img_size: int, model_kwargs: Mapping[str, 
     return timm.create_model(model, **kwargs)
 
 
+@functools.cache
+def data_config(model: str, img_size: int) -> dict[str, Any]:
+    """timm's data configuration of `model` at `img_size`: mean, std, interpolation, crop_pct."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model)
+    return resolve_data_config(
+        {"input_size": (3, img_size, img_size)}, pretrained_cfg=cfg.to_dict() if cfg else None
+    )
+
+
 def transforms(
     model: str, img_size: int, min_scale: float, auto_augment: str | None
 ) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], float]:
     """(train, eval, crop_pct) with the model's mean, std, interpolation and crop_pct."""
-    from timm.data import create_transform, resolve_data_config
-    from timm.models import get_pretrained_cfg
+    from timm.data import create_transform
 
-    cfg = get_pretrained_cfg(model)
-    config = resolve_data_config(
-        {"input_size": (3, img_size, img_size)}, pretrained_cfg=cfg.to_dict() if cfg else None
-    )
+    config = data_config(model, img_size)
     common = {
         "input_size": config["input_size"],
         "interpolation": config["interpolation"],
@@ -114,9 +136,10 @@ class VitTask(ClassificationTask):
     def param_roles(self, model: nn.Module) -> ParamRoles:
         return timm_param_roles(model)
 
-    def _data(self, split_key: str, limit_key: str, train: bool) -> PilTransformed:
+    def _data(self, split_key: str, limit_key: str, train: bool) -> PilTransformed | StoredImages:
         o = self.opts
-        ds = _split(self.source, o[split_key], int(o[limit_key] or 0) or None)
+        limit = int(o[limit_key] or 0) or None
+        ds = _split(self.source, o[split_key], limit)
         labels = ds.features[o["label_key"]]
         if getattr(labels, "num_classes", 0) > int(o["num_classes"]):
             raise ValueError(
@@ -124,11 +147,26 @@ class VitTask(ClassificationTask):
                 f"option num_classes {o['num_classes']}"
             )
         size, min_scale = int(o["img_size"]), float(o["min_scale"])
-        train_tf, eval_tf, crop_pct = transforms(o["model"], size, min_scale, o["auto_augment"])
+        crop_pct = float(data_config(o["model"], size)["crop_pct"])
+        if o["stored_size"] is not None:
+            stored_size = int(o["stored_size"])
+            stored = stored_split(self.source, o[split_key], stored_size, limit)
+            return StoredImages(stored, stored_size, train=train, scale=(min_scale, 1.0), crop_pct=crop_pct)
+        train_tf, eval_tf, _ = transforms(o["model"], size, min_scale, o["auto_augment"])
         # The smallest side a decoded image needs: the smallest random crop (area fraction min_scale),
         # or the eval resize (img_size / crop_pct), must still cover img_size pixels.
         min_side = math.ceil(size / math.sqrt(min_scale) if train else size / crop_pct)
         return PilTransformed(ds, o["image_key"], o["label_key"], train_tf if train else eval_tf, min_side)
+
+    def inputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored images: crop, resize and flip the whole batch on its device, then normalise with the
+        model's mean and std. Decoded-per-image batches arrive ready."""
+        if self.opts["stored_size"] is None:
+            return super().inputs(batch)
+        images, labels, crops = batch
+        size = int(self.opts["img_size"])
+        config = data_config(self.opts["model"], size)
+        return normalized(resized_crops(images, crops, size), config["mean"], config["std"]), labels
 
     def train_loader(self) -> Iterable[Any]:
         data = self._data("train_split", "train_examples", train=True)

@@ -10,15 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from optim_helpers import make_model
 
 from bench.catalog import OPTIMIZERS
 from bench.optimizers import adam, free, lowrank, matrix, rotational, sam, sgd, sophia
+from bench.optimizers.base import on_gpu
 from bench.space import to_kwargs
 from bench.testing import OptimizerContract
 
 MODULES = (sgd, adam, matrix, free, sophia, lowrank, rotational, sam)
 DECLARED = [e for module in MODULES for e in module.ENTRIES]
+NAMES = OPTIMIZERS.names()
 
 
 class TestEveryOptimizer(OptimizerContract):
@@ -96,3 +99,30 @@ def test_the_zoo_suite_trains_every_built_in_optimizer():
 
     suite = yaml.safe_load((Path(__file__).parents[2] / "suites" / "zoo.yaml").read_text())
     assert sorted(suite["optimizers"]) == sorted(e.name for e in DECLARED)
+
+
+FUSED = sorted(n for n in NAMES if "fused" in OPTIMIZERS.get(n).flags)
+
+
+def test_torch_optimizers_with_a_fused_kernel_are_flagged():
+    assert FUSED == ["adam", "adamw", "sgd"]
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_kernel_only_on_gpu_parameters(name: str):
+    """On a CPU the flagged entries build exactly what they did (no `fused`); the class takes
+    `fused=True`, which `build` passes when every parameter is on a GPU."""
+    entry, model = OPTIMIZERS.get(name), make_model()
+    assert not on_gpu(model)
+    assert not entry.build(model, {}).param_groups[0]["fused"]
+    assert entry.build(model, {"fused": True}).param_groups[0]["fused"] is True
+    assert entry.build(model, {"foreach": True}).param_groups[0]["foreach"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_kernel_on_gpu(name: str):
+    model = make_model().cuda()
+    assert on_gpu(model)
+    assert OPTIMIZERS.get(name).build(model, {}).param_groups[0]["fused"] is True
+    assert not OPTIMIZERS.get(name).build(model, {"foreach": True}).param_groups[0]["fused"]

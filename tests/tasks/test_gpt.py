@@ -396,5 +396,87 @@ def test_pack_joins_documents_with_eot() -> None:
 
 
 def test_hub_offline_error_names_the_way_out(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set options.train_tokens .* or options.stream: true"):
+        build("c4_gpt_tiny", MICRO, tmp_path)  # the hub's C4 is too big to pack whole
     with pytest.raises(RuntimeError, match="data_files"):
-        build("c4_gpt_tiny", MICRO, tmp_path)
+        build("c4_gpt_tiny", MICRO | {"train_tokens": 10_000}, tmp_path)
+    with pytest.raises(RuntimeError, match="data_files"):
+        build("c4_gpt_tiny", MICRO | {"stream": True}, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Packed once into the datasets cache
+
+
+def test_c4_windows_are_tokenized_once_and_read_by_every_later_trial(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    tokenized = text_data.tokenized
+    monkeypatch.setattr(text_data, "tokenized", lambda *a, **k: calls.append(1) or tokenized(*a, **k))
+    path = write_c4("c4.jsonl", english_docs)
+    options = MICRO | {"data_files": str(path)}
+    first = build("c4_gpt_tiny", options, tmp_path, seed=0)
+    assert len(calls) == 2  # validation and training, packed once
+    again, other_seed = (
+        build("c4_gpt_tiny", options, tmp_path, seed=0),
+        build("c4_gpt_tiny", options, tmp_path, seed=1),
+    )
+    assert len(calls) == 2  # two more trials: read from the cache, nothing tokenized
+    assert isinstance(first.train_data, text_data.PackedWindows)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first_batches(first, 3), first_batches(again, 3), strict=True)
+    )
+    assert not torch.equal(first_batches(first, 1)[0], first_batches(other_seed, 1)[0])
+    assert torch.equal(first.val_windows, other_seed.val_windows)
+    assert len(first.train_data) > 0 and first.train_data[0].dtype == torch.long
+    # Other text in the file (another size or time): packed again.
+    write_c4("c4.jsonl", english_docs[:-1])
+    build("c4_gpt_tiny", options, tmp_path, seed=0)
+    assert len(calls) == 4
+
+
+def test_packed_windows_are_the_streamed_windows(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path]
+) -> None:
+    """The cache holds exactly what packing the document stream gives (no shuffling: buffer 0)."""
+    files = {
+        "train": str(write_c4("a.jsonl", english_docs[:100])),
+        "validation": str(write_c4("b.jsonl", english_docs[100:])),
+    }
+    cached = build("c4_gpt_tiny", MICRO | {"data_files": files}, tmp_path)
+    streamed = build(
+        "c4_gpt_tiny", MICRO | {"data_files": files, "stream": True, "shuffle_buffer": 0}, tmp_path
+    )
+    assert isinstance(streamed.train_data, text_data.PackedStream)
+    stream = list(streamed.train_data)
+    assert len(stream) == len(cached.train_data) > 0
+    assert all(torch.equal(s, cached.train_data[i]) for i, s in enumerate(stream))
+    capped = build("c4_gpt_tiny", MICRO | {"data_files": files, "train_tokens": 5 * 33}, tmp_path)
+    assert len(capped.train_data) == 5 and torch.equal(capped.train_data[4], stream[4])
+
+
+def test_each_rank_reads_only_its_windows(
+    tmp_path: Path, english_docs: list[str], write_c4: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import distributed
+
+    task = build("c4_gpt_tiny", MICRO | {"data_files": str(write_c4("c4.jsonl", english_docs))}, tmp_path)
+    single = first_batches(task, 2)
+    read: list[int] = []
+    getitems = text_data.PackedWindows.__getitems__
+    monkeypatch.setattr(
+        text_data.PackedWindows, "__getitems__", lambda self, ix: read.extend(ix) or getitems(self, ix)
+    )
+    half = build(
+        "c4_gpt_tiny",
+        MICRO | {"data_files": str(write_c4("c4.jsonl", english_docs)), "batch_size": 4},
+        tmp_path,
+    )
+    ranks = [
+        list(islice(iter(distributed.shard_loader(half.train_loader(), r, 2, train=True)), 2))
+        for r in range(2)
+    ]
+    for k in range(2):  # the two ranks' windows together are the single-process batch
+        assert sorted(torch.cat([ranks[0][k], ranks[1][k]]).tolist()) == sorted(single[k].tolist())
+    assert len(read) == 2 * 2 * 4  # two ranks, two batches of four windows: nothing read twice
