@@ -178,8 +178,9 @@ def expected_best_band(
     1..n): the n trials are resampled with replacement `resamples` times, E_k is computed for each
     resample, and the band is the (1 - level) / 2 and (1 + level) / 2 quantiles at each k: what a rerun
     of the random search with other draws might have given (Sivaprasad et al. 2020 bootstrap their
-    curves alike). Seeded, so a leaderboard is reproducible. Empty arrays for no values or resamples."""
-    v = np.asarray(values, dtype=float)
+    curves alike). Seeded and sorted first, so the band depends on the values alone, not on the order
+    the trials were read in: a leaderboard is reproducible. Empty arrays for no values or resamples."""
+    v = np.sort(np.asarray(values, dtype=float))
     if v.size == 0 or resamples <= 0:
         return np.zeros(0), np.zeros(0)
     kk = np.arange(1, v.size + 1) if ks is None else np.asarray(ks)

@@ -234,11 +234,12 @@ def leaderboard_of(suite: Path) -> Any:
 
 
 def compare(a: Any, b: Any, where: str = "") -> list[str]:
-    """Differences between two leaderboard JSONs, leaving out wall-clock times (keys with 'seconds')."""
+    """Differences between two leaderboard JSONs, leaving out wall-clock times (keys with 'seconds' or
+    'time_s': times to target, a step's time and its ratio to the reference)."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []
         for key in sorted(set(a) | set(b), key=str):
-            if "seconds" in str(key):
+            if "seconds" in str(key) or "time_s" in str(key):
                 continue
             if key not in a or key not in b:
                 out.append(f"{where}.{key}: only in {'the reference' if key in a else 'this run'}")

@@ -182,3 +182,10 @@ def test_window_sensitivity_on_rounded_grid_values_covers_a_window_that_ends_on_
     xs = np.log10([0.000316228, 0.001, 0.00316228, 0.01])
     value, why = rb.window_sensitivity(xs, np.array([0.11, 0.04, 0.025, 0.028]), l0=0.9, width=1.0)
     assert why == "" and value == pytest.approx((0.04 + 0.025 + 0.028) / 3 - 0.025)
+
+
+def test_the_bootstrap_band_does_not_depend_on_the_order_of_the_trials() -> None:
+    values = [0.3, 0.1, 0.5, 0.2, 0.9, 0.4]
+    lo, hi = rb.expected_best_band(values, [1, 2, 3], 100)
+    lo_r, hi_r = rb.expected_best_band(values[::-1], [1, 2, 3], 100)
+    assert np.array_equal(lo, lo_r) and np.array_equal(hi, hi_r)
