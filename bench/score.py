@@ -57,6 +57,7 @@ Conventions (every number in a leaderboard follows them):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -643,6 +644,7 @@ def leaderboard(
         }
     )
     tasks.index.name = "task"
+    tasks = tasks.loc[sorted(tasks.index, key=natural_order)]  # scan points in order: bs4, bs8, ..., bs512
     return Leaderboard(
         rows=rows,
         optimizers=optimizers,
@@ -738,6 +740,11 @@ _NOT_RANDOM = {
     "cmaes": "an adaptive sampler's trials depend on earlier results: they describe the search, not the optimizer",
     "defaults": "one trial, at the defaults",
 }  # fmt: skip
+
+
+def natural_order(name: Any) -> list[Any]:
+    """A sort key that reads the numbers in a name as numbers: `digits_mlp@bs8` before `digits_mlp@bs16`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]
 
 
 def protocol_of(g: pd.DataFrame) -> str:

@@ -678,3 +678,12 @@ def test_a_study_whose_trials_were_all_pruned_has_no_robustness_and_says_why():
     b = board.row("t", "b")
     assert b["why_lr"] == b["why_tunability"] == "no tune trial that was not pruned"
     assert board.optimizers.loc["b", "robust_by"] == ""
+
+
+def test_tasks_are_listed_with_their_numbers_read_as_numbers() -> None:
+    from bench.score import natural_order
+
+    names = ["digits_mlp@bs128", "digits_mlp@bs16", "digits_cnn", "digits_mlp@bs4"]
+    assert sorted(names, key=natural_order) == [
+        "digits_cnn", "digits_mlp@bs4", "digits_mlp@bs16", "digits_mlp@bs128",
+    ]  # fmt: skip
