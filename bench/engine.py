@@ -419,6 +419,19 @@ class Worker:
         best = search.best_of(stages) if stages else None
         return None if best is None else seeds_study(study, _number(best))
 
+    def stage_of_numbers(self, study: str) -> dict[int, str]:
+        """Point number -> the stage study holding it, for a sweep's later stages (their numbers continue
+        the lr grid's, so each number lies in one stage); empty for other protocols."""
+        if self.suite.tuning.protocol != "sweep":
+            return {}
+        out = {}
+        for name in self.stage_names(study)[1:]:
+            stage = search.load(self.storage, name)
+            for t in stage.get_trials(deepcopy=False) if stage is not None else ():
+                if "number" in t.user_attrs:
+                    out[int(t.user_attrs["number"])] = name
+        return out
+
     def extensions_forgone(self, sp: StudyPlan, stages: list[Any]) -> int:
         """A sweep's lr extensions that will never run (its lr points are all finished and the best is not
         at an edge, or the limit is reached): the plan counts them as an upper bound, a resume as done."""
@@ -681,10 +694,14 @@ class Worker:
         """Retire the trial runs no finished or running Optuna trial stands behind (see bench.repair)."""
 
         seeds: dict[str, str | None] = {}
+        stages: dict[str, dict[int, str]] = {}  # study -> point number -> the sweep stage holding it
 
         def study_of(record: TrialRecord) -> str | None:
             if record.kind != SEED:
-                return record.study
+                # a sweep's later stages are studies of their own: its point numbers say which
+                if record.study not in stages:
+                    stages[record.study] = self.stage_of_numbers(record.study)
+                return stages[record.study].get(record.number, record.study)
             # reruns of a superseded best are retired as such (`retire_superseded_seeds`)
             if record.study not in seeds:
                 seeds[record.study] = self.current_seeds(record.study)

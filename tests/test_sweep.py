@@ -296,3 +296,47 @@ def test_a_resume_counts_the_lr_extensions_that_will_never_run_as_done(
     sp = SimpleNamespace(name="s", extension=2, task=SimpleNamespace(mode="min"))
     stages = [lr_study("s", values, waiting)]
     assert Worker.extensions_forgone(worker, sp, stages) == forgone  # type: ignore[arg-type]
+
+
+def test_a_sweep_stages_runs_are_judged_against_their_own_stage_study(tmp_path: Path) -> None:
+    """`retire_orphans` (start and end of every `bench run`) keeps the valid runs of the later stages: a
+    stage's trial is judged by the stage study that holds it, not by the lr grid's trial of that number."""
+    import dataclasses
+
+    from test_records import SUMMARY
+
+    from bench import search
+    from bench.engine import Worker
+    from bench.loader import load_suite
+    from bench.plan import make_plan
+    from bench.progress import Display
+
+    suite = load_suite(sweep_suite(tmp_path, "judge", ["sgd"]))
+    plan = make_plan(suite)
+    (sp,) = plan.studies
+    worker = Worker(suite, plan, Display(plan.estimate.runs, live=False, out=lambda line: None))
+
+    def finish_all(study: object) -> list[str]:
+        run_ids = []
+        while search.pending(study)[0]:
+            trial = study.ask()
+            hparams = search.suggest(
+                trial, sweep.trial_space(sp.optimizer.search_space, {}, suite.tuning.sweep)
+            )
+            number = int(trial.user_attrs.get("number", trial.user_attrs["slot"]))
+            record = worker.record_of(sp, trial, number, "tune", 0, hparams)
+            run_id = worker.tracker.open_trial(record, f"sgd#{number}", None)
+            trial.set_user_attr("mlflow_run", run_id)
+            worker.tracker.close_trial(run_id, dataclasses.replace(record, summary=SUMMARY))
+            study.tell(trial, 0.5)
+            run_ids.append(run_id)
+        return run_ids
+
+    tuning = worker.open_tuning(sp)
+    runs = finish_all(tuning)
+    points = sweep.second_stage(sp.optimizer.search_space, {}, suite.tuning.sweep, 0.1, 0.05)
+    runs += finish_all(worker.open_stage(sp, tuning, sweep.sweep_stage(sp.name), points, start=3))
+    assert len(runs) == 3 + len(points)
+
+    worker.retire_orphans()
+    assert {r["run_id"] for r in trial_runs(tmp_path)} == set(runs)  # every stage's runs stay
