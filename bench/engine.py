@@ -44,6 +44,7 @@ import torch
 
 from bench import branches, distributed, preflight, provenance, records, repair, report, search, sweep
 from bench.faults import RecordError, explain, failpoint, stores
+from bench.horizons import HorizonPlan, plan_horizons
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
 from bench.plan import (
@@ -528,14 +529,15 @@ class Worker:
             if kind == TUNE and suite.tuning.pruner != "none" and distributed.world_size() == 1:
                 on_eval = search.pruning_callable(trial)
             distributed.announce({"study": sp.name, "hparams": hparams, "seed": seed, "warmup": warmup})
-            self.display.begin(f"{sp.name} {label}", sp.horizons.cost_steps if sp.horizons else sp.task.steps)
+            spec = trial_spec(suite, sp, hparams, seed, warmup)
+            horizons = trial_horizons(sp, spec)
+            self.display.begin(f"{sp.name} {label}", horizons.cost_steps if horizons else sp.task.steps)
             try:
                 with tracker.metrics_writer(run_id) as log_metrics:
-                    spec = trial_spec(suite, sp, hparams, seed, warmup)
-                    if sp.horizons is not None:
+                    if horizons is not None:
                         result = branches.train_horizons(
                             spec,
-                            sp.horizons,
+                            horizons,
                             directory=branches.trial_directory(
                                 suite.settings.checkpoint_dir, suite.name, record.trial_id
                             ),
@@ -723,6 +725,14 @@ def recording(log_metrics: LogMetrics) -> LogMetrics:
             raise RecordError(f"writing the trial's curves failed: {exc}") from exc
 
     return log
+
+
+def trial_horizons(sp: StudyPlan, spec: TrialSpec) -> HorizonPlan | None:
+    """The horizons a trial trains: the study's, or for a sweep's warmup point those of its own warmup
+    (the branches' cooldown starts and schedules follow the warmup the trunk trained with)."""
+    if sp.horizons is None or spec.optimizer.schedule == sp.optimizer.schedule:
+        return sp.horizons
+    return plan_horizons(spec.optimizer.schedule, sp.task.steps)
 
 
 def _kwargs(sp: StudyPlan) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.horizons import HorizonError, plan_horizons
+from bench.optimizers.schedules import needs_schedule
 from bench.registry import UnknownNameError, did_you_mean, entries_of, load_import_path
 from bench.scans import points
 from bench.schema import (
@@ -516,7 +517,8 @@ class _Resolver:
                         "'transfer' runs the first point's best configuration once per point, which a "
                         "sweep's stages cannot; with protocol sweep use lr: retune (every point swept)",
                     )
-        self.horizon_checks(tasks, optimizers, trainer.accumulate_grad_batches)
+        warmups = tuple(tuning.sweep.warmup) if tuning.protocol == "sweep" else ()
+        self.horizon_checks(tasks, optimizers, trainer.accumulate_grad_batches, warmups)
         if pr or self.unresolved:
             return None
         return Suite(
@@ -607,8 +609,15 @@ class _Resolver:
                 f"'{task}' is not a task of this suite.{did_you_mean(task, tasks)} Tasks: {', '.join(tasks)}",
             )
 
-    def horizon_checks(self, tasks: list[TaskSpec], optimizers: list[OptimizerSpec], accumulate: int) -> None:
-        """Every (task or scan point, optimizer) with horizons makes branches of one run."""
+    def horizon_checks(
+        self,
+        tasks: list[TaskSpec],
+        optimizers: list[OptimizerSpec],
+        accumulate: int,
+        warmups: tuple[float, ...] = (),
+    ) -> None:
+        """Every (task or scan point, optimizer) with horizons makes branches of one run, at its own
+        warmup and at each warmup a sweep's warmup points train with (`warmups`)."""
         for i, opt in enumerate(optimizers):
             if not opt.schedule.horizons:
                 continue
@@ -621,12 +630,16 @@ class _Resolver:
             where: KeyPath = ("optimizers", i, "schedule", "horizons") if own else ("schedule", "horizons")
             for task in tasks:
                 for point in points(task, accumulate):
-                    try:
-                        plan_horizons(opt.schedule, point.steps)
-                    except HorizonError as e:
-                        self.problems.add(
-                            where, f"{point.label} ({point.steps} steps), optimizer '{opt.label}': {e}"
-                        )
+                    for w in (None, *(warmups if needs_schedule(opt.entry) else ())):
+                        schedule = opt.schedule if w is None else dataclasses.replace(opt.schedule, warmup=w)
+                        try:
+                            plan_horizons(schedule, point.steps)
+                        except HorizonError as e:
+                            at = "" if w is None else f", the sweep's warmup point {w:g}"
+                            self.problems.add(
+                                where,
+                                f"{point.label} ({point.steps} steps), optimizer '{opt.label}'{at}: {e}",
+                            )
 
     def launch_free_checks(
         self, trainer: TrainerSpec, tasks: list[TaskSpec], optimizers: list[OptimizerSpec]

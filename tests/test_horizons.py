@@ -249,3 +249,40 @@ def test_a_diverged_trunk_records_every_horizon_as_diverged(tmp_path: Path) -> N
     assert sorted(int(r["bench.horizon"]) for r in runs) == [40, 80]
     assert all(r["bench.outcome"] == "diverged" for r in [trial, *runs])
     assert not list((tmp_path / ".bench" / "checkpoints").rglob("*"))  # nothing left behind
+
+
+def test_a_sweeps_warmup_point_trains_the_branches_of_its_own_warmup(tmp_path: Path) -> None:
+    """Sweep x horizons: a warmup point's trunk trains its warmup, so its cooldown branches (starts and
+    schedules) are planned from that warmup, not the suite's; a warmup that leaves no constant-lr trunk
+    before a cooldown is refused before training, naming the point."""
+    from bench.engine import trial_horizons, trial_spec
+    from bench.loader import load_suite
+    from bench.plan import make_plan
+    from bench.spec import SpecError
+
+    def suite(warmups: list[float]) -> Path:
+        return write_suite(
+            tmp_path,
+            name="swh",
+            tasks=[{"name": "digits_cnn", "steps": 200, "eval_every": 50}],
+            optimizers=["sgd"],
+            tuning={
+                "protocol": "sweep",
+                "seeds": 1,
+                "sweep": {"lr_points": 3, "extend": 0, "warmup": warmups},
+            },
+            schedule={"name": "wsd", "warmup": 4, "cooldown": 0.25, "horizons": [0.5]},
+        )
+
+    loaded = load_suite(suite([0.0, 0.2]))
+    (sp,) = make_plan(loaded).studies
+    assert trial_horizons(sp, trial_spec(loaded, sp, {"lr": 0.1}, 0)) is sp.horizons  # the lr points
+    point = trial_horizons(sp, trial_spec(loaded, sp, {"lr": 0.1}, 0, warmup=0.2))
+    assert point is not None and point.warmup == 40 != sp.horizons.warmup
+    assert [b.schedule.warmup for b in point.branches] == [40.0, 40.0]
+    assert [b.start for b in point.branches] == [
+        b.start for b in plan_horizons(wsd(warmup=40, cooldown=0.25, horizons=(0.5,)), 200).branches
+    ]
+
+    with pytest.raises(SpecError, match=r"the sweep's warmup point 0\.9: .*inside the 180-step warmup"):
+        load_suite(suite([0.0, 0.9]))
