@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import records
+from bench.faults import recording
 from bench.horizons import Branch, HorizonPlan, first_reach, merge_curve
 from bench.plan import tokens_per_step
 from bench.records import HORIZON, Summary, TrialRecord
@@ -197,10 +198,12 @@ class Horizons:
         on_step = (lambda s: self.on_step(offset + s - branch.start)) if self.on_step is not None else None
         begun = time.perf_counter()
         with self.tracker.metrics_writer(run_id) as writer:
-            _log_curves(writer, spec, trunk.curves, branch.start)
+            # the horizon run's writer fails as the recording, not as the trial (as the trial run's does)
+            write = recording(writer)
+            _log_curves(write, spec, trunk.curves, branch.start)
 
             def log(metrics: dict[str, float], step: int) -> None:
-                writer(metrics, step)
+                write(metrics, step)
                 if last:  # the trial's run holds the curves of its longest horizon, as a separate run would
                     self.log_metrics(metrics, step)
 

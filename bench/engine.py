@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from bench import branches, distributed, preflight, provenance, records, repair, report, search, sweep
-from bench.faults import RecordError, explain, failpoint, stores
+from bench.faults import explain, failpoint, recording, stores
 from bench.horizons import HorizonPlan, plan_horizons
 from bench.loader import load_suite
 from bench.outcomes import OUTCOMES
@@ -60,7 +60,7 @@ from bench.plan import (
 )
 from bench.progress import Display, Relay, say
 from bench.records import SEED, TUNE, Summary, TrialRecord
-from bench.run import LogMetrics, TrialResult, TrialSpec, train_trial
+from bench.run import TrialResult, TrialSpec, train_trial
 from bench.scans import transferred_hparams
 from bench.space import to_kwargs
 from bench.spec import Suite
@@ -712,19 +712,6 @@ class Worker:
         retired = repair.retire_orphans(self.tracker, self.storage, study_of)
         if retired:
             self.display.say(f"bench: retired {len(retired)} MLflow run(s) of attempts that did not finish")
-
-
-def recording(log_metrics: LogMetrics) -> LogMetrics:
-    """`log_metrics` whose failures say they are the recording's, not the trial's (`RecordError`): the
-    runner raises them instead of ending the trial as `error`, and the slot goes back to the queue."""
-
-    def log(metrics: dict[str, float], step: int) -> None:
-        try:
-            log_metrics(metrics, step)
-        except Exception as exc:
-            raise RecordError(f"writing the trial's curves failed: {exc}") from exc
-
-    return log
 
 
 def trial_horizons(sp: StudyPlan, spec: TrialSpec) -> HorizonPlan | None:

@@ -22,7 +22,8 @@ between creating an MLflow run and telling Optuna its id, half-way through creat
 outcomes, recorded like any result. A full disk, or a store that cannot be written, says nothing about
 the optimizer: `disk_full(exc)` recognises it (ENOSPC/EDQUOT anywhere in the exception chain, or SQLite's
 "database or disk is full"), the runner re-raises it instead of recording `error`, and the engine puts the
-trial's slot back in the queue (`RecordError` marks any failure of a callable that records).
+trial's slot back in the queue (`RecordError` marks any failure of a callable that records; `recording`
+wraps a metrics writer so that its failures are marked so).
 
 **Damaged stores.** `damaged(stores, exc)` turns a corrupt or half-migrated SQLite store's exception
 into a `StoreError` naming the file (found with `PRAGMA quick_check`) and how to recover.
@@ -35,7 +36,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,23 @@ class InjectedFault(OSError):
 class RecordError(RuntimeError):
     """Recording a trial failed (the tracking store, the disk): not an outcome of the trial. The engine
     puts the trial's slot back in the queue and stops; the same command resumes once fixed."""
+
+
+def recording(
+    log_metrics: Callable[[dict[str, float], int], None],
+) -> Callable[[dict[str, float], int], None]:
+    """`log_metrics` (a run's metrics writer) whose failures say they are the recording's, not the trial's
+    (`RecordError`): the runner raises them instead of ending the trial as `error`, and the engine puts
+    the slot back in the queue. Every writer a trial's training logs through goes through it (the trial's
+    run, and each horizon's run in `bench.branches`)."""
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        try:
+            log_metrics(metrics, step)
+        except Exception as exc:
+            raise RecordError(f"writing the trial's curves failed: {exc}") from exc
+
+    return log
 
 
 class StoreError(RuntimeError):
