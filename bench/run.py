@@ -496,10 +496,12 @@ class StepClock(Callback):
       micro-batches) to the end of the step (`on_train_batch_end`): gradient clipping, the optimizer's
       update and the lr scheduler's step.
 
-    Both are means over every step after the first `skip` (10% of the steps, at least 3: compilation,
-    allocator and cache warm-up): a mean, not a median, so that work an optimizer does every k steps (a
-    preconditioner update) is counted at its amortised cost, and every step rather than a sample, so
-    such work cannot alias with a sampling stride. Intervals are folded into running sums as they
+    Both are means over every step after the first `skip` of the steps this fit trains (10% of them, at
+    least 3: compilation, allocator and cache warm-up), counted from the step it starts at: a segment
+    resumed from a checkpoint at step k trains steps k+1..`stop_at`, and its own first steps warm up. A
+    mean, not a median, so that work an optimizer does every k steps (a preconditioner update) is counted
+    at its amortised cost, and every step rather than a sample, so such work cannot alias with a sampling
+    stride. Intervals are folded into running sums as they
     complete, so a long run keeps at most about `max_pending` of them. On CUDA they are read from CUDA
     events recorded in the stream, folded once the GPU has passed them (`Event.query`), so nothing
     synchronises per step; elsewhere from `time.perf_counter`.
@@ -508,8 +510,11 @@ class StepClock(Callback):
     optimizer adds to each device's memory (under FSDP, its shard).
     """
 
-    def __init__(self, steps: int, max_pending: int = 1000):
-        self.skip = min(max(3, steps // 10), max(steps - 2, 0))
+    def __init__(self, stop_at: int, max_pending: int = 1000):
+        """`stop_at`: the optimizer step training stops after (counted from the start of the whole run)."""
+        self.stop_at = stop_at
+        self.first = 0  # the step training starts from: set by `on_train_start` (a resumed checkpoint's)
+        self.skip = self._skip(stop_at)
         self.max_pending = max_pending
         self.cuda = False
         self.pending: list[tuple[str, Any, Any]] = []  # ("step" | "update", start, end) not yet folded
@@ -519,6 +524,11 @@ class StepClock(Callback):
         self._update_start: Any = None
         self._last_end: Any = None
         self._stepped = self._validated = False
+
+    @staticmethod
+    def _skip(steps: int) -> int:
+        """How many of `steps` trained steps warm up and are not timed."""
+        return min(max(3, steps // 10), max(steps - 2, 0))
 
     def _mark(self) -> Any:
         if self.cuda:
@@ -552,12 +562,15 @@ class StepClock(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.cuda = pl_module.device.type == "cuda"
+        # Lightning restores a checkpoint's loops before this hook: global_step is where this fit starts
+        self.first = trainer.global_step
+        self.skip = self._skip(self.stop_at - self.first)
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
         self._stepped = True
-        self._update_start = self._mark() if trainer.global_step + 1 > self.skip else None
+        self._update_start = self._mark() if trainer.global_step - self.first + 1 > self.skip else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = True
@@ -568,7 +581,7 @@ class StepClock(Callback):
         if not self._stepped:  # a micro-batch of an accumulation
             return
         self._stepped = False
-        done = trainer.global_step
+        done = trainer.global_step - self.first  # steps this fit trained
         if done < self.skip:
             return
         end = self._mark()
@@ -682,7 +695,7 @@ def train_trial(
     module: BenchModule | None = None
     trainer: L.Trainer | None = None
     outcome, error = "completed", None
-    clock = StepClock(spec.task.steps)
+    clock = StepClock(spec.stop_at)
     with _quiet():
         try:
             L.seed_everything(spec.seed, workers=True, verbose=False)

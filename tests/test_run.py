@@ -22,19 +22,21 @@ class FakeTime:
 
 
 def drive(clock: StepClock, steps: int, *, step_s: float, update_s: float, accumulate: int = 1,
-          validate_after: tuple[int, ...] = (), validation_s: float = 5.0, heavy_every: int = 0) -> None:  # fmt: skip
+          validate_after: tuple[int, ...] = (), validation_s: float = 5.0, heavy_every: int = 0,
+          start: int = 0, slow_first: int = 0) -> None:  # fmt: skip
     """The hooks Lightning calls for `steps` optimizer steps of `accumulate` micro-batches each, with
-    `step_s` seconds per step of which the last `update_s` are the update."""
+    `step_s` seconds per step of which the last `update_s` are the update; from step `start` (a fit
+    resumed from a checkpoint), its first `slow_first` steps' forward and backward 10x slower (warm-up)."""
     now = FakeTime()
     clock._mark = now  # type: ignore[method-assign]
     trainer, module = (
-        SimpleNamespace(global_step=0, optimizers=[]),
+        SimpleNamespace(global_step=start, optimizers=[]),
         SimpleNamespace(device=torch.device("cpu")),
     )
     clock.on_train_start(trainer, module)  # type: ignore[arg-type]
-    for _ in range(steps):
+    for i in range(steps):
         for micro in range(accumulate):
-            now.now += (step_s - update_s) / accumulate
+            now.now += (step_s - update_s) / accumulate * (10 if i < slow_first else 1)
             if micro == accumulate - 1:
                 clock.on_before_optimizer_step(trainer, module, None)  # type: ignore[arg-type]
                 heavy = heavy_every and (trainer.global_step + 1) % heavy_every == 0
@@ -47,7 +49,7 @@ def drive(clock: StepClock, steps: int, *, step_s: float, update_s: float, accum
 
 
 def test_step_clock_times_steps_and_updates_after_the_first_steps():
-    clock = StepClock(steps=50)
+    clock = StepClock(stop_at=50)
     assert clock.skip == 5
     drive(clock, 50, step_s=0.1, update_s=0.02)
     result = clock.result()
@@ -55,9 +57,19 @@ def test_step_clock_times_steps_and_updates_after_the_first_steps():
     assert clock.timed == {"step": 50 - 5, "update": 50 - 5}
 
 
+def test_step_clock_of_a_resumed_segment_skips_its_own_first_steps_counted_from_where_it_starts():
+    # a cooldown branch resumed at step 800 of a 1000-step run: 200 steps trained, the first 20 skipped
+    clock = StepClock(stop_at=1000)
+    drive(clock, 200, step_s=0.1, update_s=0.02, start=800, slow_first=3)
+    assert clock.first == 800 and clock.skip == 20
+    assert clock.timed == {"step": 200 - 20, "update": 200 - 20}
+    result = clock.result()
+    assert result["step_time_s"] == pytest.approx(0.1) and result["update_time_s"] == pytest.approx(0.02)
+
+
 def test_step_clock_counts_periodic_work_at_its_amortised_cost():
     # every 5th update costs 11x (a preconditioner refresh): a median would not see it, a mean does
-    clock = StepClock(steps=100)
+    clock = StepClock(stop_at=100)
     drive(clock, 100, step_s=0.1, update_s=0.01, heavy_every=5)
     result = clock.result()
     assert result["update_time_s"] == pytest.approx(0.01 * (4 + 11) / 5)
@@ -65,7 +77,7 @@ def test_step_clock_counts_periodic_work_at_its_amortised_cost():
 
 
 def test_step_clock_leaves_out_validation_and_counts_accumulated_micro_batches_as_one_step():
-    clock = StepClock(steps=40)
+    clock = StepClock(stop_at=40)
     drive(clock, 40, step_s=0.2, update_s=0.05, accumulate=4, validate_after=(10, 20, 30))
     result = clock.result()
     assert result["step_time_s"] == pytest.approx(0.2) and result["update_time_s"] == pytest.approx(0.05)
@@ -75,7 +87,7 @@ def test_step_clock_leaves_out_validation_and_counts_accumulated_micro_batches_a
 
 def test_step_clock_times_every_step_of_a_long_run_so_periodic_work_cannot_alias():
     # a refresh every 90 steps, as many as a sampling stride of 90 would have taken: every step is timed
-    clock = StepClock(steps=10_000, max_pending=100)
+    clock = StepClock(stop_at=10_000, max_pending=100)
     assert clock.skip == 1000
     drive(clock, 2000, step_s=0.01, update_s=0.001, heavy_every=90)
     heavy = sum(1 for done in range(1001, 2001) if done % 90 == 0)
@@ -99,7 +111,7 @@ class FakeEvent:
 def test_step_clock_on_cuda_folds_only_events_the_gpu_has_passed_and_waits_at_the_end(monkeypatch):
     gpu = [-1.0]  # the time the fake GPU has reached: nothing done yet
     now = FakeTime()
-    clock = StepClock(steps=100, max_pending=20)
+    clock = StepClock(stop_at=100, max_pending=20)
     trainer, module = SimpleNamespace(global_step=0), SimpleNamespace(device=torch.device("cpu"))
     clock._mark = lambda: FakeEvent(now(), gpu)  # type: ignore[method-assign]
     clock.cuda = True
@@ -120,7 +132,7 @@ def test_step_clock_on_cuda_folds_only_events_the_gpu_has_passed_and_waits_at_th
 
 
 def test_step_clock_reports_nan_when_nothing_was_timed():
-    empty = StepClock(steps=100).result()
+    empty = StepClock(stop_at=100).result()
     assert math.isnan(empty["step_time_s"]) and math.isnan(empty["update_time_s"])
     assert math.isnan(empty["state_bytes"])
 
