@@ -271,6 +271,8 @@ class Horizons:
 
 
 def _result_from_summary(s: Summary) -> TrialResult:
+    """A recorded horizon's result, read back from its summary: everything the trial's summary takes
+    from it (`bench.engine.summary_of`), the cost of a step included."""
     return TrialResult(
         outcome=s.outcome,
         value=s.value,
@@ -280,6 +282,8 @@ def _result_from_summary(s: Summary) -> TrialResult:
         steps_to_target=s.steps_to_target,
         seconds_to_target=s.seconds_to_target,
         tokens_to_target=s.tokens_to_target,
+        error=s.error,
+        **{name: getattr(s, name) for name in records.COST_METRICS},
     )
 
 

@@ -4,6 +4,8 @@ store. The trainings themselves are tested end to end in test_horizons.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from test_records import trial_record
 from bench import branches, faults
 from bench.engine import summary_of
 from bench.horizons import Branch, HorizonPlan
+from bench.records import Summary
 from bench.run import TrialResult, TrialSpec
 from bench.track import BATCH, Tracker
 
@@ -68,3 +71,27 @@ def test_a_horizon_runs_failing_writer_is_the_recordings_failure_not_the_trials(
         h.branch(branch, trunk, offset=branch.start, last=True)
     assert isinstance(raised.value, faults.RecordError) and faults.not_the_trials(raised.value)
     assert isinstance(raised.value.__cause__, MlflowException)
+
+
+def test_a_retry_reads_back_an_already_recorded_last_horizon_with_its_step_cost(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tiny")
+    trial_run = tracker.create_run("trial", {})
+    h, branch = horizons(tmp_path, tracker, trial_run)
+    # the dead attempt finished the trunk and recorded the (only, so last) horizon
+    h.dir.mkdir(parents=True)
+    trunk = TrialResult(outcome="completed", value=0.2, metrics={}, steps=branch.start, time_s=1.0)
+    (h.dir / branches.TRUNK_FILE).write_text(json.dumps(branches._result_dict(trunk)))
+    record = h.horizon_record(branch)
+    summary = Summary(outcome="completed", value=0.1, steps=20, time_s=2.0, steps_to_target=15.0,
+                      seconds_to_target=1.5, tokens_to_target=960.0, final={"val/error": 0.1},
+                      step_time_s=0.01, update_time_s=0.002, state_bytes=4096.0)  # fmt: skip
+    run_id = tracker.open_trial(record, "trial/h20", None)
+    tracker.close_trial(run_id, dataclasses.replace(record, summary=summary))
+    result = h.run()
+    assert result.outcome == "completed" and result.value == pytest.approx(0.1) and result.steps == 20
+    assert (result.step_time_s, result.update_time_s, result.state_bytes) == pytest.approx(
+        (0.01, 0.002, 4096.0)
+    )
+    read_back = summary_of(result)
+    assert read_back.steps_to_target == 15.0 and read_back.final == {"val/error": pytest.approx(0.1)}
+    assert not h.dir.exists()  # every horizon recorded: the checkpoints are spent
