@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
@@ -124,7 +125,31 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.BaseSto
     create_once(url, lambda at: make(at).engine.dispose())
     with store_lock(url):
         sqlite_wal(url)
-        return make(url)
+        storage = make(url)
+    if url.startswith("sqlite:///"):
+        immediate_transactions(storage.engine)
+    return storage
+
+
+def immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on a SQLite engine take the write lock when it begins (`BEGIN IMMEDIATE`).
+
+    Optuna pops a waiting trial by reading its state and then writing RUNNING (`set_trial_state_values`,
+    whose `for_update` SQLite ignores), and Python's sqlite3 driver starts the transaction only at the
+    write: two processes can both read WAITING and both run the trial (measured: 90 of 300 pops
+    duplicated by 4 processes; `tests/test_search.py`). With the lock taken at BEGIN, the read and the
+    write are one step; the others wait (the connection's busy timeout). SQLAlchemy's documented recipe
+    for pysqlite transactions: the driver's own BEGIN is turned off, SQLAlchemy emits ours."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners close; new ones get them
 
 
 def _unwrapped(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:

@@ -617,3 +617,36 @@ def test_study_time_budget_stops_every_study_alike_and_a_larger_cap_resumes(work
     assert set(run_statuses(workdir, "study").values()) == {"FINISHED"}
     runs = trial_runs(workdir)
     assert len(runs) == 6 and len({r["bench.trial_id"] for r in runs}) == 6
+
+
+POPPER = """
+import json, sys, time
+from pathlib import Path
+import optuna
+from bench import search
+url, gate = sys.argv[1], Path(sys.argv[2])
+study = optuna.load_study(study_name="s", storage=search.open_storage(url))
+while not gate.exists():
+    time.sleep(0.001)
+popped = []
+while (trial_id := study._pop_waiting_trial_id()) is not None:  # what Study.ask does first
+    popped.append(trial_id)
+print(json.dumps(popped))
+"""
+
+
+@pytest.mark.slow
+def test_processes_popping_one_sqlite_queue_at_once_never_get_the_same_trial(tmp_path: Path) -> None:
+    url, gate = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "gate"
+    study = optuna.create_study(study_name="s", storage=search.open_storage(url))
+    for i in range(200):
+        study.enqueue_trial({"x": i})
+    procs = [
+        subprocess.Popen([sys.executable, "-c", POPPER, url, str(gate)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    time.sleep(6)  # every process has imported and opened the store: released at one instant
+    gate.touch()
+    popped = [t for p in procs for t in json.loads(p.communicate(timeout=120)[0].splitlines()[-1])]
+    # without BEGIN IMMEDIATE, 4 processes popped 90 of 300 trials twice (search.immediate_transactions)
+    assert len(popped) == len(set(popped)) == 200
