@@ -39,6 +39,7 @@ def digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow  # writes the three stand-in datasets (~10 s)
 def test_layouts_are_the_ones_the_tasks_look_for(root: Path) -> None:
     c4 = sorted(p.name for p in (root / "c4").iterdir())
     assert c4 == ["c4-train.00000-of-00001.json.gz", "c4-validation.00000-of-00001.json.gz"]
@@ -56,6 +57,7 @@ def test_layouts_are_the_ones_the_tasks_look_for(root: Path) -> None:
     assert sorted(p.name for p in (root / "imagenet" / "validation").iterdir()) == classes
 
 
+@pytest.mark.slow  # writes the three stand-in datasets (~10 s)
 def test_the_real_loaders_read_them(root: Path) -> None:
     c4 = build("c4_gpt_tiny", {}, 0, root)
     x = next(iter(c4.train_loader()))
@@ -82,6 +84,7 @@ def test_train_and_held_out_digits_are_disjoint() -> None:
     assert np.bincount(renders["test"][1], minlength=10).min() > 20  # every class is tested
 
 
+@pytest.mark.slow  # writes the three stand-in datasets (~10 s)
 def test_same_seed_same_bytes(root: Path, tmp_path: Path) -> None:
     standins.write_c4_standin(tmp_path / "c4", seed=0)
     standins.write_imagenet_standin(tmp_path / "imagenet", seed=0)
