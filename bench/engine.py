@@ -394,12 +394,10 @@ class Worker:
         creating anything."""
         done = {}
         for sp in self.plan.studies:
-            names = self.stage_names(sp.name)
-            finished = sum(search.finished_slots(self.storage, name) for name in names)
-            stages = [st for name in names if (st := search.load(self.storage, name)) is not None]
-            finished += self.extensions_forgone(sp, stages)
+            stages = self.stages(sp.name)
+            finished = sum(search.slots_finished(st) for st in stages) + self.extensions_forgone(sp, stages)
             done[sp.name] = min(sp.trials + sp.extension, finished)
-            name = self.current_seeds(sp.name) if sp.seeds > 1 else None
+            name = self.current_seeds(sp.name, stages) if sp.seeds > 1 else None
             if name is not None:
                 done[sp.name] += min(sp.seeds - 1, search.finished_slots(self.storage, name))
         return done
@@ -411,12 +409,14 @@ class Worker:
         extend = self.suite.tuning.sweep.extend
         return [study, *(sweep.lr_stage(study, k) for k in range(1, extend + 1)), sweep.sweep_stage(study)]
 
-    def current_seeds(self, study: str) -> str | None:
+    def stages(self, study: str) -> list[Any]:
+        """The studies of `stage_names` that exist, loaded (read without creating anything)."""
+        return [st for name in self.stage_names(study) if (st := search.load(self.storage, name)) is not None]
+
+    def current_seeds(self, study: str, stages: list[Any] | None = None) -> str | None:
         """The name of the study of the reruns of `study`'s current best configuration over all its stages
-        (None while none has a completed trial or none exists), read without creating anything."""
-        stages = [
-            st for name in self.stage_names(study) if (st := search.load(self.storage, name)) is not None
-        ]
+        (`stages`, loaded when not given; None while none has a completed trial or none exists)."""
+        stages = self.stages(study) if stages is None else stages
         best = search.best_of(stages) if stages else None
         return None if best is None else seeds_study(study, _number(best))
 
@@ -426,11 +426,12 @@ class Worker:
         if self.suite.tuning.protocol != "sweep":
             return {}
         out = {}
-        for name in self.stage_names(study)[1:]:
-            stage = search.load(self.storage, name)
-            for t in stage.get_trials(deepcopy=False) if stage is not None else ():
+        for stage in self.stages(study):
+            if stage.study_name == study:
+                continue  # the lr grid: numbers not found in a later stage are its own
+            for t in stage.get_trials(deepcopy=False):
                 if "number" in t.user_attrs:
-                    out[int(t.user_attrs["number"])] = name
+                    out[int(t.user_attrs["number"])] = stage.study_name
         return out
 
     def extensions_forgone(self, sp: StudyPlan, stages: list[Any]) -> int:

@@ -413,29 +413,22 @@ def _cost_lines(board: Leaderboard, task: str) -> list[str]:
     def ratio(x: float) -> str:
         return "—" if not np.isfinite(x) else f"{x:.2f}x"
 
+    ref = f"vs {board.reference}"
+    columns: list[tuple[str, Callable[[pd.Series], str]]] = []  # (header, row -> cell)
     timed = board.wall_clock  # seconds are shown only where the suite says its machine is quiet
-    body = [
-        [
-            str(opt),
-            *(
-                [
-                    _fmt(1000 * r["step_time_s"], 3) + f" ({int(r['n_timed'])})",
-                    ratio(r["step_time_s_ratio"]),
-                    _fmt(1000 * r["update_time_s"], 3),
-                    ratio(r["update_time_s_ratio"]),
-                ]
-                if timed
-                else []
-            ),
-            _bytes(r["state_bytes"]),
-            ratio(r["state_bytes_ratio"]),
-        ]
-        for opt, r in sub.iterrows()
-    ]
-    header = ["optimizer"]
     if timed:
-        header += ["step ms (trials)", f"vs {board.reference}", "update ms", f"vs {board.reference}"]
-    header += ["optimizer state", f"vs {board.reference}"]
+        columns += [
+            ("step ms (trials)", lambda r: _fmt(1000 * r["step_time_s"], 3) + f" ({int(r['n_timed'])})"),
+            (ref, lambda r: ratio(r["step_time_s_ratio"])),
+            ("update ms", lambda r: _fmt(1000 * r["update_time_s"], 3)),
+            (ref, lambda r: ratio(r["update_time_s_ratio"])),
+        ]
+    columns += [
+        ("optimizer state", lambda r: _bytes(r["state_bytes"])),
+        (ref, lambda r: ratio(r["state_bytes_ratio"])),
+    ]
+    header = ["optimizer", *(h for h, _ in columns)]
+    body = [[str(opt), *(cell(r) for _, cell in columns)] for opt, r in sub.iterrows()]
     what = (
         "per trial the mean step time after its first steps, the median over completed trials; ratios to "
         f"`{board.reference}` measured in the same run"

@@ -393,8 +393,11 @@ def finished_slots(storage: optuna.storages.BaseStorage, name: str) -> int:
     """How many slots of the study `name` have a finished (complete or pruned) trial; 0 when the study
     does not exist."""
     study = load(storage, name)
-    if study is None:
-        return 0
+    return 0 if study is None else slots_finished(study)
+
+
+def slots_finished(study: optuna.Study) -> int:
+    """How many slots of a (loaded) study have a finished (complete or pruned) trial."""
     return len({t.user_attrs.get("slot") for t in finished_trials(study) if "slot" in t.user_attrs})
 
 
